@@ -1,0 +1,67 @@
+"""The native gRPC transport (grpcio aio): AuthService, grpc.health.v1 and reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentrouter_auth.service import AuthService
+
+AUTH_SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+
+
+class BindError(OSError):
+    """The gRPC listener could not bind its address."""
+
+
+class GrpcServer:
+    """A started grpcio server and the port it bound."""
+
+    def __init__(
+        self, server: grpc.aio.Server, port: int, health: health.aio.HealthServicer
+    ) -> None:
+        self.server = server
+        self.port = port
+        self.health = health
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report SERVING or NOT_SERVING for the whole server and for AuthService."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", AUTH_SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        """Turn health NOT_SERVING, stop accepting, and let in-flight calls finish."""
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+async def start_grpc_server(service: AuthService, host: str, port: int) -> GrpcServer:
+    """Bind `host:port` (port 0 picks a free one), register every service and start serving."""
+    server = grpc.aio.server()
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            AUTH_SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(target)
+    except RuntimeError as err:  # grpcio raises RuntimeError when it cannot bind
+        raise BindError(f"cannot listen for gRPC on {target}: {err}") from err
+    await server.start()
+    started = GrpcServer(server, bound, health_servicer)
+    await started.set_serving(True)
+    return started

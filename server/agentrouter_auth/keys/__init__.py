@@ -1,0 +1,1 @@
+"""Signing keys: generation (`material`) and persistence (`store`)."""

@@ -1,0 +1,114 @@
+"""Render a key set's public half once into immutable bytes that every transport serves.
+
+A `Snapshot` is built off the request path whenever the key set changes. Requests only read
+the current snapshot and write its bytes, so they never serialize, never touch disk and never
+take a lock, and a half-written key file can never reach the wire.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from google.protobuf import json_format
+from jwcrypto import jwk
+
+from agentrouter.auth.v1 import auth_pb2
+
+# RFC 7517/7518 members that carry private or symmetric key material. None of them has a
+# field in the contract's JWK message, and rendering refuses any key that would leak one.
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+# Members every published key must carry: PyJWT ignores keys without `kid`, node jose matches
+# on `alg`, and `use` tells verifiers the key is for signatures.
+REQUIRED_MEMBERS = ("kty", "kid", "alg", "use")
+
+
+class KeySetError(ValueError):
+    """The keys cannot be published as given; the message says which key and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One version of the public key set, pre-rendered for every protocol.
+
+    `message` is shared by every request and must never be mutated.
+    """
+
+    version: int
+    message: auth_pb2.GetJWKSResponse
+    proto: bytes
+    json: bytes
+    etag: str
+
+    @property
+    def kids(self) -> tuple[str, ...]:
+        """Key IDs in the published order."""
+        return tuple(key.kid for key in self.message.keys)
+
+
+class SnapshotSource(Protocol):
+    """Anything that can say which snapshot is current (a static set, the key ring)."""
+
+    def snapshot(self) -> Snapshot:
+        """The snapshot to serve now."""
+        ...
+
+
+class StaticKeySet:
+    """A snapshot that never changes: for tests and for serving a fixed set."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def snapshot(self) -> Snapshot:
+        """The one snapshot this source holds."""
+        return self._snapshot
+
+
+def public_members(key: jwk.JWK) -> dict[str, Any]:
+    """The public JWK members of `key`, refusing keys that cannot be published safely."""
+    name = key.get("kid") or "<no kid>"
+    if key.get("kty") == "oct":
+        raise KeySetError(f"key {name}: symmetric (oct) keys are never published")
+    members: dict[str, Any] = key.export_public(as_dict=True)
+    missing = [member for member in REQUIRED_MEMBERS if not members.get(member)]
+    if missing:
+        raise KeySetError(f"key {name}: missing required member(s) {', '.join(missing)}")
+    leaked = PRIVATE_MEMBERS.intersection(members)
+    if leaked:  # export_public strips these; this guards against a library regression
+        raise KeySetError(f"key {name}: private member(s) {', '.join(sorted(leaked))}")
+    return members
+
+
+def render(keys: Iterable[jwk.JWK], version: int = 0) -> Snapshot:
+    """Render the public half of `keys` into a snapshot, keys sorted by `kid`.
+
+    The JSON bytes are the compact proto3 JSON form of the response message, whose field JSON
+    names are the RFC member names, so REST, Connect JSON and the binary protocols publish the
+    same document. Members the contract does not model (for example `ext`) are dropped.
+    """
+    by_kid: dict[str, auth_pb2.JWK] = {}
+    for key in keys:
+        members = public_members(key)
+        kid = members["kid"]
+        if kid in by_kid:
+            raise KeySetError(f"key {kid}: duplicate kid")
+        by_kid[kid] = json_format.ParseDict(members, auth_pb2.JWK(), ignore_unknown_fields=True)
+    if not by_kid:
+        raise KeySetError("the key set is empty: there is nothing to verify tokens with")
+    message = auth_pb2.GetJWKSResponse(keys=[by_kid[kid] for kid in sorted(by_kid)])
+    body = json.dumps(
+        json_format.MessageToDict(message), separators=(",", ":"), ensure_ascii=True
+    ).encode()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
+    return Snapshot(
+        version=version,
+        message=message,
+        proto=message.SerializeToString(deterministic=True),
+        json=body,
+        etag=f'"{digest}"',
+    )

@@ -1,0 +1,97 @@
+"""Run the real `agentrouter-auth serve` (or `make run`) as a child process on loopback."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+LISTENING = re.compile(r"gRPC listening on (?P<host>\S+):(?P<port>\d+)")
+REPO = Path(__file__).resolve().parent.parent.parent
+AGENTROUTER_AUTH = [sys.executable, "-m", "agentrouter_auth"]
+
+
+class ServerProcess:
+    """A started server: `port` is the gRPC port it reported; `lines` is its stderr so far."""
+
+    def __init__(self, argv: Sequence[str], *, startup_timeout: float = 60.0) -> None:
+        self.argv = list(argv)
+        self.startup_timeout = startup_timeout
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.port = 0
+        self.returncode: int | None = None
+
+    def __enter__(self) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # signals go to the whole group (make and its child)
+        )
+        threading.Thread(target=self._drain, daemon=True).start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not self.port:
+            line = self._next_line(deadline)
+            match = LISTENING.search(line)
+            if match:
+                self.port = int(match["port"])
+        return self
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def _next_line(self, deadline: float) -> str:
+        try:
+            line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            self.kill()
+            raise TimeoutError(f"server printed no listening line: {self.lines}") from None
+        if line is None:
+            self.proc.wait()
+            raise RuntimeError(f"server exited {self.proc.returncode}: {self.lines}")
+        self.lines.append(line)
+        return line
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the process group and wait; return the exit status and collect all output."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        self.returncode = self.proc.wait(timeout=timeout)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.lines.append(line)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.returncode is None:
+            self.kill()

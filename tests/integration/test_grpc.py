@@ -1,0 +1,168 @@
+"""The vertical slice: a real grpcio server answers the generated stub on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from jwcrypto import jwk
+
+from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentrouter_auth.grpc_server import start_grpc_server
+from agentrouter_auth.keys.store import KeyDirectory
+from agentrouter_auth.service import AuthService
+from agentrouter_auth.snapshot import Snapshot, StaticKeySet, render
+
+from .serverproc import AGENTROUTER_AUTH, ServerProcess
+
+pytestmark = pytest.mark.integration
+PRIVATE = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+
+def expected_keys(keys: list[jwk.JWK]) -> list[dict[str, object]]:
+    """What a verifier must receive: each key's public half, sorted by kid (jwcrypto's view)."""
+    return sorted((k.export_public(as_dict=True) for k in keys), key=lambda m: str(m["kid"]))
+
+
+def test_grpc_stub_receives_the_public_set(key_pool: list[jwk.JWK]) -> None:
+    with (
+        running_grpc_server(render(key_pool)) as port,
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        response = auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(
+            auth_pb2.GetJWKSRequest(),
+            metadata=(("authorization", "Bearer anything-at-all"),),
+            timeout=10,
+        )
+        # typeshed's grpcio-health-checking and grpcio-reflection stubs omit client methods.
+        health = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest(service="agentrouter.auth.v1.AuthService"), timeout=10
+        )
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        (reply,) = reflection.ServerReflectionInfo(  # type: ignore[operator]
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+        )
+    document = json_format.MessageToDict(response)
+    assert document["keys"] == expected_keys(key_pool)
+    assert not PRIVATE & {member for key in document["keys"] for member in key}
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    services = {service.name for service in reply.list_services_response.service}
+    assert {"agentrouter.auth.v1.AuthService", "grpc.health.v1.Health"} <= services
+
+
+@contextlib.contextmanager
+def running_grpc_server(snapshot: Snapshot) -> Iterator[int]:
+    """The grpcio server on a free loopback port, its event loop in a background thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    service = AuthService(StaticKeySet(snapshot))
+    server = asyncio.run_coroutine_threadsafe(
+        start_grpc_server(service, "127.0.0.1", 0), loop
+    ).result(timeout=30)
+    try:
+        yield server.port
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(grace=1), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
+
+
+def call_jwks(port: int) -> auth_pb2.GetJWKSResponse:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=10)
+
+
+def test_serve_command_answers_and_stops_cleanly(tmp_path: Path, key_pool: list[jwk.JWK]) -> None:
+    store = KeyDirectory(tmp_path / "keys")
+    for key in key_pool[1:4]:
+        store.add(key)
+    argv = [*AGENTROUTER_AUTH, "serve", "--keys-dir", str(store.path), "--grpc-addr", "127.0.0.1:0"]
+    with ServerProcess(argv) as server:
+        response = call_jwks(server.port)
+        assert json_format.MessageToDict(response)["keys"] == expected_keys(key_pool[1:4])
+        assert server.terminate(signal.SIGTERM) == 0
+    assert any("stopped" in line for line in server.lines)
+
+
+def test_restart_publishes_the_same_set(tmp_path: Path) -> None:
+    keys_dir = str(tmp_path / "keys")
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", keys_dir], check=True)
+    argv = [*AGENTROUTER_AUTH, "serve", "--keys-dir", keys_dir, "--grpc-addr", "127.0.0.1:0"]
+    answers = []
+    for _ in range(2):
+        with ServerProcess(argv) as server:
+            answers.append(call_jwks(server.port).SerializeToString(deterministic=True))
+            assert server.terminate(signal.SIGINT) == 0
+    assert answers[0] == answers[1]
+    assert len(auth_pb2.GetJWKSResponse.FromString(answers[0]).keys) == 1
+
+
+def test_make_run_starts_a_server_a_grpc_client_can_call(tmp_path: Path) -> None:
+    argv = ["make", "--no-print-directory", "run", f"KEYS_DIR={tmp_path / 'keys'}",
+            "GRPC_ADDR=127.0.0.1:0", f"PYTHON={sys.executable}"]  # fmt: skip
+    with ServerProcess(argv, startup_timeout=300) as server:
+        (key,) = call_jwks(server.port).keys
+        assert key.alg == "ES256"
+        assert key.use == "sig"
+        assert key.kid
+        server.terminate(signal.SIGTERM)
+    assert any("stopped" in line for line in server.lines)
+    key_file = tmp_path / "keys" / f"{key.kid}.jwk.json"
+    assert json.loads(key_file.read_text())["d"]  # the private half stays on disk, 0600
+    assert key_file.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--grpc-addr", "127.0.0.1"], "--grpc-addr: expected HOST:PORT"),
+        (["--grace-period", "soon"], "--grace-period: expected a number of seconds"),
+        (["--keys-dir", "/nonexistent/keys"], "no keys in /nonexistent/keys"),
+        (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    ],
+)
+def test_bad_configuration_exits_with_one_line(
+    tmp_path: Path, args: list[str], reason: str
+) -> None:
+    keys_dir = tmp_path / "keys"
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
+    result = subprocess.run(
+        [*AGENTROUTER_AUTH, "serve", "--keys-dir", str(keys_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert reason in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "listening" not in result.stderr
+
+
+def test_bad_key_file_stops_the_server_naming_it(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    (keys_dir / "broken.jwk.json").write_text("{")
+    result = subprocess.run(
+        [*AGENTROUTER_AUTH, "serve", "--keys-dir", str(keys_dir), "--grpc-addr", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "broken.jwk.json: not a valid JWK" in result.stderr

@@ -10,10 +10,9 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentrouter_auth.keys.policy import Policy
+
 ENV_PREFIX = "AGENTROUTER_AUTH_"
-DEFAULT_KEYS_DIR = "var/keys"
-DEFAULT_GRPC_ADDR = "127.0.0.1:9090"
-DEFAULT_GRACE_SECONDS = 10.0
 
 
 class ConfigError(ValueError):
@@ -49,17 +48,6 @@ def parse_address(option: str, value: str) -> Address:
     return Address(host, int(port_text))
 
 
-def parse_seconds(option: str, value: str) -> float:
-    """A non-negative number of seconds."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ConfigError(f"{option}: expected a number of seconds, got {value!r}") from None
-    if not seconds >= 0:  # also refuses NaN
-        raise ConfigError(f"{option}: must be zero or more seconds, got {value!r}")
-    return seconds
-
-
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
     """What `agentrouter-auth serve` needs, validated."""
@@ -67,3 +55,7 @@ class ServeConfig:
     keys_dir: Path
     grpc_addr: Address
     grace_seconds: float
+    reload_interval: float
+    auto_rotate: bool
+    rsa_bits: int
+    policy: Policy

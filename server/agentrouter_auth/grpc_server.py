@@ -10,6 +10,9 @@ from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter_auth.service import AuthService
 
 AUTH_SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+# Health entry that turns NOT_SERVING while the last key-store reload failed. The server keeps
+# serving the last good set meanwhile, so "" and AuthService stay SERVING.
+KEYRING_HEALTH_NAME = "agentrouter.auth.v1.AuthService/keyring"
 
 
 class BindError(OSError):
@@ -28,13 +31,12 @@ class GrpcServer:
 
     async def set_serving(self, serving: bool) -> None:
         """Report SERVING or NOT_SERVING for the whole server and for AuthService."""
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
         for name in ("", AUTH_SERVICE_NAME):
-            await self.health.set(name, status)
+            await self.health.set(name, _status(serving))
+
+    async def set_keyring_health(self, healthy: bool) -> None:
+        """Report whether the last key-store reload succeeded."""
+        await self.health.set(KEYRING_HEALTH_NAME, _status(healthy))
 
     async def stop(self, grace: float) -> None:
         """Turn health NOT_SERVING, stop accepting, and let in-flight calls finish."""
@@ -64,4 +66,13 @@ async def start_grpc_server(service: AuthService, host: str, port: int) -> GrpcS
     await server.start()
     started = GrpcServer(server, bound, health_servicer)
     await started.set_serving(True)
+    await started.set_keyring_health(True)
     return started
+
+
+def _status(serving: bool) -> int:
+    return (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )

@@ -31,6 +31,10 @@ class KeySetError(ValueError):
     """The keys cannot be published as given; the message says which key and why."""
 
 
+class EmptyKeySetError(KeySetError):
+    """There is no key to publish: verifiers would reject every token."""
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One version of the public key set, pre-rendered for every protocol.
@@ -97,9 +101,12 @@ def render(keys: Iterable[jwk.JWK], version: int = 0) -> Snapshot:
         kid = members["kid"]
         if kid in by_kid:
             raise KeySetError(f"key {kid}: duplicate kid")
-        by_kid[kid] = json_format.ParseDict(members, auth_pb2.JWK(), ignore_unknown_fields=True)
+        try:
+            by_kid[kid] = json_format.ParseDict(members, auth_pb2.JWK(), ignore_unknown_fields=True)
+        except json_format.ParseError as err:
+            raise KeySetError(f"key {kid}: a member has the wrong type: {err}") from err
     if not by_kid:
-        raise KeySetError("the key set is empty: there is nothing to verify tokens with")
+        raise EmptyKeySetError("the key set is empty: there is nothing to verify tokens with")
     message = auth_pb2.GetJWKSResponse(keys=[by_kid[kid] for kid in sorted(by_kid)])
     body = json.dumps(
         json_format.MessageToDict(message), separators=(",", ":"), ensure_ascii=True

@@ -21,9 +21,9 @@ from jwcrypto import jwk
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter_auth.grpc_server import start_grpc_server
-from agentrouter_auth.keys.store import KeyDirectory
 from agentrouter_auth.service import AuthService
 from agentrouter_auth.snapshot import Snapshot, StaticKeySet, render
+from tests.conftest import Seeder
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess
 
@@ -86,10 +86,10 @@ def call_jwks(port: int) -> auth_pb2.GetJWKSResponse:
         return auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=10)
 
 
-def test_serve_command_answers_and_stops_cleanly(tmp_path: Path, key_pool: list[jwk.JWK]) -> None:
-    store = KeyDirectory(tmp_path / "keys")
-    for key in key_pool[1:4]:
-        store.add(key)
+def test_serve_command_answers_and_stops_cleanly(
+    tmp_path: Path, key_pool: list[jwk.JWK], seed_store: Seeder
+) -> None:
+    store = seed_store(tmp_path / "keys", key_pool[1:4])
     argv = [*AGENTROUTER_AUTH, "serve", "--keys-dir", str(store.path), "--grpc-addr", "127.0.0.1:0"]
     with ServerProcess(argv) as server:
         response = call_jwks(server.port)
@@ -130,7 +130,9 @@ def test_make_run_starts_a_server_a_grpc_client_can_call(tmp_path: Path) -> None
     ("args", "reason"),
     [
         (["--grpc-addr", "127.0.0.1"], "--grpc-addr: expected HOST:PORT"),
-        (["--grace-period", "soon"], "--grace-period: expected a number of seconds"),
+        (["--grace-period", "soon"], "--grace-period: 'soon' is not a duration"),
+        (["--reload-interval", "0"], "--reload-interval must be longer than zero"),
+        (["--publish-ahead", "10m"], "at most half of --publish-ahead"),
         (["--keys-dir", "/nonexistent/keys"], "no keys in /nonexistent/keys"),
         (["--no-such-option"], "unrecognized arguments: --no-such-option"),
     ],

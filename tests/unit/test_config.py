@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from agentrouter_auth.config import Address, ConfigError, parse_address, parse_seconds
+from agentrouter_auth.config import Address, ConfigError, parse_address
 
 
 @pytest.mark.parametrize(
@@ -38,13 +38,3 @@ def test_valid_addresses(text: str, expected: Address) -> None:
 def test_invalid_addresses_name_the_option(text: str, reason: str) -> None:
     with pytest.raises(ConfigError, match=f"^--grpc-addr: .*{re.escape(reason)}"):
         parse_address("--grpc-addr", text)
-
-
-@pytest.mark.parametrize("text", ["-1", "nan", "soon", ""])
-def test_invalid_seconds(text: str) -> None:
-    with pytest.raises(ConfigError, match=r"^--grace-period: "):
-        parse_seconds("--grace-period", text)
-
-
-def test_seconds() -> None:
-    assert parse_seconds("--grace-period", "2.5") == 2.5

@@ -1,18 +1,28 @@
-"""The key directory persists private keys safely and reports bad files by name."""
+"""The directory store persists keys safely, refuses bad files by name, and keeps them whole."""
 
 from __future__ import annotations
 
+import json
+import os
 import stat
 from pathlib import Path
 
 import pytest
 from jwcrypto import jwk
 
-from agentrouter_auth.keys.material import ALGORITHMS, generate_key
-from agentrouter_auth.keys.store import KeyDirectory, KeyFileError
+from agentrouter_auth.keys.material import SIGNING_ALGORITHMS, InvalidKeyError, generate_key
+from agentrouter_auth.keys.store import (
+    MANIFEST,
+    DirectoryStore,
+    Entry,
+    KeyStoreError,
+    Origin,
+    State,
+)
+from tests.conftest import Seeder
 
 
-@pytest.mark.parametrize("alg", sorted(ALGORITHMS))
+@pytest.mark.parametrize("alg", sorted(SIGNING_ALGORITHMS))
 def test_generated_keys_carry_kid_alg_and_use(alg: str) -> None:
     key = generate_key(alg)
     assert key.has_private
@@ -21,48 +31,180 @@ def test_generated_keys_carry_kid_alg_and_use(alg: str) -> None:
     assert key["use"] == "sig"
 
 
-def test_unknown_algorithm_is_refused() -> None:
-    with pytest.raises(ValueError, match="unsupported algorithm 'HS256'"):
+@pytest.mark.parametrize("bits", [3072, 4096])
+def test_larger_rsa_keys(bits: int) -> None:
+    key = generate_key("RS256", rsa_bits=bits)
+    n = key.get_op_key("verify")
+    assert n.key_size == bits
+
+
+def test_unknown_algorithm_and_size_are_refused() -> None:
+    with pytest.raises(InvalidKeyError, match="unsupported algorithm 'HS256'"):
         generate_key("HS256")
+    with pytest.raises(InvalidKeyError, match="not 1024"):
+        generate_key("RS256", rsa_bits=1024)
 
 
 def test_keys_survive_a_round_trip_with_private_modes(
-    tmp_path: Path, key_pool: list[jwk.JWK]
+    tmp_path: Path, key_pool: list[jwk.JWK], seed_store: Seeder
 ) -> None:
-    store = KeyDirectory(tmp_path / "keys")
+    store = seed_store(tmp_path / "keys", key_pool)
     for key in key_pool:
-        path = store.add(key)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(store.key_file(key["kid"]).stat().st_mode) == 0o600
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o700
-    assert sorted(p.name for p in store.path.iterdir()) == sorted(
-        f"{key.thumbprint()}.jwk.json" for key in key_pool
-    )  # no temporary files left behind
-    loaded = {key.thumbprint(): key for key in store.load()}
-    assert loaded == {key.thumbprint(): key for key in key_pool}
-    assert all(key.has_private for key in loaded.values())
+    assert stat.S_IMODE((store.path / MANIFEST).stat().st_mode) == 0o600
+    names = sorted(p.name for p in store.path.iterdir())
+    expected = sorted([f"{k.thumbprint()}.jwk.json" for k in key_pool] + [MANIFEST, ".lock"])
+    assert names == expected  # and no temporary file left behind
+    loaded = DirectoryStore(store.path).read()
+    assert {k.kid: k.key for k in loaded.keys} == {k.thumbprint(): k for k in key_pool}
+    states = sorted(k.entry.state.value for k in loaded.keys)
+    assert states == ["active"] * 3 + ["pending"] * 3
+    assert all(k.key.has_private for k in loaded.keys)
 
 
 def test_missing_directory_holds_no_keys(tmp_path: Path) -> None:
-    assert KeyDirectory(tmp_path / "absent").load() == []
+    assert DirectoryStore(tmp_path / "absent").read().keys == ()
+
+
+def test_file_without_manifest_entry_is_published_never_signs(
+    tmp_path: Path, key_pool: list[jwk.JWK]
+) -> None:
+    key = key_pool[4]
+    path = tmp_path / f"{key['kid']}.jwk.json"
+    path.write_text(key.export_public())
+    (stored,) = DirectoryStore(tmp_path).read().keys
+    assert stored.entry.state is State.PUBLISHED
+    assert stored.entry.origin is Origin.UNLISTED
+    assert not stored.key.has_private
+
+
+def test_a_failed_transaction_writes_nothing(tmp_path: Path, key_pool: list[jwk.JWK]) -> None:
+    store = DirectoryStore(tmp_path)
+    key = key_pool[2]
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.add(key, Entry(key["kid"], "ES256", State.ACTIVE, 1, activated=1))
+        raise RuntimeError("interrupted")
+    assert store.read().keys == ()
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_two_active_keys_for_one_algorithm_are_refused(
+    tmp_path: Path, key_pool: list[jwk.JWK]
+) -> None:
+    store = DirectoryStore(tmp_path)
+    with pytest.raises(KeyStoreError, match="two active ES256 keys"), store.transaction() as tx:
+        for key in key_pool[2:4]:
+            tx.add(key, Entry(key["kid"], "ES256", State.ACTIVE, 1, activated=1))
+    assert store.read().keys == ()
+
+
+def _write(path: Path, content: str | bytes, mode: int = 0o600) -> None:
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    os.chmod(path, mode)
+
+
+def _oct() -> str:
+    secret = jwk.JWK.generate(kty="oct", size=256, alg="HS256", use="sig")
+    secret.update(kid=secret.thumbprint())
+    return str(secret.export())
+
+
+def _signed(params: dict[str, object]) -> str:
+    key = jwk.JWK.generate(**params)
+    alg = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}[str(params["kty"])]
+    key.update(alg=alg, use="sig", kid=key.thumbprint())
+    return str(key.export())
+
+
+REFUSED = {
+    "symmetric": (_oct, "symmetric (oct) keys are refused"),
+    "rsa-1024": (lambda: _signed({"kty": "RSA", "size": 1024}), "RSA key of 1024 bits"),
+    "secp256k1": (lambda: _signed({"kty": "EC", "crv": "secp256k1"}), "unsupported curve"),
+    "x25519": (lambda: _signed({"kty": "OKP", "crv": "X25519"}), "unsupported curve 'X25519'"),
+    "truncated": (lambda: generate_key("ES256").export()[:40], "not a valid JWK"),
+    "empty": (lambda: "", "not a valid JWK (empty file)"),
+    "not-utf8": (lambda: "\udcff", "not a valid JWK"),
+    "private-member-on-wrong-type": (
+        lambda: json.dumps({**json.loads(generate_key("ES256").export()), "k": "c2VjcmV0"}),
+        "not a valid JWK",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_key_files_are_named(tmp_path: Path, case: str) -> None:
+    make, reason = REFUSED[case]
+    content = make()
+    path = tmp_path / "suspect.jwk.json"
+    _write(path, content.encode("utf-8", "surrogateescape"))
+    with pytest.raises(KeyStoreError, match="suspect.jwk.json") as failure:
+        DirectoryStore(tmp_path).read()
+    assert reason in str(failure.value)
+
+
+def test_kid_that_is_not_the_thumbprint_is_refused(tmp_path: Path) -> None:
+    key = generate_key("EdDSA")
+    key.update(kid="chosen-by-hand")
+    _write(tmp_path / "chosen-by-hand.jwk.json", key.export())
+    with pytest.raises(KeyStoreError, match="chosen-by-hand.jwk.json: kid 'chosen-by-hand' is not"):
+        DirectoryStore(tmp_path).read()
+
+
+def test_world_readable_private_key_is_refused(tmp_path: Path) -> None:
+    key = generate_key("ES256")
+    path = tmp_path / f"{key['kid']}.jwk.json"
+    _write(path, key.export(), mode=0o644)
+    with pytest.raises(KeyStoreError, match=r"readable by group or others \(mode 0644\)"):
+        DirectoryStore(tmp_path).read()
+    _write(path, key.export_public(), mode=0o644)  # a public key may be readable by anyone
+    assert len(DirectoryStore(tmp_path).read().keys) == 1
+
+
+def test_duplicate_kid_is_refused_naming_both_files(tmp_path: Path) -> None:
+    key = generate_key("ES256")
+    _write(tmp_path / f"{key['kid']}.jwk.json", key.export())
+    _write(tmp_path / "copy.jwk.json", key.export())
+    with pytest.raises(KeyStoreError, match="duplicate kid") as failure:
+        DirectoryStore(tmp_path).read()
+    assert "copy.jwk.json" in str(failure.value)
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "dangling.jwk.json").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(KeyStoreError, match="dangling.jwk.json: unreadable"):
+        DirectoryStore(tmp_path).read()
 
 
 @pytest.mark.parametrize(
-    ("content", "reason"),
+    ("manifest", "reason"),
     [
-        (b"{not json", "not a valid JWK"),
-        (b'{"kty":"EC"}', "not a valid JWK"),
-        (b"\xff", "unreadable"),
+        ("{", "corrupt manifest"),
+        ('{"format": 99, "keys": []}', "not a format 1 manifest"),
+        ('{"format": 1, "keys": [{"kid": "x"}]}', "corrupt manifest"),
+        ('{"format": 1, "keys": [{"kid": "x", "alg": "ES256", "state": "bogus", "created": 1}]}',
+         "corrupt manifest"),
+        ('{"format": 1, "keys": [{"kid": "x", "alg": "ES256", "state": "active", "created": 1}]}',
+         "lists key x but x.jwk.json is missing"),
     ],
-)
-def test_bad_key_file_is_named(tmp_path: Path, content: bytes, reason: str) -> None:
-    bad = tmp_path / "broken.jwk.json"
-    bad.write_bytes(content)
-    with pytest.raises(KeyFileError, match=f"broken.jwk.json: {reason}"):
-        KeyDirectory(tmp_path).load()
+)  # fmt: skip
+def test_bad_manifest_is_named(tmp_path: Path, manifest: str, reason: str) -> None:
+    _write(tmp_path / MANIFEST, manifest)
+    with pytest.raises(KeyStoreError, match=MANIFEST) as failure:
+        DirectoryStore(tmp_path).read()
+    assert reason in str(failure.value)
 
 
-def test_unsafe_kid_is_not_used_as_a_file_name(tmp_path: Path) -> None:
-    key = generate_key("EdDSA")
-    key.update(kid="../escape")
-    with pytest.raises(KeyFileError, match="refusing to store"):
-        KeyDirectory(tmp_path).add(key)
+def test_fingerprint_changes_with_every_write(tmp_path: Path, key_pool: list[jwk.JWK]) -> None:
+    store = DirectoryStore(tmp_path)
+    empty = store.fingerprint()
+    key = key_pool[2]
+    with store.transaction() as tx:
+        tx.add(key, Entry(key["kid"], "ES256", State.ACTIVE, 1, activated=1))
+    added = store.fingerprint()
+    assert added != empty
+    assert store.fingerprint() == added  # stable while nothing changes
+    with store.transaction() as tx:
+        tx.delete(key["kid"])
+    assert store.fingerprint() != added
+    assert store.read().keys == ()

@@ -1,0 +1,365 @@
+"""The key ring: the lifecycle of signing keys and the snapshot of their public half.
+
+`KeyRing` is the Python API behind the CLI and the server. The servicer asks it for the current
+snapshot; a token issuer in the same process asks it to sign. Reloads and rotation steps run
+off the request path and swap one reference; a reload that fails keeps the last good snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any
+
+from jwcrypto import jwk, jwt
+
+from agentrouter_auth.keys.material import (
+    DEFAULT_ALGORITHM,
+    InvalidKeyError,
+    default_alg,
+    generate_key,
+    public_copy,
+    validate,
+)
+from agentrouter_auth.keys.policy import Policy, format_duration
+from agentrouter_auth.keys.store import (
+    Entry,
+    KeySet,
+    KeyStore,
+    KeyStoreError,
+    Origin,
+    State,
+    Transaction,
+)
+from agentrouter_auth.snapshot import KeySetError, Snapshot, render
+
+log = logging.getLogger("agentrouter_auth.keys")
+
+
+class SigningError(ValueError):
+    """A token cannot be signed as asked; the message says why."""
+
+
+class Action(Enum):
+    """A lifecycle step the policy calls for."""
+
+    CREATE = "create"  # pre-publish a new pending key for an algorithm
+    PROMOTE = "promote"  # a pending key starts signing; the active one of its alg retires
+    DELETE = "delete"  # a retired key has outlived every token it signed
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One due lifecycle step: `subject` is an algorithm for CREATE, else a kid."""
+
+    action: Action
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A key moved from one state to another (None: did not exist / no longer exists)."""
+
+    kid: str
+    alg: str
+    before: State | None
+    after: State | None
+
+    def __str__(self) -> str:
+        before = self.before.value if self.before else "new"
+        after = self.after.value if self.after else "deleted"
+        return f"key {self.kid} ({self.alg}): {before} -> {after}"
+
+
+@dataclass(frozen=True, slots=True)
+class RingStatus:
+    """Health of the ring: whether the last reload succeeded, and when one last did."""
+
+    healthy: bool
+    error: str | None
+    version: int
+    loaded_at: float | None
+
+
+def due_steps(entries: Iterable[Entry], now: float, policy: Policy) -> list[Step]:
+    """The lifecycle steps the policy calls for at `now` (a pure function of the manifest).
+
+    Per algorithm with a generated key: a successor is pre-published `publish_ahead` before the
+    active key's `rotation_period` ends, and promoted once it has been published for
+    `publish_ahead`, whenever it was created (so a manual rotation is as safe as a scheduled
+    one). Retired keys go `retain_after` after they stopped signing.
+    """
+    steps: list[Step] = []
+    entries = sorted(entries, key=lambda e: (e.created, e.kid))
+    generated = [e for e in entries if e.origin is Origin.GENERATED]
+    for alg in sorted({e.alg for e in generated}):
+        pending = [e for e in generated if e.alg == alg and e.state is State.PENDING]
+        active = [e for e in generated if e.alg == alg and e.state is State.ACTIVE]
+        if pending:
+            if now >= pending[0].created + policy.publish_ahead:
+                steps.append(Step(Action.PROMOTE, pending[0].kid))
+        elif active:
+            since = active[0].activated if active[0].activated is not None else active[0].created
+            if now >= since + policy.rotation_period - policy.publish_ahead:
+                steps.append(Step(Action.CREATE, alg))
+    for entry in entries:
+        if entry.state is State.RETIRED:
+            retired = entry.retired if entry.retired is not None else entry.created
+            if now >= retired + policy.retain_after:
+                steps.append(Step(Action.DELETE, entry.kid))
+    return steps
+
+
+def next_event(entry: Entry, policy: Policy) -> tuple[str, int] | None:
+    """What the policy does to this key next, and when (Unix seconds); None for never."""
+    if entry.origin is not Origin.GENERATED:
+        return None
+    if entry.state is State.PENDING:
+        return "signs", int(entry.created + policy.publish_ahead)
+    if entry.state is State.ACTIVE:
+        since = entry.activated if entry.activated is not None else entry.created
+        return "successor", int(since + policy.rotation_period - policy.publish_ahead)
+    if entry.state is State.RETIRED:
+        retired = entry.retired if entry.retired is not None else entry.created
+        return "deleted", int(retired + policy.retain_after)
+    return None
+
+
+class KeyRing:
+    """Signing keys in a store, their lifecycle under a policy, and the published snapshot."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        policy: Policy,
+        *,
+        clock: Callable[[], float] = time.time,
+        rsa_bits: int = 2048,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self._clock = clock
+        self._rsa_bits = rsa_bits
+        self._key_set: KeySet | None = None
+        self._snapshot: Snapshot | None = None
+        self._fingerprint: object = None
+        self._error: str | None = None
+        self._loaded_at: float | None = None
+        self._refresh_lock = threading.Lock()  # one reload at a time; never on the request path
+
+    # -- the published set ---------------------------------------------------------------
+
+    def load(self) -> Snapshot:
+        """Read and render the store; raise if it holds no publishable set (no last good one)."""
+        with self._refresh_lock:
+            fingerprint = self.store.fingerprint()
+            key_set = self.store.read()
+            self._install(key_set, fingerprint)
+        assert self._snapshot is not None
+        return self._snapshot
+
+    def refresh(self) -> bool:
+        """Reload if the store changed. On failure keep the last good set and record why.
+
+        Returns True when a new snapshot was installed.
+        """
+        with self._refresh_lock:
+            fingerprint = self.store.fingerprint()
+            if fingerprint == self._fingerprint and self._snapshot is not None:
+                return False
+            try:
+                key_set = self.store.read()
+                return self._install(key_set, fingerprint)
+            except (KeyStoreError, KeySetError) as err:
+                self._fingerprint = fingerprint  # retried when the store changes again
+                if str(err) != self._error:
+                    log.error("key set reload failed, still serving the last good set: %s", err)
+                self._error = str(err)
+                return False
+
+    def _install(self, key_set: KeySet, fingerprint: object) -> bool:
+        previous = self._snapshot
+        version = previous.version + 1 if previous else 1
+        snapshot = render((stored.key for stored in key_set.keys), version)
+        for note in key_set.notes:
+            log.warning("%s", note)
+        if previous is not None and self._key_set is not None:
+            for change in diff(self._key_set, key_set):
+                log.info("key set changed: %s", change)
+        self._key_set, self._fingerprint = key_set, fingerprint
+        self._error, self._loaded_at = None, self._clock()
+        if previous is not None and previous.json == snapshot.json:
+            return False  # same public set: keep the snapshot (and its ETag) as it was
+        self._snapshot = snapshot
+        return True
+
+    def snapshot(self) -> Snapshot:
+        """The snapshot to serve now (a reference read: safe from any thread)."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise KeySetError("the key ring has not been loaded")
+        return snapshot
+
+    def status(self) -> RingStatus:
+        """Whether the last reload succeeded, with its error if not."""
+        version = self._snapshot.version if self._snapshot else 0
+        healthy = self._snapshot is not None and self._error is None
+        return RingStatus(healthy, self._error, version, self._loaded_at)
+
+    @property
+    def key_set(self) -> KeySet:
+        """The key set behind the current snapshot (private halves included)."""
+        if self._key_set is None:
+            raise KeySetError("the key ring has not been loaded")
+        return self._key_set
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def step(self) -> list[Change]:
+        """Apply every lifecycle step that is due now. Safe to call from many processes."""
+        with self.store.transaction() as tx:
+            now = int(self._clock())
+            for step in due_steps(tx.current.entries, now, self.policy):
+                if step.action is Action.CREATE:
+                    self._create(tx, step.subject, State.PENDING, now)
+                elif step.action is Action.PROMOTE:
+                    self._promote(tx, step.subject, now)
+                else:
+                    tx.delete(step.subject)
+            return self._commit(tx)
+
+    def init(self, algs: Iterable[str] = (DEFAULT_ALGORITHM,)) -> list[Change]:
+        """Create an active key for each algorithm that has none (a new store signs at once)."""
+        with self.store.transaction() as tx:
+            now = int(self._clock())
+            for alg in dict.fromkeys(algs):
+                if tx.current.active(alg) is None:
+                    self._create(tx, alg, State.ACTIVE, now)
+            return self._commit(tx)
+
+    def rotate(self, algs: Iterable[str] | None = None) -> list[Change]:
+        """Pre-publish a successor for each algorithm (default: every one with an active key).
+
+        The successor signs once it has been published for `publish_ahead`; an algorithm that
+        already has a pending successor is left as it is, so concurrent rotations add one key.
+        """
+        with self.store.transaction() as tx:
+            now = int(self._clock())
+            current = tx.current
+            wanted = (
+                list(algs)
+                if algs is not None
+                else sorted({k.entry.alg for k in current.keys if k.entry.state is State.ACTIVE})
+            )
+            if not wanted:
+                raise KeyStoreError(f"{self.store.description}: no active key to rotate")
+            for alg in wanted:
+                pending = any(
+                    k.entry.alg == alg and k.entry.state is State.PENDING for k in current.keys
+                )
+                if not pending:
+                    self._create(tx, alg, State.PENDING, now)
+            return self._commit(tx)
+
+    def prune(self) -> list[Change]:
+        """Delete the retired keys whose retention has ended."""
+        with self.store.transaction() as tx:
+            now = int(self._clock())
+            for step in due_steps(tx.current.entries, now, self.policy):
+                if step.action is Action.DELETE:
+                    tx.delete(step.subject)
+            return self._commit(tx)
+
+    def import_key(self, key: jwk.JWK) -> list[Change]:
+        """Publish another issuer's public key; it never signs. Private halves are dropped."""
+        public = public_copy(key)
+        if not public.get("alg"):
+            inferred = default_alg(public)
+            if inferred:
+                public.update(alg=inferred)
+        if not public.get("use"):
+            public.update(use="sig")
+        if not public.get("kid"):
+            public.update(kid=public.thumbprint())
+        validate(public)
+        with self.store.transaction() as tx:
+            existing = {k.kid for k in tx.current.keys}
+            if public["kid"] in existing:
+                raise InvalidKeyError(f"key {public['kid']} is already in the store")
+            now = int(self._clock())
+            entry = Entry(
+                public["kid"], public["alg"], State.PUBLISHED, now, origin=Origin.IMPORTED
+            )
+            tx.add(public, entry)
+            return self._commit(tx)
+
+    def _create(self, tx: Transaction, alg: str, state: State, now: int) -> None:
+        key = generate_key(alg, rsa_bits=self._rsa_bits)
+        activated = now if state is State.ACTIVE else None
+        tx.add(key, Entry(key["kid"], alg, state, now, activated=activated))
+
+    def _promote(self, tx: Transaction, kid: str, now: int) -> None:
+        entry = next(e for e in tx.current.entries if e.kid == kid)
+        current = tx.current.active(entry.alg)
+        if current is not None:
+            tx.update(replace(current.entry, state=State.RETIRED, retired=now))
+        tx.update(replace(entry, state=State.ACTIVE, activated=now))
+
+    def _commit(self, tx: Transaction) -> list[Change]:
+        """What a transaction changes; the store applies it when the block exits."""
+        return diff(tx.current, tx.result())
+
+    # -- signing -------------------------------------------------------------------------
+
+    def signer(self, alg: str | None = None) -> jwk.JWK:
+        """The active private key for `alg` (default: the only active algorithm, or ES256)."""
+        key_set = self.key_set
+        active = {k.entry.alg: k for k in key_set.keys if k.entry.state is State.ACTIVE}
+        if alg is None:
+            if len(active) == 1:
+                alg = next(iter(active))
+            elif DEFAULT_ALGORITHM in active:
+                alg = DEFAULT_ALGORITHM
+            else:
+                choices = ", ".join(sorted(active)) or "none"
+                raise SigningError(f"choose an algorithm with --alg (active: {choices})")
+        stored = active.get(alg)
+        if stored is None:
+            raise SigningError(f"no active {alg} key in {self.store.description}")
+        return stored.key
+
+    def sign(
+        self, claims: Mapping[str, Any], *, alg: str | None = None, ttl: float | None = None
+    ) -> str:
+        """A compact JWS of `claims` with `iat` and `exp`, signed by the active key."""
+        lifetime = self.policy.max_token_ttl if ttl is None else ttl
+        if not 0 < lifetime <= self.policy.max_token_ttl:
+            raise SigningError(
+                f"--ttl must be more than 0 and at most --max-token-ttl "
+                f"({format_duration(self.policy.max_token_ttl)})"
+            )
+        if "exp" in claims:
+            raise SigningError("exp is set from --ttl; leave it out of the claims")
+        key = self.signer(alg)
+        now = int(self._clock())
+        payload = {"iat": now, **claims, "exp": now + int(lifetime)}
+        token = jwt.JWT(header={"alg": key["alg"], "kid": key["kid"], "typ": "JWT"}, claims=payload)
+        token.make_signed_token(key)
+        return str(token.serialize())
+
+
+def diff(before: KeySet, after: KeySet) -> list[Change]:
+    """The state changes between two key sets, by kid."""
+    old = {e.kid: e for e in before.entries}
+    new = {e.kid: e for e in after.entries}
+    changes = []
+    for kid in sorted(old.keys() | new.keys()):
+        was, now = old.get(kid), new.get(kid)
+        if was is None or now is None or was.state is not now.state:
+            alg = (now or was).alg  # type: ignore[union-attr] # one of them exists
+            changes.append(Change(kid, alg, was.state if was else None, now.state if now else None))
+    return changes

@@ -1,0 +1,138 @@
+"""The key-management and signing commands, run as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import jwt as pyjwt
+import pytest
+
+from agentrouter_auth.keys.store import MANIFEST
+
+from .serverproc import AGENTROUTER_AUTH
+
+pytestmark = pytest.mark.integration
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*AGENTROUTER_AUTH, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def listing(keys_dir: Path) -> list[dict[str, object]]:
+    keys: list[dict[str, object]] = json.loads(
+        cli("keys", "list", "--json", "--keys-dir", str(keys_dir)).stdout
+    )["keys"]
+    return keys
+
+
+def test_init_list_rotate_and_sign_for_every_algorithm(tmp_path: Path) -> None:
+    keys_dir = str(tmp_path / "keys")
+    cli(
+        "keys", "init", "--keys-dir", keys_dir, "--alg", "RS256", "--alg", "ES256", "--alg", "EdDSA"
+    )
+    keys = listing(tmp_path / "keys")
+    assert sorted((k["alg"], k["state"]) for k in keys) == [
+        ("ES256", "active"), ("EdDSA", "active"), ("RS256", "active")
+    ]  # fmt: skip
+    assert all(k["next"]["event"] == "successor" for k in keys)  # type: ignore[index]
+    table = cli("keys", "list", "--keys-dir", keys_dir).stdout.splitlines()
+    assert table[0].split() == ["KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRED", "NEXT"]
+    assert len(table) == 4
+
+    cli("keys", "rotate", "--keys-dir", keys_dir, "--alg", "EdDSA")
+    states = sorted((k["alg"], k["state"]) for k in listing(tmp_path / "keys"))
+    assert ("EdDSA", "pending") in states
+    assert len(states) == 4
+
+    for alg in ("RS256", "ES256", "EdDSA"):
+        token = cli(
+            "token", "sign", "--keys-dir", keys_dir, "--alg", alg,
+            "--claims", '{"sub": "operator", "aud": "fleet"}', "--ttl", "5m",
+        ).stdout.strip()  # fmt: skip
+        header = pyjwt.get_unverified_header(token)
+        active = next(k for k in keys if k["alg"] == alg)
+        assert header == {"alg": alg, "kid": active["kid"], "typ": "JWT"}
+
+
+def test_concurrent_rotations_leave_a_consistent_store(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    cli("keys", "init", "--keys-dir", str(keys_dir), "--alg", "ES256")
+    rotations = [
+        subprocess.Popen(
+            [*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(keys_dir)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    assert [proc.wait(timeout=120) for proc in rotations] == [0, 0, 0, 0]
+    manifest = json.loads((keys_dir / MANIFEST).read_text())
+    listed = {entry["kid"] for entry in manifest["keys"]}
+    files = {path.name.removesuffix(".jwk.json") for path in keys_dir.glob("*.jwk.json")}
+    assert listed == files
+    assert sorted(entry["state"] for entry in manifest["keys"]) == ["active", "pending"]
+    assert not list(keys_dir.glob("*.tmp"))
+
+
+def test_import_publishes_a_foreign_public_key(tmp_path: Path) -> None:
+    keys_dir = str(tmp_path / "keys")
+    cli("keys", "init", "--keys-dir", keys_dir)
+    foreign = tmp_path / "issuer.json"
+    foreign.write_text(
+        json.dumps(
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
+        )
+    )
+    cli("keys", "import", "--keys-dir", keys_dir, str(foreign))
+    imported = [k for k in listing(tmp_path / "keys") if k["origin"] == "imported"]
+    assert [(k["alg"], k["state"], k["next"]) for k in imported] == [("EdDSA", "published", None)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["token", "sign", "--claims", "not json"], "--claims: not JSON"),
+        (["token", "sign", "--claims", "[1]"], "--claims: must be a JSON object"),
+        (["token", "sign", "--claims", "{}", "--ttl", "2h"], "at most --max-token-ttl (1h)"),
+        (["token", "sign", "--claims", "{}", "--alg", "RS256"], "no active RS256 key"),
+        (["keys", "import", "/nonexistent.json"], "/nonexistent.json: unreadable"),
+        (["keys", "rotate", "--alg", "HS256"], "invalid choice: 'HS256'"),
+        (["keys", "list", "--publish-ahead", "1h", "--cache-max-age", "40m"],
+         "at most half of --publish-ahead"),
+        (["keys", "list", "--rotation-period", "soon"],
+         "--rotation-period: 'soon' is not a duration"),
+    ],
+)  # fmt: skip
+def test_errors_are_one_line_and_exit_non_zero(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    keys_dir = str(tmp_path / "keys")
+    cli("keys", "init", "--keys-dir", keys_dir)
+    result = cli(*args, "--keys-dir", keys_dir, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_import_of_a_symmetric_key_is_refused(tmp_path: Path) -> None:
+    keys_dir = str(tmp_path / "keys")
+    cli("keys", "init", "--keys-dir", keys_dir)
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}')
+    result = cli("keys", "import", "--keys-dir", keys_dir, str(secret), check=False)
+    assert result.returncode == 1
+    assert "secret.json: symmetric (oct) keys are refused" in result.stderr
+    assert len(listing(tmp_path / "keys")) == 1
+
+
+def test_rotate_with_no_keys_says_so(tmp_path: Path) -> None:
+    result = cli("keys", "rotate", "--keys-dir", str(tmp_path / "empty"), check=False)
+    assert result.returncode == 1
+    assert "no active key to rotate" in result.stderr

@@ -1,0 +1,135 @@
+"""A running server follows its key store: CLI changes, bad files, automatic rotation."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentrouter_auth.grpc_server import KEYRING_HEALTH_NAME
+from agentrouter_auth.keys.store import MANIFEST
+
+from .serverproc import AGENTROUTER_AUTH, ServerProcess
+
+pytestmark = pytest.mark.integration
+T = TypeVar("T")
+# A policy compressed into seconds so a whole lifecycle fits in a test.
+FAST_POLICY = [
+    "--rotation-period", "4s", "--publish-ahead", "2s", "--retain-after", "2s",
+    "--max-token-ttl", "1s", "--clock-skew", "0s", "--cache-max-age", "1s",
+    "--stale-while-revalidate", "0s",
+]  # fmt: skip
+
+
+def kids(port: int) -> set[str]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        response = auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(
+            auth_pb2.GetJWKSRequest(), timeout=10
+        )
+    return {key.kid for key in response.keys}
+
+
+def keyring_health(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=KEYRING_HEALTH_NAME)
+        return int(stub.Check(request, timeout=10).status)  # type: ignore[attr-defined]
+
+
+def eventually(probe: Callable[[], T], accept: Callable[[T], bool], within: float = 10) -> T:
+    """Poll `probe` until `accept` holds (a bounded wait for a change the server must notice)."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if accept(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def serve_argv(keys_dir: Path, *extra: str) -> list[str]:
+    return [*AGENTROUTER_AUTH, "serve", "--keys-dir", str(keys_dir), "--grpc-addr",
+            "127.0.0.1:0", "--reload-interval", "200ms", *extra]  # fmt: skip
+
+
+def test_cli_rotation_and_bad_files_reach_a_running_server(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
+    with ServerProcess(serve_argv(keys_dir, "--rotation", "off")) as server:
+        before = kids(server.port)
+        subprocess.run(
+            [*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(keys_dir)], check=True
+        )
+        after = eventually(lambda: kids(server.port), lambda k: len(k) == 2)
+        assert before < after
+
+        bad = keys_dir / "broken.jwk.json"
+        bad.write_text('{"kty": "EC", "crv": "P-256"')  # truncated mid-write
+        assert eventually(lambda: keyring_health(server.port), lambda s: s != 1) == (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        assert kids(server.port) == after  # the last good set is still served
+        bad.unlink()
+        assert eventually(lambda: keyring_health(server.port), lambda s: s == 1) == 1
+        assert kids(server.port) == after
+        assert server.terminate(signal.SIGTERM) == 0
+    errors = [line for line in server.lines if "reload failed" in line]
+    assert len(errors) == 1
+    assert "broken.jwk.json" in errors[0]
+
+
+def test_automatic_rotation_walks_the_lifecycle_in_one_server(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    init = [*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir), *FAST_POLICY]
+    subprocess.run(init, check=True)
+    with ServerProcess(serve_argv(keys_dir, *FAST_POLICY)) as server:
+        (first,) = kids(server.port)
+        with_successor = eventually(lambda: kids(server.port), lambda k: len(k) == 2)
+        (second,) = with_successor - {first}
+        without_first = eventually(lambda: kids(server.port), lambda k: first not in k, within=15)
+        assert second in without_first
+        server.terminate()
+    changes = [line for line in server.lines if "rotation step applied" in line]
+    assert any(f"{second} (ES256): new -> pending" in line for line in changes)
+    assert any(f"{second} (ES256): pending -> active" in line for line in changes)
+    assert any(f"{first} (ES256): active -> retired" in line for line in changes)
+    assert any(f"{first} (ES256): retired -> deleted" in line for line in changes)
+
+
+def test_two_servers_on_one_directory_rotate_once(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    init = [*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir), *FAST_POLICY]
+    subprocess.run(init, check=True)
+    with (
+        ServerProcess(serve_argv(keys_dir, *FAST_POLICY)) as one,
+        ServerProcess(serve_argv(keys_dir, *FAST_POLICY)) as two,
+    ):
+        deadline = time.monotonic() + 9
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            manifest = json.loads((keys_dir / MANIFEST).read_text())
+            states = [entry["state"] for entry in manifest["keys"]]
+            seen.update(entry["kid"] for entry in manifest["keys"])
+            assert states.count("active") == 1
+            assert states.count("pending") <= 1
+            time.sleep(0.05)
+        one.terminate()
+        two.terminate()
+    applied = [line for s in (one, two) for line in s.lines if "rotation step applied" in line]
+    created = [line.split()[5] for line in applied if "new -> pending" in line]
+    promoted = [line.split()[5] for line in applied if "pending -> active" in line]
+    assert len(created) >= 2  # the policy rotated more than once in 9 s
+    assert len(created) == len(set(created))  # each step was taken by exactly one process
+    assert len(promoted) == len(set(promoted)) >= 1
+    final = {entry["kid"] for entry in json.loads((keys_dir / MANIFEST).read_text())["keys"]}
+    files = {path.name.removesuffix(".jwk.json") for path in keys_dir.glob("*.jwk.json")}
+    assert files == final  # no key file a lost race left behind
+    assert set(created) <= seen | final  # every key created made it into the manifest

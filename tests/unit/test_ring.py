@@ -1,0 +1,309 @@
+"""The key ring: lifecycle under a fake clock, last-good reloads, signing, imports, races."""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any
+
+import jwt as pyjwt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jwcrypto import jwk
+from jwcrypto import jwt as jose_jwt
+
+from agentrouter_auth.keys.material import generate_key
+from agentrouter_auth.keys.policy import DAY, HOUR, Policy
+from agentrouter_auth.keys.ring import KeyRing, SigningError
+from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError, State
+from agentrouter_auth.snapshot import KeySetError
+
+T0 = 1_700_000_000
+PRIVATE = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ring_at(path: Path, clock: Clock, policy: Policy | None = None) -> KeyRing:
+    return KeyRing(DirectoryStore(path), policy or Policy(), clock=clock)
+
+
+def states(ring: KeyRing) -> dict[str, str]:
+    return {k.kid: k.entry.state.value for k in ring.store.read().keys}
+
+
+def published(ring: KeyRing) -> list[str]:
+    return [key["kid"] for key in json.loads(ring.snapshot().json)["keys"]]
+
+
+def test_lifecycle_walks_at_the_policys_times(tmp_path: Path) -> None:
+    clock = Clock()
+    policy = Policy()  # 30d rotation, 1d publish-ahead, 1d retention
+    ring = ring_at(tmp_path, clock, policy)
+    (created,) = ring.init(["ES256"])
+    first = created.kid
+    ring.load()
+
+    clock.now = T0 + policy.rotation_period - policy.publish_ahead - 1
+    assert ring.step() == []
+    clock.now += 1
+    (pre_published,) = ring.step()
+    second = pre_published.kid
+    assert (pre_published.before, pre_published.after) == (None, State.PENDING)
+    assert ring.refresh()
+    assert sorted(published(ring)) == sorted([first, second])
+    assert ring.signer("ES256")["kid"] == first  # published, but not signing yet
+
+    clock.now = T0 + policy.rotation_period - 1
+    assert ring.step() == []
+    clock.now += 1
+    changes = {c.kid: (c.before, c.after) for c in ring.step()}
+    assert changes == {first: (State.ACTIVE, State.RETIRED), second: (State.PENDING, State.ACTIVE)}
+    ring.refresh()
+    assert ring.signer("ES256")["kid"] == second
+    assert states(ring) == {first: "retired", second: "active"}
+
+    clock.now = T0 + policy.rotation_period + policy.retain_after - 1
+    assert ring.step() == []
+    assert first in published(ring)
+    clock.now += 1
+    (deleted,) = ring.step()
+    assert (deleted.kid, deleted.before, deleted.after) == (first, State.RETIRED, None)
+    assert ring.refresh()
+    assert published(ring) == [second]
+    assert not DirectoryStore(tmp_path).key_file(first).exists()
+
+
+def test_manual_rotation_signs_only_after_publish_ahead(tmp_path: Path) -> None:
+    clock = Clock()
+    ring = ring_at(tmp_path, clock)
+    (first,) = ring.init(["EdDSA"])
+    (second,) = ring.rotate()
+    assert ring.rotate() == []  # a successor is already pending: nothing more
+    clock.now = T0 + DAY - 1
+    assert ring.step() == []
+    clock.now = T0 + DAY
+    assert {c.kid for c in ring.step()} == {first.kid, second.kid}
+    assert states(ring) == {first.kid: "retired", second.kid: "active"}
+
+
+def test_a_failed_reload_keeps_the_last_good_set_and_loses_nothing(
+    tmp_path: Path, key_pool: list[jwk.JWK]
+) -> None:
+    ring = ring_at(tmp_path, Clock())
+    ring.init(["ES256", "EdDSA"])
+    good = ring.load()
+    on_disk = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    bad = tmp_path / "intruder.jwk.json"
+    bad.write_text('{"kty": "oct", "k": "c2VjcmV0"}')
+    assert ring.refresh() is False
+    assert ring.snapshot() is good
+    status = ring.status()
+    assert not status.healthy
+    assert status.error is not None
+    assert "intruder.jwk.json" in status.error
+    bad.unlink()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == on_disk
+
+    ring.refresh()
+    assert ring.status().healthy
+    assert ring.snapshot().json == good.json
+
+    for path in tmp_path.glob("*.json"):
+        path.unlink()  # every key gone: an empty set is never published
+    assert ring.refresh() is False
+    assert ring.snapshot().json == good.json
+    assert "empty" in str(ring.status().error)
+
+
+def test_an_empty_store_will_not_load(tmp_path: Path) -> None:
+    with pytest.raises(KeySetError, match="empty"):
+        ring_at(tmp_path, Clock()).load()
+
+
+def test_restart_renders_the_same_bytes(tmp_path: Path) -> None:
+    clock = Clock()
+    ring = ring_at(tmp_path, clock)
+    ring.init(["RS256", "ES256", "EdDSA"])
+    ring.rotate(["ES256"])
+    first = ring.load()
+    again = ring_at(tmp_path, clock).load()
+    assert (again.json, again.proto, again.etag) == (first.json, first.proto, first.etag)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
+def test_signed_tokens_verify_against_the_published_set(tmp_path: Path, alg: str) -> None:
+    clock = Clock(now=__import__("time").time())
+    ring = ring_at(tmp_path, clock)
+    ring.init([alg])
+    snapshot = ring.load()
+    token = ring.sign({"sub": "svc-a", "aud": "agentrouter"}, ttl=600)
+
+    header = pyjwt.get_unverified_header(token)
+    assert header["alg"] == alg
+    assert header["kid"] == ring.signer(alg)["kid"]
+    jwks = pyjwt.PyJWKSet.from_dict(json.loads(snapshot.json))
+    claims = pyjwt.decode(
+        token, key=jwks[header["kid"]].key, algorithms=[alg], audience="agentrouter"
+    )
+    assert claims["sub"] == "svc-a"
+    assert claims["exp"] - claims["iat"] == 600
+
+    keyset = jwk.JWKSet.from_json(snapshot.json.decode())
+    verified = jose_jwt.JWT(jwt=token, key=keyset, expected_type="JWS")
+    assert json.loads(verified.claims)["sub"] == "svc-a"
+
+    other = generate_key(alg)  # a key that is not published must not verify
+    with pytest.raises(pyjwt.InvalidSignatureError):
+        pyjwt.decode(
+            token,
+            key=pyjwt.PyJWK(json.loads(other.export_public())).key,
+            algorithms=[alg],
+            audience="agentrouter",
+        )
+
+
+def test_signing_refuses_what_the_policy_forbids(tmp_path: Path) -> None:
+    ring = ring_at(tmp_path, Clock())
+    ring.init(["ES256", "EdDSA"])
+    ring.load()
+    with pytest.raises(SigningError, match="at most --max-token-ttl"):
+        ring.sign({}, ttl=2 * HOUR)
+    with pytest.raises(SigningError, match="exp is set from --ttl"):
+        ring.sign({"exp": 1})
+    with pytest.raises(SigningError, match="no active RS256 key"):
+        ring.sign({}, alg="RS256")
+    assert pyjwt.get_unverified_header(ring.sign({}))["alg"] == "ES256"
+
+
+def test_imported_public_key_is_published_and_never_signs(
+    tmp_path: Path, key_pool: list[jwk.JWK]
+) -> None:
+    ring = ring_at(tmp_path, Clock())
+    ring.init(["ES256"])
+    foreign = json.loads(key_pool[0].export())  # RSA with its private half
+    for member in ("kid", "alg", "use"):
+        foreign.pop(member)
+    ring.import_key(jwk.JWK(**foreign))
+    ring.load()
+    kid = key_pool[0].thumbprint()
+    assert kid in published(ring)
+    stored = DirectoryStore(tmp_path).key_file(kid).read_text()
+    assert not PRIVATE & set(json.loads(stored))  # only the public half is kept
+    with pytest.raises(SigningError, match="no active RS256 key"):
+        ring.sign({}, alg="RS256")
+    with pytest.raises(ValueError, match="already in the store"):
+        ring.import_key(jwk.JWK(**foreign))
+
+
+def test_prune_deletes_only_expired_retired_keys(tmp_path: Path) -> None:
+    clock = Clock()
+    policy = Policy()
+    ring = ring_at(tmp_path, clock, policy)
+    (first,) = ring.init(["ES256"])
+    ring.rotate()
+    clock.now = T0 + policy.publish_ahead
+    ring.step()
+    assert ring.prune() == []
+    clock.now += policy.retain_after
+    (pruned,) = ring.prune()
+    assert pruned.kid == first.kid
+
+
+def _race_step(path: str, now: float, barrier: Any, out: Any) -> None:
+    ring = KeyRing(DirectoryStore(Path(path)), Policy(), clock=lambda: now)
+    barrier.wait()
+    out.put(len(ring.step()))
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_processes_racing_the_rotation_step_create_one_key(tmp_path: Path, round_: int) -> None:
+    policy = Policy()
+    ring = ring_at(tmp_path, Clock(), policy)
+    ring.init(["ES256"])
+    due = T0 + policy.rotation_period - policy.publish_ahead + round_
+    context = multiprocessing.get_context("fork")
+    barrier, out = context.Barrier(4), context.Queue()
+    workers = [
+        context.Process(target=_race_step, args=(str(tmp_path), due, barrier, out))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert sorted(out.get(timeout=5) for _ in workers) == [0, 0, 0, 1]
+    assert sorted(states(ring).values()) == ["active", "pending"]
+    assert len(list(tmp_path.glob("*.jwk.json"))) == 2
+
+
+def test_a_read_only_store_still_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ring = ring_at(tmp_path, Clock())
+    ring.init(["ES256"])
+    real_open = os.open
+
+    def read_only_open(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith(".lock"):  # a Kubernetes Secret mount: no lock file can be made
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    assert len(ring_at(tmp_path, Clock()).load().kids) == 1
+    with pytest.raises(KeyStoreError, match="cannot lock the key store: .*Read-only file system"):
+        ring.rotate()
+
+
+member_names = st.sampled_from([*sorted(PRIVATE), "ext", "x5u", "iat", "extra"])
+member_values = st.one_of(st.text(max_size=20), st.integers(), st.booleans())
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    picks=st.lists(st.integers(0, 5), min_size=1, max_size=6, unique=True),
+    extras=st.dictionaries(member_names, member_values, max_size=4),
+    public_only=st.booleans(),
+)
+def test_whatever_the_store_holds_no_private_member_is_published(
+    tmp_path_factory: pytest.TempPathFactory,
+    key_pool: list[jwk.JWK],
+    picks: list[int],
+    extras: dict[str, object],
+    public_only: bool,
+) -> None:
+    path = tmp_path_factory.mktemp("store")
+    for index in picks:
+        key = key_pool[index]
+        members = json.loads(key.export_public() if public_only else key.export())
+        members.update(extras)
+        target = path / f"{key['kid']}.jwk.json"
+        target.write_text(json.dumps(members))
+        target.chmod(0o600)
+    ring = KeyRing(DirectoryStore(path), Policy())
+    try:
+        snapshot = ring.load()
+    except (KeyStoreError, KeySetError):
+        return  # refused whole, which is allowed; publishing a secret is not
+    for document in (json.loads(snapshot.json),):
+        for published_key in document["keys"]:
+            assert not PRIVATE & set(published_key)
+    for index in picks:
+        secrets = {str(v) for m, v in json.loads(key_pool[index].export()).items() if m in PRIVATE}
+        for secret in secrets:
+            assert secret.encode() not in snapshot.json
+            assert secret.encode() not in snapshot.proto

@@ -8,9 +8,10 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed-stamp
 CONTRACT := $(PY) tools/contract.py
 
-# Development server settings (override on the command line: make run GRPC_ADDR=...).
+# Development server settings (override on the command line: make run HTTP_ADDR=...).
 KEYS_DIR  ?= var/keys
 GRPC_ADDR ?= 127.0.0.1:9090
+HTTP_ADDR ?= 127.0.0.1:8080
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint breaking generate check-generated stage freeze lock clean
@@ -28,7 +29,8 @@ install: $(STAMP) ## Create/update .venv with the pinned dependencies
 
 run: $(STAMP) ## Start the server on loopback with a persisted development key ring
 	$(BIN)/agentrouter-auth keys init --keys-dir $(KEYS_DIR)
-	exec $(BIN)/agentrouter-auth serve --keys-dir $(KEYS_DIR) --grpc-addr $(GRPC_ADDR)
+	exec $(BIN)/agentrouter-auth serve --keys-dir $(KEYS_DIR) \
+		--http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
 
 test: $(STAMP) lint check-generated breaking ## Lint, contract checks and the whole test suite
 	$(PY) -m pytest

@@ -7,14 +7,13 @@ line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,8 +22,14 @@ from jwcrypto import jwk
 from jwcrypto.common import JWException
 
 from agentrouter_auth import __version__
-from agentrouter_auth.config import ENV_PREFIX, ConfigError, ServeConfig, parse_address
-from agentrouter_auth.grpc_server import BindError, GrpcServer, start_grpc_server
+from agentrouter_auth.config import (
+    ENV_PREFIX,
+    Address,
+    ConfigError,
+    ServeConfig,
+    parse_address,
+)
+from agentrouter_auth.grpc_server import BindError
 from agentrouter_auth.keys.material import (
     DEFAULT_ALGORITHM,
     RSA_SIZES,
@@ -34,7 +39,6 @@ from agentrouter_auth.keys.material import (
 from agentrouter_auth.keys.policy import POLICY_FIELDS, Policy, PolicyError, parse_duration
 from agentrouter_auth.keys.ring import Change, KeyRing, SigningError, next_event
 from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError
-from agentrouter_auth.service import AuthService
 from agentrouter_auth.snapshot import EmptyKeySetError, KeySetError
 
 PROG = "agentrouter-auth"
@@ -48,6 +52,12 @@ ERRORS = (
     SigningError,
     BindError,
 )
+MAX_HEADER_BYTES = 64 * 1024
+# `serve` options handed to worker processes through the environment.
+SERVE_OPTIONS = (
+    "keys_dir", "http_addr", "grpc_addr", "grace_period", "reload_interval", "rotation",
+    "rsa_bits", *POLICY_FIELDS,
+)  # fmt: skip
 _POLICY_DEFAULTS = {
     name: value
     for name, value in zip(
@@ -117,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve GetJWKS")
     _common(serve, policy=True)
+    _option(serve, "--http-addr", "127.0.0.1:8080", "HTTP listen address (REST, Connect, gRPC-Web)")
     _option(serve, "--grpc-addr", "127.0.0.1:9090", "gRPC listen address, HOST:PORT")
     _option(serve, "--grace-period", "10s", "time in-flight requests get to finish on SIGTERM")
     _option(serve, "--reload-interval", "2s", "how often the key store is checked for changes")
@@ -158,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging() -> None:
+    """Log lines to stderr, prefixed with the program name (a no-op once configured)."""
+    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s", stream=sys.stderr)
+
+
 def policy_from(args: argparse.Namespace) -> Policy:
     """The validated policy from the command line and environment."""
     values = {
@@ -170,7 +186,7 @@ def policy_from(args: argparse.Namespace) -> Policy:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return the process exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s", stream=sys.stderr)
+    configure_logging()
     try:
         ring = KeyRing(DirectoryStore(args.keys_dir), policy_from(args), rsa_bits=args.rsa_bits)
         handler = _HANDLERS[(args.command, _subcommand(args))]
@@ -201,22 +217,89 @@ def _report(changes: list[Change], nothing: str) -> int:
     return 0
 
 
-def cmd_serve(ring: KeyRing, args: argparse.Namespace) -> int:
-    """Validate everything, load the keys, and only then bind and serve."""
+def serve_config(args: argparse.Namespace, policy: Policy) -> ServeConfig:
+    """The validated `serve` configuration."""
     config = ServeConfig(
         keys_dir=args.keys_dir,
+        http_addr=parse_address("--http-addr", args.http_addr),
         grpc_addr=parse_address("--grpc-addr", args.grpc_addr),
         grace_seconds=parse_duration("--grace-period", args.grace_period),
         reload_interval=parse_duration("--reload-interval", args.reload_interval),
         auto_rotate=args.rotation == "auto",
         rsa_bits=args.rsa_bits,
-        policy=ring.policy,
+        policy=policy,
     )
     if config.reload_interval <= 0:
         raise ConfigError("--reload-interval must be longer than zero")
+    if config.http_addr == config.grpc_addr and config.http_addr.port:
+        raise ConfigError("--http-addr and --grpc-addr must differ")
+    return config
+
+
+def serve_setup_from_environment() -> tuple[ServeConfig, KeyRing]:
+    """Configuration and a loaded key ring from AGENTROUTER_AUTH_* variables (worker side)."""
+    args = build_parser().parse_args(["serve"])
+    ring = KeyRing(DirectoryStore(args.keys_dir), policy_from(args), rsa_bits=args.rsa_bits)
+    config = serve_config(args, ring.policy)
     ring.load()
-    asyncio.run(serve(config, ring))
+    return config, ring
+
+
+def cmd_serve(ring: KeyRing, args: argparse.Namespace) -> int:
+    """Validate everything and load the keys, then bind and serve until SIGTERM/SIGINT.
+
+    Worker processes rebuild the same configuration from the environment, so the resolved
+    options (free ports chosen for port 0 included) are exported before they start.
+    """
+    config = serve_config(args, ring.policy)
+    ring.load()
+    config = replace(
+        config,
+        http_addr=_concrete(config.http_addr, "--http-addr"),
+        grpc_addr=_concrete(config.grpc_addr, "--grpc-addr"),
+    )
+    exported = vars(args) | {"http_addr": str(config.http_addr), "grpc_addr": str(config.grpc_addr)}
+    for dest in SERVE_OPTIONS:
+        os.environ[ENV_PREFIX + dest.upper()] = str(exported[dest])
+    run_http_server(config)
     return 0
+
+
+def _concrete(address: Address, option: str) -> Address:
+    """Check that `address` can be bound; pick a free port for port 0."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, family, socket.SOCK_STREAM)
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+            port = probe.getsockname()[1]
+    except OSError as err:
+        raise ConfigError(f"{option} {address}: {err.strerror or err}") from err
+    return Address(address.host, port)
+
+
+def run_http_server(config: ServeConfig) -> None:
+    """Serve the ASGI app with granian (HTTP/1.1 and h2c) until SIGTERM/SIGINT."""
+    from granian.constants import HTTPModes, Interfaces  # noqa: PLC0415 - only `serve` needs it
+    from granian.http import HTTP1Settings, HTTP2Settings  # noqa: PLC0415
+    from granian.server import Server  # noqa: PLC0415
+
+    Server(
+        "agentrouter_auth.asgi:create_app",
+        address=config.http_addr.host,
+        port=config.http_addr.port,
+        interface=Interfaces.ASGI,
+        http=HTTPModes.auto,
+        workers=1,
+        factory=True,
+        websockets=False,
+        log_enabled=True,
+        workers_kill_timeout=int(config.grace_seconds) + 5,
+        # Request heads over 64 KiB are refused (431) rather than buffered.
+        http1_settings=HTTP1Settings(max_buffer_size=MAX_HEADER_BYTES),
+        http2_settings=HTTP2Settings(max_headers_size=MAX_HEADER_BYTES),
+    ).serve()
 
 
 def cmd_init(ring: KeyRing, args: argparse.Namespace) -> int:
@@ -311,42 +394,3 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[KeyRing, argparse.Namespace], 
     ("keys", "prune"): cmd_prune,
     ("token", "sign"): cmd_sign,
 }
-
-
-async def serve(config: ServeConfig, ring: KeyRing) -> None:
-    """Serve until SIGTERM or SIGINT, then drain in-flight calls within the grace period."""
-    server = await start_grpc_server(
-        AuthService(ring), config.grpc_addr.host, config.grpc_addr.port
-    )
-    bound = type(config.grpc_addr)(config.grpc_addr.host, server.port)
-    log.info("gRPC listening on %s (keys: %s)", bound, ", ".join(ring.snapshot().kids))
-    maintenance = asyncio.create_task(maintain(ring, server, config))
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
-    log.info("stopping: draining for up to %ss", config.grace_seconds)
-    maintenance.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await maintenance
-    await server.stop(config.grace_seconds)
-    log.info("stopped")
-
-
-async def maintain(ring: KeyRing, server: GrpcServer, config: ServeConfig) -> None:
-    """Every reload interval: take due rotation steps, then pick up any change to the store."""
-    last_error = ""
-    while True:
-        await asyncio.sleep(config.reload_interval)
-        if config.auto_rotate:
-            try:
-                for change in await asyncio.to_thread(ring.step):
-                    log.info("rotation step applied: %s", change)
-                last_error = ""
-            except (KeyStoreError, OSError) as err:
-                if str(err) != last_error:
-                    log.error("rotation step failed: %s", err)
-                last_error = str(err)
-        await asyncio.to_thread(ring.refresh)
-        await server.set_keyring_health(ring.status().healthy)

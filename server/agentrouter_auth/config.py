@@ -53,6 +53,7 @@ class ServeConfig:
     """What `agentrouter-auth serve` needs, validated."""
 
     keys_dir: Path
+    http_addr: Address
     grpc_addr: Address
     grace_seconds: float
     reload_interval: float

@@ -8,6 +8,7 @@ take a lock, and a half-written key file can never reach the wire.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 from collections.abc import Iterable
@@ -46,6 +47,7 @@ class Snapshot:
     message: auth_pb2.GetJWKSResponse
     proto: bytes
     json: bytes
+    json_gzip: bytes
     etag: str
 
     @property
@@ -117,5 +119,6 @@ def render(keys: Iterable[jwk.JWK], version: int = 0) -> Snapshot:
         message=message,
         proto=message.SerializeToString(deterministic=True),
         json=body,
+        json_gzip=gzip.compress(body, compresslevel=9, mtime=0),
         etag=f'"{digest}"',
     )

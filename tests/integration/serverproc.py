@@ -10,24 +10,44 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-LISTENING = re.compile(r"gRPC listening on (?P<host>\S+):(?P<port>\d+)")
+import httpx
+
+LISTENING = re.compile(
+    r"HTTP listening on (?P<http_host>\S+):(?P<http_port>\d+), "
+    r"gRPC listening on (?P<host>\S+):(?P<port>\d+)"
+)
 REPO = Path(__file__).resolve().parent.parent.parent
 AGENTROUTER_AUTH = [sys.executable, "-m", "agentrouter_auth"]
 
 
-class ServerProcess:
-    """A started server: `port` is the gRPC port it reported; `lines` is its stderr so far."""
+def serve_argv(keys_dir: Path | str, *extra: str) -> list[str]:
+    """`agentrouter-auth serve` on free loopback ports for both listeners."""
+    return [*AGENTROUTER_AUTH, "serve", "--keys-dir", str(keys_dir), "--grpc-addr", "127.0.0.1:0",
+            "--http-addr", "127.0.0.1:0", *extra]  # fmt: skip
 
-    def __init__(self, argv: Sequence[str], *, startup_timeout: float = 60.0) -> None:
+
+class ServerProcess:
+    """A started, ready server: `port` and `http_port` are the ports it reported; `lines` is
+    its stderr so far. Entering waits until /readyz answers 200."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        startup_timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.argv = list(argv)
+        self.env = dict(env) if env is not None else None
         self.startup_timeout = startup_timeout
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.port = 0
+        self.http_port = 0
         self.returncode: int | None = None
 
     def __enter__(self) -> ServerProcess:
@@ -38,6 +58,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # signals go to the whole group (make and its child)
+            env=self.env,
         )
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + self.startup_timeout
@@ -46,7 +67,26 @@ class ServerProcess:
             match = LISTENING.search(line)
             if match:
                 self.port = int(match["port"])
+                self.http_port = int(match["http_port"])
+        self._wait_ready(deadline)
         return self
+
+    @property
+    def base_url(self) -> str:
+        """The HTTP listener's URL."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def _wait_ready(self, deadline: float) -> None:
+        while True:
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.kill()
+                raise TimeoutError(f"server never became ready: {self.lines}")
+            time.sleep(0.05)
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None

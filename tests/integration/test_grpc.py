@@ -25,7 +25,7 @@ from agentrouter_auth.service import AuthService
 from agentrouter_auth.snapshot import Snapshot, StaticKeySet, render
 from tests.conftest import Seeder
 
-from .serverproc import AGENTROUTER_AUTH, ServerProcess
+from .serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
 
 pytestmark = pytest.mark.integration
 PRIVATE = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
@@ -90,7 +90,7 @@ def test_serve_command_answers_and_stops_cleanly(
     tmp_path: Path, key_pool: list[jwk.JWK], seed_store: Seeder
 ) -> None:
     store = seed_store(tmp_path / "keys", key_pool[1:4])
-    argv = [*AGENTROUTER_AUTH, "serve", "--keys-dir", str(store.path), "--grpc-addr", "127.0.0.1:0"]
+    argv = serve_argv(store.path)
     with ServerProcess(argv) as server:
         response = call_jwks(server.port)
         assert json_format.MessageToDict(response)["keys"] == expected_keys(key_pool[1:4])
@@ -101,7 +101,7 @@ def test_serve_command_answers_and_stops_cleanly(
 def test_restart_publishes_the_same_set(tmp_path: Path) -> None:
     keys_dir = str(tmp_path / "keys")
     subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", keys_dir], check=True)
-    argv = [*AGENTROUTER_AUTH, "serve", "--keys-dir", keys_dir, "--grpc-addr", "127.0.0.1:0"]
+    argv = serve_argv(keys_dir)
     answers = []
     for _ in range(2):
         with ServerProcess(argv) as server:
@@ -113,7 +113,8 @@ def test_restart_publishes_the_same_set(tmp_path: Path) -> None:
 
 def test_make_run_starts_a_server_a_grpc_client_can_call(tmp_path: Path) -> None:
     argv = ["make", "--no-print-directory", "run", f"KEYS_DIR={tmp_path / 'keys'}",
-            "GRPC_ADDR=127.0.0.1:0", f"PYTHON={sys.executable}"]  # fmt: skip
+            "GRPC_ADDR=127.0.0.1:0", "HTTP_ADDR=127.0.0.1:0",
+            f"PYTHON={sys.executable}"]  # fmt: skip
     with ServerProcess(argv, startup_timeout=300) as server:
         (key,) = call_jwks(server.port).keys
         assert key.alg == "ES256"
@@ -160,7 +161,7 @@ def test_bad_key_file_stops_the_server_naming_it(tmp_path: Path) -> None:
     keys_dir.mkdir()
     (keys_dir / "broken.jwk.json").write_text("{")
     result = subprocess.run(
-        [*AGENTROUTER_AUTH, "serve", "--keys-dir", str(keys_dir), "--grpc-addr", "127.0.0.1:0"],
+        serve_argv(keys_dir),
         capture_output=True,
         text=True,
         timeout=60,

@@ -19,6 +19,7 @@ from agentrouter_auth.grpc_server import KEYRING_HEALTH_NAME
 from agentrouter_auth.keys.store import MANIFEST
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess
+from .serverproc import serve_argv as base_serve_argv
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -56,8 +57,7 @@ def eventually(probe: Callable[[], T], accept: Callable[[T], bool], within: floa
 
 
 def serve_argv(keys_dir: Path, *extra: str) -> list[str]:
-    return [*AGENTROUTER_AUTH, "serve", "--keys-dir", str(keys_dir), "--grpc-addr",
-            "127.0.0.1:0", "--reload-interval", "200ms", *extra]  # fmt: skip
+    return base_serve_argv(keys_dir, "--reload-interval", "200ms", *extra)
 
 
 def test_cli_rotation_and_bad_files_reach_a_running_server(tmp_path: Path) -> None:

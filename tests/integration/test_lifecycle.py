@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
@@ -38,10 +39,15 @@ def test_sigterm_lets_an_in_flight_grpc_stream_finish(keys_dir: Path) -> None:
         stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(  # type: ignore[operator]
             outgoing(), timeout=30
         )
+        watch = health_pb2_grpc.HealthStub(channel).Watch(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest(service="agentrouter.auth.v1.AuthService"), timeout=30
+        )
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         ask = reflection_pb2.ServerReflectionRequest(list_services="")
         requests.put(ask)
         first = next(stream)  # the call is established and in flight
         server.proc.send_signal(signal.SIGTERM)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         time.sleep(1.0)  # the server is draining now
         requests.put(ask)
         second = next(stream)  # still answered inside the grace period

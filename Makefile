@@ -19,10 +19,17 @@ HTTP_ADDR ?= 127.0.0.1:8080
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-$(STAMP): pyproject.toml gen/pyproject.toml constraints.txt
+$(STAMP): pyproject.toml gen/pyproject.toml sdk/python/pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
-		-c constraints.txt -e ./gen -e '.[dev]'
+		-c constraints.txt -e ./gen -e ./sdk/python -e '.[dev]'
+	@touch $@
+
+NODE_DIR   := tests/interop/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-stamp
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 	@touch $@
 
 install: $(STAMP) ## Create/update .venv with the pinned dependencies
@@ -32,7 +39,7 @@ run: $(STAMP) ## Start the server on loopback with a persisted development key r
 	exec $(BIN)/agentrouter-auth serve --keys-dir $(KEYS_DIR) \
 		--http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
 
-test: $(STAMP) lint check-generated breaking ## Lint, contract checks and the whole test suite
+test: $(STAMP) $(NODE_STAMP) lint check-generated breaking ## Lint, contract checks and the whole test suite
 	$(PY) -m pytest
 
 lint: $(STAMP) ## buf lint + format, ruff, mypy
@@ -59,7 +66,7 @@ freeze: $(STAMP) ## Record the current contract as the released API baseline
 lock: ## Re-resolve the dependencies and rewrite constraints.txt with exact pins
 	rm -rf .build/lock-venv
 	$(PYTHON) -m venv .build/lock-venv
-	.build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -e ./gen -e '.[dev]'
+	.build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -e ./gen -e ./sdk/python -e '.[dev]'
 	( echo "# Exact pins of the whole dependency tree; refreshed by 'make lock'."; \
 	  .build/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e ' ) > constraints.txt
 	rm -rf .build/lock-venv

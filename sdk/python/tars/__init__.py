@@ -1,0 +1,1 @@
+"""`tars`: the AgentRouter API's documented import names, aliasing the generated modules."""

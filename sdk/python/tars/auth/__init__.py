@@ -1,0 +1,1 @@
+"""AuthService modules under their documented names."""

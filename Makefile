@@ -14,7 +14,7 @@ GRPC_ADDR ?= 127.0.0.1:9090
 HTTP_ADDR ?= 127.0.0.1:8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint breaking generate check-generated stage freeze lock clean
+.PHONY: help install run test lint breaking generate check-generated stage freeze lock clean bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -22,7 +22,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml gen/pyproject.toml sdk/python/pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
-		-c constraints.txt -e ./gen -e ./sdk/python -e '.[dev]'
+		-c constraints.txt -e ./gen -e ./sdk/python -e '.[dev,bench]'
 	@touch $@
 
 NODE_DIR   := tests/interop/node
@@ -66,10 +66,21 @@ freeze: $(STAMP) ## Record the current contract as the released API baseline
 lock: ## Re-resolve the dependencies and rewrite constraints.txt with exact pins
 	rm -rf .build/lock-venv
 	$(PYTHON) -m venv .build/lock-venv
-	.build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -e ./gen -e ./sdk/python -e '.[dev]'
+	.build/lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -e ./gen -e ./sdk/python -e '.[dev,bench]'
 	( echo "# Exact pins of the whole dependency tree; refreshed by 'make lock'."; \
 	  .build/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e ' ) > constraints.txt
 	rm -rf .build/lock-venv
+
+DURATION ?= 10
+ROUNDS   ?= 2
+BENCH_TOOLS := wrk h2load nginx
+
+bench: $(STAMP) ## Load-test every protocol against baselines (DURATION=seconds, ROUNDS=n)
+	@missing=""; for t in $(BENCH_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && apt-get install -y -qq wrk nghttp2-client nginx-light >/dev/null; \
+	fi
+	$(PY) bench/run.py --duration $(DURATION) --rounds $(ROUNDS) --out bench/results
 
 clean: ## Remove the virtual environment and build output (keeps var/keys)
 	rm -rf $(VENV) .build .mypy_cache .ruff_cache .pytest_cache

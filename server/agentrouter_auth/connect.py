@@ -70,11 +70,11 @@ class SnapshotJSONCodec:
 
 
 def connect_app(
-    service: AuthService, source: SnapshotSource, *, read_max_bytes: int = DEFAULT_READ_MAX_BYTES
+    service: AuthService, *, read_max_bytes: int = DEFAULT_READ_MAX_BYTES
 ) -> AuthServiceASGIApplication:
     """The Connect + gRPC-Web application for AuthService."""
     return AuthServiceASGIApplication(
         service,
-        codecs=[SnapshotProtoCodec(source), SnapshotJSONCodec(source)],
+        codecs=[SnapshotProtoCodec(service.source), SnapshotJSONCodec(service.source)],
         read_max_bytes=read_max_bytes,
     )

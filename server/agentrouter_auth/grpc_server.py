@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth.service import AuthService
 
 AUTH_SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
@@ -44,10 +47,35 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
+def auth_method_handlers(service: AuthService) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """AuthService's handlers, as the generated `add_AuthServiceServicer_to_server` builds
+    them, except that the response serializer writes the snapshot's stored bytes when the
+    response is the snapshot's own message: no serialization per request."""
+    source = service.source
+
+    def serialize(message: Message) -> bytes:
+        snapshot = source.snapshot()
+        if message is snapshot.message:
+            return snapshot.proto
+        return message.SerializeToString()
+
+    return {
+        "GetJWKS": grpc.unary_unary_rpc_method_handler(
+            service.GetJWKS,
+            request_deserializer=auth_pb2.GetJWKSRequest.FromString,
+            response_serializer=serialize,
+        )
+    }
+
+
 async def start_grpc_server(service: AuthService, host: str, port: int) -> GrpcServer:
     """Bind `host:port` (port 0 picks a free one), register every service and start serving."""
     server = grpc.aio.server()
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(service, server)
+    handlers = auth_method_handlers(service)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(AUTH_SERVICE_NAME, handlers),)
+    )
+    server.add_registered_method_handlers(AUTH_SERVICE_NAME, handlers)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

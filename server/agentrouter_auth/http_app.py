@@ -6,6 +6,7 @@ other ASGI server. Its lifespan starts the process's gRPC listener and key-ring 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -33,7 +34,7 @@ class HttpApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         service = runtime.service
-        self.connect = connect_app(service, runtime.ring)
+        self.connect = connect_app(service)
         auth_service = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
         self.transcoder = Transcoder(routes_for(auth_service, service.rest_handlers()))
 
@@ -48,23 +49,23 @@ class HttpApp:
 
     async def _http(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
         path: str = scope["path"]
-        guarded = _Guard(send)
         try:
             if path.startswith(CONNECT_PATH_PREFIX):
                 if _is_native_grpc(scope):
-                    await _grpc_not_here(guarded, self.runtime)
+                    await _grpc_not_here(send, self.runtime)
                 else:
-                    await self.connect(scope, receive, guarded)
+                    await self.connect(scope, receive, send)
             elif path == "/healthz":
-                await _json(guarded, 200, {"status": "ok"})
+                await _json(send, 200, {"status": "ok"})
             elif path == "/readyz":
-                await self._ready(guarded)
+                await self._ready(send)
             else:
-                await self.transcoder(scope, receive, guarded)
+                await self.transcoder(scope, receive, send)
         except Exception:
+            # Every expected failure is answered where it happens; this is the last resort.
             log.exception("unhandled error answering %s %s", scope.get("method"), path)
-            if not guarded.started:
-                await send_status(guarded, TranscodeError(13, "internal error"))
+            with contextlib.suppress(Exception):  # fails if the response had started
+                await send_status(send, TranscodeError(13, "internal error"))
 
     async def _ready(self, send: ASGISend) -> None:
         runtime = self.runtime
@@ -92,19 +93,6 @@ class HttpApp:
                 await self.runtime.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-class _Guard:
-    """Wraps `send` to know whether a response has started (so a late error is not sent)."""
-
-    def __init__(self, send: ASGISend) -> None:
-        self._send = send
-        self.started = False
-
-    async def __call__(self, message: Any) -> None:  # noqa: ANN401 - an ASGI event
-        if message["type"] == "http.response.start":
-            self.started = True
-        await self._send(message)
 
 
 def _is_native_grpc(scope: ASGIScope) -> bool:

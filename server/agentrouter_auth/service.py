@@ -27,6 +27,11 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         self._cache_control = cache_control
         self._rendered: tuple[Snapshot, Prerendered] | None = None
 
+    @property
+    def source(self) -> SnapshotSource:
+        """Where the current snapshot comes from (transports reuse its stored bytes)."""
+        return self._source
+
     async def GetJWKS(  # noqa: N802 - the gRPC method name from the contract
         self,
         request: auth_pb2.GetJWKSRequest,

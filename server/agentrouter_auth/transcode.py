@@ -283,6 +283,46 @@ class Prerendered:
     alternate_types: tuple[str, ...] = ()
     headers: tuple[tuple[bytes, bytes], ...] = ()
     gzip_body: bytes | None = None
+    _variants: dict[tuple[str | None, bool], list[tuple[bytes, bytes]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def variant(self, content_type: str | None, *, gzipped: bool) -> list[tuple[bytes, bytes]]:
+        """Response headers for one representation, built once and reused.
+
+        `content_type` None is the 304 form: validators and caching headers, no entity ones.
+        """
+        key = (content_type, gzipped)
+        headers = self._variants.get(key)
+        if headers is None:
+            vary = b"Accept, Accept-Encoding" if self.alternate_types else b"Accept-Encoding"
+            headers = [(b"etag", self.etag.encode()), (b"vary", vary), *_CORS, *self.headers]
+            if content_type is not None:
+                body = self.gzip_body if gzipped and self.gzip_body is not None else self.body
+                headers.append((b"content-type", content_type.encode()))
+                if gzipped:
+                    headers.append((b"content-encoding", b"gzip"))
+                headers.append((b"content-length", str(len(body)).encode()))
+            self._variants[key] = headers
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class _Resource:
+    """The routes that share one path, by HTTP method, with the `Allow` they imply."""
+
+    methods: dict[str, Route]
+    allow: bytes
+
+    @classmethod
+    def of(cls, routes: Iterable[Route]) -> _Resource:
+        methods: dict[str, Route] = {}
+        for route in routes:
+            methods.setdefault(route.http_method, route)
+        allowed = set(methods) | {"OPTIONS"}
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        return cls(methods, ", ".join(sorted(allowed)).encode())
 
 
 _CORS = (
@@ -300,13 +340,14 @@ class Transcoder:
         self.routes = tuple(routes)
         self.max_body_bytes = max_body_bytes
         # Routes whose templates are all literal are found by one dict lookup.
-        self._literal: dict[str, list[Route]] = {}
+        by_path: dict[str, list[Route]] = {}
         self._patterned: list[Route] = []
         for route in self.routes:
             if route.template.literal:
-                self._literal.setdefault(route.template.text, []).append(route)
+                by_path.setdefault(route.template.text, []).append(route)
             else:
                 self._patterned.append(route)
+        self._literal = {path: _Resource.of(routes) for path, routes in by_path.items()}
 
     async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
         """Answer one HTTP request."""
@@ -316,46 +357,41 @@ class Transcoder:
             await send_status(send, err, head=scope["method"] == "HEAD")
 
     async def _handle(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
-        method = scope["method"]
-        candidates = self._literal.get(scope["path"])
-        if candidates is not None:
-            bindings: list[tuple[Route, dict[tuple[str, ...], str]]] = [(r, {}) for r in candidates]
-        else:
-            bindings = self._match(scope)
-        if not bindings:
-            raise TranscodeError(5, f"no route for {scope['path']}")
-        allowed = sorted({r.http_method for r, _ in bindings} | {"OPTIONS"})
-        if "GET" in allowed:
-            allowed = sorted({*allowed, "HEAD"})
+        method: str = scope["method"]
+        bound: dict[tuple[str, ...], str] = {}
+        matches = None
+        resource = self._literal.get(scope["path"])
+        if resource is None:
+            matches = self._match(scope)
+            if not matches:
+                raise TranscodeError(5, f"no route for {scope['path']}")
+            resource = _Resource.of([route for route, _ in matches])
         if method == "OPTIONS":
-            await _send_preflight(send, scope, allowed)
+            await _send_preflight(send, scope, resource.allow)
             return
-        wanted = "GET" if method == "HEAD" else method
-        chosen = next(((r, b) for r, b in bindings if r.http_method == wanted), None)
-        if chosen is None:
-            allow = ", ".join(allowed).encode()
+        route = resource.methods.get("GET" if method == "HEAD" else method)
+        if route is None:
             raise TranscodeError(
                 12,
                 f"method {method} is not allowed on {scope['path']}",
-                [(b"allow", allow)],
+                [(b"allow", resource.allow)],
                 http_status=405,
             )
-        route, bound = chosen
+        if matches is not None:
+            bound = next(b for r, b in matches if r is route)
         request = await self._build_request(route, bound, scope, receive)
         try:
             result = await route.handler(request)
         except ConnectError as err:
             raise TranscodeError(_GRPC_CODE_BY_CONNECT_NAME[err.code.value], err.message) from err
-        headers = dict(scope.get("headers") or ())
+        head = method == "HEAD"
         if isinstance(result, Prerendered):
-            await _send_prerendered(send, result, headers, head=method == "HEAD")
+            await _send_prerendered(send, result, scope.get("headers") or (), head=head)
             return
         if route.response_body:
             result = getattr(result, route.response_body)
         body = _to_json(result)
-        await _send(
-            send, 200, [(b"content-type", b"application/json"), *_CORS], body, head=method == "HEAD"
-        )
+        await _send(send, 200, [(b"content-type", b"application/json"), *_CORS], body, head=head)
 
     def _match(self, scope: ASGIScope) -> list[tuple[Route, dict[tuple[str, ...], str]]]:
         raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
@@ -381,8 +417,9 @@ class Transcoder:
         scope: ASGIScope,
         receive: ASGIReceive,
     ) -> Message:
-        request_type = _message_class(route.rpc.input_type)
-        request = request_type()
+        request = _message_class(route.rpc.input_type)()
+        if not route.body and not bound and not scope.get("query_string"):
+            return request
         if route.body:
             raw = await self._read_body(scope, receive)
             target = request if route.body == "*" else getattr(request, route.body)
@@ -610,36 +647,41 @@ def _negotiated_type(accept: bytes | None, rendered: Prerendered) -> str:
 
 
 async def _send_prerendered(
-    send: ASGISend, rendered: Prerendered, request_headers: Mapping[bytes, bytes], *, head: bool
+    send: ASGISend,
+    rendered: Prerendered,
+    request_headers: Iterable[tuple[bytes, bytes]],
+    *,
+    head: bool,
 ) -> None:
-    vary = b"Accept, Accept-Encoding" if rendered.alternate_types else b"Accept-Encoding"
-    headers = [
-        (b"etag", rendered.etag.encode()),
-        (b"vary", vary),
-        *_CORS,
-        *rendered.headers,
-    ]
-    if_none_match = request_headers.get(b"if-none-match")
+    if_none_match = accept = accept_encoding = None
+    for name, value in request_headers:
+        if name == b"if-none-match":
+            if_none_match = value
+        elif name == b"accept":
+            accept = value
+        elif name == b"accept-encoding":
+            accept_encoding = value
     if if_none_match is not None and _etag_matches(if_none_match, rendered.etag):
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    content_type = _negotiated_type(request_headers.get(b"accept"), rendered)
-    headers.append((b"content-type", content_type.encode()))
-    body = rendered.body
-    accept_encoding = request_headers.get(b"accept-encoding")
-    if rendered.gzip_body is not None and accept_encoding and _accepts_gzip(accept_encoding):
-        body = rendered.gzip_body
-        headers.append((b"content-encoding", b"gzip"))
-    await _send(send, 200, headers, body, head=head)
+        status, headers, body = 304, rendered.variant(None, gzipped=False), b""
+    else:
+        gzipped = (
+            rendered.gzip_body is not None
+            and accept_encoding is not None
+            and _accepts_gzip(accept_encoding)
+        )
+        status = 200
+        headers = rendered.variant(_negotiated_type(accept, rendered), gzipped=gzipped)
+        body = b"" if head else (rendered.gzip_body if gzipped else rendered.body) or b""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-async def _send_preflight(send: ASGISend, scope: ASGIScope, allowed: list[str]) -> None:
+async def _send_preflight(send: ASGISend, scope: ASGIScope, allow: bytes) -> None:
     requested = dict(scope.get("headers") or ()).get(b"access-control-request-headers")
     headers = [
-        (b"allow", ", ".join(allowed).encode()),
+        (b"allow", allow),
         (b"access-control-allow-origin", b"*"),
-        (b"access-control-allow-methods", ", ".join(allowed).encode()),
+        (b"access-control-allow-methods", allow),
         (b"access-control-max-age", b"86400"),
     ]
     if requested:

@@ -130,7 +130,8 @@ def generate(out: Path, root: Path = ROOT) -> list[Path]:
 
 
 def generated_drift(root: Path = ROOT) -> list[str]:
-    """Files under gen/ that differ from a fresh generation (missing, extra or changed)."""
+    """Generated files under gen/ that differ from a fresh generation (missing, extra or
+    changed). Build output (gen/build/) is not part of the generated tree."""
     committed_root = root / GEN_DIR
     with tempfile.TemporaryDirectory() as tmp:
         fresh_root = Path(tmp)
@@ -139,6 +140,7 @@ def generated_drift(root: Path = ROOT) -> list[str]:
             p.relative_to(committed_root).as_posix()
             for suffix in GENERATED_SUFFIXES
             for p in committed_root.rglob(f"*{suffix}")
+            if p.relative_to(committed_root).parts[0] not in ("build", "dist")
         }
         drift = sorted(committed ^ fresh)
         for name in sorted(committed & fresh):

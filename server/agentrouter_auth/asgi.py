@@ -8,13 +8,16 @@ ASGI server can run it too, for example:
 
 from __future__ import annotations
 
-from agentrouter_auth.cli import configure_logging, serve_setup_from_environment
+import os
+
+from agentrouter_auth import logs
+from agentrouter_auth.cli import serve_setup_from_environment
 from agentrouter_auth.http_app import HttpApp
 from agentrouter_auth.runtime import Runtime
 
 
 def create_app() -> HttpApp:
     """Validate the configuration, load the key ring and build the app."""
-    configure_logging()
+    logs.configure(os.environ.get("AGENTROUTER_AUTH_LOG_FORMAT", "json"))
     config, ring = serve_setup_from_environment()
     return HttpApp(Runtime(config, ring))

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -21,12 +22,13 @@ from typing import Any, NoReturn
 from jwcrypto import jwk
 from jwcrypto.common import JWException
 
-from agentrouter_auth import __version__
+from agentrouter_auth import __version__, logs
 from agentrouter_auth.config import (
     ENV_PREFIX,
     Address,
     ConfigError,
     ServeConfig,
+    TLSConfig,
     parse_address,
 )
 from agentrouter_auth.grpc_server import BindError
@@ -39,6 +41,7 @@ from agentrouter_auth.keys.material import (
 from agentrouter_auth.keys.policy import POLICY_FIELDS, Policy, PolicyError, parse_duration
 from agentrouter_auth.keys.ring import Change, KeyRing, SigningError, next_event
 from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError
+from agentrouter_auth.logs import FORMATS
 from agentrouter_auth.snapshot import EmptyKeySetError, KeySetError
 
 PROG = "agentrouter-auth"
@@ -53,10 +56,12 @@ ERRORS = (
     BindError,
 )
 MAX_HEADER_BYTES = 64 * 1024
+MAX_WORKERS = 64
 # `serve` options handed to worker processes through the environment.
 SERVE_OPTIONS = (
     "keys_dir", "http_addr", "grpc_addr", "grace_period", "reload_interval", "rotation",
-    "rsa_bits", *POLICY_FIELDS,
+    "rsa_bits", "workers", "log_format", "access_log", "tls_cert", "tls_key", "tls_client_ca",
+    *POLICY_FIELDS,
 )  # fmt: skip
 _POLICY_DEFAULTS = {
     name: value
@@ -101,8 +106,9 @@ def _option(
     )
 
 
-def _common(parser: argparse.ArgumentParser, *, policy: bool) -> None:
+def _common(parser: argparse.ArgumentParser, *, policy: bool, log_format: str = "text") -> None:
     _option(parser, "--keys-dir", "var/keys", "key store directory", type=Path)
+    _option(parser, "--log-format", log_format, "log lines as json or text", choices=FORMATS)
     if policy:
         group = parser.add_argument_group("rotation policy (durations: 90s, 15m, 1h30m, 30d)")
         for name in POLICY_FIELDS:
@@ -126,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="serve GetJWKS")
-    _common(serve, policy=True)
+    _common(serve, policy=True, log_format="json")
     _option(serve, "--http-addr", "127.0.0.1:8080", "HTTP listen address (REST, Connect, gRPC-Web)")
     _option(serve, "--grpc-addr", "127.0.0.1:9090", "gRPC listen address, HOST:PORT")
     _option(serve, "--grace-period", "10s", "time in-flight requests get to finish on SIGTERM")
@@ -138,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate keys automatically per the policy",
         choices=("auto", "off"),
     )
+    _option(serve, "--workers", "1", "server processes, each serving both listeners", type=int)
+    _option(serve, "--access-log", "off", "one log line per request", choices=("on", "off"))
+    _option(serve, "--tls-cert", "", "PEM certificate (chain) for both listeners; enables TLS")
+    _option(serve, "--tls-key", "", "PEM private key of --tls-cert")
+    _option(serve, "--tls-client-ca", "", "PEM CA bundle: require client certificates (mTLS)")
 
     keys = commands.add_parser("keys", help="manage the key store")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
@@ -169,11 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging() -> None:
-    """Log lines to stderr, prefixed with the program name (a no-op once configured)."""
-    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s", stream=sys.stderr)
-
-
 def policy_from(args: argparse.Namespace) -> Policy:
     """The validated policy from the command line and environment."""
     values = {
@@ -186,7 +192,7 @@ def policy_from(args: argparse.Namespace) -> Policy:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return the process exit status."""
     args = build_parser().parse_args(argv)
-    configure_logging()
+    logs.configure(args.log_format)
     try:
         ring = KeyRing(DirectoryStore(args.keys_dir), policy_from(args), rsa_bits=args.rsa_bits)
         handler = _HANDLERS[(args.command, _subcommand(args))]
@@ -211,7 +217,7 @@ def _fail(message: str) -> int:
 
 def _report(changes: list[Change], nothing: str) -> int:
     for change in changes:
-        log.info("%s", change)
+        log.info("%s", change, extra={"event": "key_state_changed", **change.fields()})
     if not changes:
         log.info("%s", nothing)
     return 0
@@ -228,7 +234,13 @@ def serve_config(args: argparse.Namespace, policy: Policy) -> ServeConfig:
         auto_rotate=args.rotation == "auto",
         rsa_bits=args.rsa_bits,
         policy=policy,
+        workers=args.workers,
+        log_format=args.log_format,
+        access_log=args.access_log == "on",
+        tls=TLSConfig.parse(args.tls_cert, args.tls_key, args.tls_client_ca),
     )
+    if not 1 <= config.workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be from 1 to {MAX_WORKERS}")
     if config.reload_interval <= 0:
         raise ConfigError("--reload-interval must be longer than zero")
     if config.http_addr == config.grpc_addr and config.http_addr.port:
@@ -261,7 +273,10 @@ def cmd_serve(ring: KeyRing, args: argparse.Namespace) -> int:
     exported = vars(args) | {"http_addr": str(config.http_addr), "grpc_addr": str(config.grpc_addr)}
     for dest in SERVE_OPTIONS:
         os.environ[ENV_PREFIX + dest.upper()] = str(exported[dest])
-    run_http_server(config)
+    with tempfile.TemporaryDirectory(prefix="agentrouter-auth-metrics-") as metrics_dir:
+        # Workers write their counters here; any worker's /metrics reports the sum.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        run_http_server(config)
     return 0
 
 
@@ -280,8 +295,13 @@ def _concrete(address: Address, option: str) -> Address:
 
 
 def run_http_server(config: ServeConfig) -> None:
-    """Serve the ASGI app with granian (HTTP/1.1 and h2c) until SIGTERM/SIGINT."""
-    from granian.constants import HTTPModes, Interfaces  # noqa: PLC0415 - only `serve` needs it
+    """Serve the ASGI app with granian (HTTP/1.1, and HTTP/2 by prior knowledge or ALPN)
+    in `config.workers` processes until SIGTERM/SIGINT."""
+    from granian.constants import (  # noqa: PLC0415 - only `serve` needs granian
+        HTTPModes,
+        Interfaces,
+        SSLProtocols,
+    )
     from granian.http import HTTP1Settings, HTTP2Settings  # noqa: PLC0415
     from granian.server import Server  # noqa: PLC0415
 
@@ -291,10 +311,16 @@ def run_http_server(config: ServeConfig) -> None:
         port=config.http_addr.port,
         interface=Interfaces.ASGI,
         http=HTTPModes.auto,
-        workers=1,
+        workers=config.workers,
         factory=True,
         websockets=False,
         log_enabled=True,
+        log_dictconfig=logs.granian_config(config.log_format),
+        ssl_cert=config.tls.cert if config.tls else None,
+        ssl_key=config.tls.key if config.tls else None,
+        ssl_ca=config.tls.client_ca if config.tls else None,
+        ssl_client_verify=bool(config.tls and config.tls.client_ca),
+        ssl_protocol_min=SSLProtocols.tls12,
         workers_kill_timeout=int(config.grace_seconds) + 5,
         # Request heads over 64 KiB are refused (431) rather than buffered.
         http1_settings=HTTP1Settings(max_buffer_size=MAX_HEADER_BYTES),

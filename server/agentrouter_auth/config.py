@@ -7,6 +7,7 @@ one-line reason.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,37 @@ def parse_address(option: str, value: str) -> Address:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """Server certificate and key (PEM) for both listeners, and the CA that client
+    certificates must chain to when mutual TLS is on."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    @classmethod
+    def parse(cls, cert: str, key: str, client_ca: str) -> TLSConfig | None:
+        """Validate the files now, so a bad one stops the process before it binds."""
+        if not cert and not key:
+            if client_ca:
+                raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+            return None
+        if not cert or not key:
+            raise ConfigError("--tls-cert and --tls-key go together")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(f"--tls-cert/--tls-key: cannot load {cert} and {key}: {err}") from err
+        if client_ca:
+            try:
+                context.load_verify_locations(client_ca)
+            except (OSError, ssl.SSLError) as err:
+                raise ConfigError(f"--tls-client-ca: cannot load {client_ca}: {err}") from err
+        return cls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
+
+
+@dataclass(frozen=True, slots=True)
 class ServeConfig:
     """What `agentrouter-auth serve` needs, validated."""
 
@@ -60,3 +92,7 @@ class ServeConfig:
     auto_rotate: bool
     rsa_bits: int
     policy: Policy
+    workers: int = 1
+    log_format: str = "json"
+    access_log: bool = False
+    tls: TLSConfig | None = None

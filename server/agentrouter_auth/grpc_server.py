@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -10,8 +12,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agentrouter.auth.v1 import auth_pb2
+from agentrouter_auth.config import TLSConfig
 from agentrouter_auth.service import AuthService
 
+if TYPE_CHECKING:  # imported by the workers only: prometheus-client must first see
+    # PROMETHEUS_MULTIPROC_DIR, which `serve` sets after its own imports.
+    from agentrouter_auth.metrics import Recorder
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 AUTH_SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 # Health entry that turns NOT_SERVING while the last key-store reload failed. The server keeps
 # serving the last good set meanwhile, so "" and AuthService stay SERVING.
@@ -68,9 +77,56 @@ def auth_method_handlers(service: AuthService) -> dict[str, grpc.RpcMethodHandle
     }
 
 
-async def start_grpc_server(service: AuthService, host: str, port: int) -> GrpcServer:
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts AuthService calls and their latency for /metrics."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    async def intercept_service(  # type: ignore[override] # typeshed binds the TypeVars oddly
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """Wrap AuthService's unary handlers; leave health and reflection alone."""
+        handler = await continuation(handler_call_details)
+        service, _, method = handler_call_details.method.lstrip("/").partition("/")
+        if service != AUTH_SERVICE_NAME or handler is None or handler.unary_unary is None:
+            return handler
+        behavior, record = handler.unary_unary, self._recorder.record
+
+        async def counted(request: Any, context: Any) -> Any:  # noqa: ANN401 - any RPC
+            started, code = time.perf_counter(), "UNKNOWN"
+            try:
+                response = await behavior(request, context)
+                code = "OK"
+                return response
+            finally:
+                status = context.code()
+                if status is not None and status != grpc.StatusCode.OK:
+                    code = status.name
+                record("grpc", method, code, started)
+
+        return grpc.unary_unary_rpc_method_handler(
+            counted,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+async def start_grpc_server(
+    service: AuthService,
+    host: str,
+    port: int,
+    *,
+    tls: TLSConfig | None = None,
+    recorder: Recorder | None = None,
+) -> GrpcServer:
     """Bind `host:port` (port 0 picks a free one), register every service and start serving."""
-    server = grpc.aio.server()
+    interceptors = [MetricsInterceptor(recorder)] if recorder is not None else []
+    server = grpc.aio.server(interceptors=interceptors)
     handlers = auth_method_handlers(service)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(AUTH_SERVICE_NAME, handlers),)
@@ -88,7 +144,15 @@ async def start_grpc_server(service: AuthService, host: str, port: int) -> GrpcS
     )
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(target)
+        if tls is None:
+            bound = server.add_insecure_port(target)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                root_certificates=tls.client_ca.read_bytes() if tls.client_ca else None,
+                require_client_auth=tls.client_ca is not None,
+            )
+            bound = server.add_secure_port(target, credentials)
     except RuntimeError as err:  # grpcio raises RuntimeError when it cannot bind
         raise BindError(f"cannot listen for gRPC on {target}: {err}") from err
     await server.start()

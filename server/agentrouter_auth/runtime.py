@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from dataclasses import asdict
 
+from agentrouter_auth import metrics
 from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.grpc_server import GrpcServer, start_grpc_server
 from agentrouter_auth.keys.ring import KeyRing
@@ -23,6 +26,7 @@ class Runtime:
         self.config = config
         self.ring = ring
         self.service = AuthService(ring, cache_control=ring.policy.cache_control)
+        self.recorder = metrics.Recorder()
         self.grpc: GrpcServer | None = None
         self.draining = False
         self._upkeep: asyncio.Task[None] | None = None
@@ -30,43 +34,70 @@ class Runtime:
     async def start(self) -> None:
         """Start the gRPC listener and the upkeep task."""
         self.grpc = await start_grpc_server(
-            self.service, self.config.grpc_addr.host, self.config.grpc_addr.port
+            self.service,
+            self.config.grpc_addr.host,
+            self.config.grpc_addr.port,
+            tls=self.config.tls,
+            recorder=self.recorder,
         )
         grpc_addr = Address(self.config.grpc_addr.host, self.grpc.port)
+        kids = list(self.ring.snapshot().kids)
         log.info(
             "HTTP listening on %s, gRPC listening on %s (keys: %s)",
             self.config.http_addr,
             grpc_addr,
-            ", ".join(self.ring.snapshot().kids),
+            ", ".join(kids),
+            extra={
+                "event": "listening",
+                "pid": os.getpid(),
+                "http": str(self.config.http_addr),
+                "grpc": str(grpc_addr),
+                "tls": self.config.tls is not None,
+                "keys_dir": str(self.config.keys_dir),
+                "kids": kids,
+                "policy": asdict(self.ring.policy),
+            },
         )
         self._upkeep = asyncio.create_task(self._maintain())
 
     async def stop(self) -> None:
         """Report NOT_SERVING, stop the upkeep, and drain gRPC calls within the grace period."""
         self.draining = True
-        log.info("stopping: draining for up to %ss", self.config.grace_seconds)
+        log.info(
+            "stopping: draining for up to %ss",
+            self.config.grace_seconds,
+            extra={"event": "stopping", "pid": os.getpid()},
+        )
         if self._upkeep is not None:
             self._upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._upkeep
         if self.grpc is not None:
             await self.grpc.stop(self.config.grace_seconds)
-        log.info("stopped")
+        log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
 
     async def _maintain(self) -> None:
         """Every reload interval: take due rotation steps, then pick up any store change."""
-        last_error = ""
+        last_error, failures_seen = "", self.ring.reload_failures
         while True:
             await asyncio.sleep(self.config.reload_interval)
             if self.config.auto_rotate:
                 try:
                     for change in await asyncio.to_thread(self.ring.step):
-                        log.info("rotation step applied: %s", change)
+                        extra = {"event": "rotation_step", "pid": os.getpid(), **change.fields()}
+                        log.info("rotation step applied: %s", change, extra=extra)
                     last_error = ""
                 except (KeyStoreError, OSError) as err:
                     if str(err) != last_error:
-                        log.error("rotation step failed: %s", err)
+                        log.error(
+                            "rotation step failed: %s",
+                            err,
+                            extra={"event": "rotation_step_failed", "reason": str(err)},
+                        )
                     last_error = str(err)
             await asyncio.to_thread(self.ring.refresh)
+            if self.ring.reload_failures > failures_seen:
+                metrics.RELOAD_FAILURES.inc(self.ring.reload_failures - failures_seen)
+                failures_seen = self.ring.reload_failures
             if self.grpc is not None:
                 await self.grpc.set_keyring_health(self.ring.status().healthy)

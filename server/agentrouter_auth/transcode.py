@@ -83,6 +83,15 @@ class TranscodeError(Exception):
         self.http_status = http_status or GRPC_TO_HTTP.get(code, ("UNKNOWN", 500))[1]
 
 
+@dataclass(slots=True)
+class Outcome:
+    """How a request was answered: its HTTP status, gRPC code and RPC name ("" if none)."""
+
+    http_status: int
+    code: int
+    rpc: str
+
+
 class TemplateError(ValueError):
     """A `google.api.http` path template that does not follow the grammar."""
 
@@ -350,13 +359,22 @@ class Transcoder:
         self._literal = {path: _Resource.of(routes) for path, routes in by_path.items()}
 
     async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
-        """Answer one HTTP request."""
+        """Answer one HTTP request (the ASGI entry point)."""
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> Outcome:
+        """Answer one HTTP request and say how it went."""
+        outcome = Outcome(0, 5, "")
         try:
-            await self._handle(scope, receive, send)
+            await self._handle(scope, receive, send, outcome)
         except TranscodeError as err:
             await send_status(send, err, head=scope["method"] == "HEAD")
+            outcome.http_status, outcome.code = err.http_status, err.code
+        return outcome
 
-    async def _handle(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
+    async def _handle(
+        self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend, outcome: Outcome
+    ) -> None:
         method: str = scope["method"]
         bound: dict[tuple[str, ...], str] = {}
         matches = None
@@ -368,6 +386,7 @@ class Transcoder:
             resource = _Resource.of([route for route, _ in matches])
         if method == "OPTIONS":
             await _send_preflight(send, scope, resource.allow)
+            outcome.http_status, outcome.code = 204, 0
             return
         route = resource.methods.get("GET" if method == "HEAD" else method)
         if route is None:
@@ -377,6 +396,7 @@ class Transcoder:
                 [(b"allow", resource.allow)],
                 http_status=405,
             )
+        outcome.rpc = route.rpc.name
         if matches is not None:
             bound = next(b for r, b in matches if r is route)
         request = await self._build_request(route, bound, scope, receive)
@@ -385,13 +405,16 @@ class Transcoder:
         except ConnectError as err:
             raise TranscodeError(_GRPC_CODE_BY_CONNECT_NAME[err.code.value], err.message) from err
         head = method == "HEAD"
+        outcome.code = 0
         if isinstance(result, Prerendered):
-            await _send_prerendered(send, result, scope.get("headers") or (), head=head)
+            headers = scope.get("headers") or ()
+            outcome.http_status = await _send_prerendered(send, result, headers, head=head)
             return
         if route.response_body:
             result = getattr(result, route.response_body)
         body = _to_json(result)
         await _send(send, 200, [(b"content-type", b"application/json"), *_CORS], body, head=head)
+        outcome.http_status = 200
 
     def _match(self, scope: ASGIScope) -> list[tuple[Route, dict[tuple[str, ...], str]]]:
         raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
@@ -652,7 +675,7 @@ async def _send_prerendered(
     request_headers: Iterable[tuple[bytes, bytes]],
     *,
     head: bool,
-) -> None:
+) -> int:
     if_none_match = accept = accept_encoding = None
     for name, value in request_headers:
         if name == b"if-none-match":
@@ -674,6 +697,7 @@ async def _send_prerendered(
         body = b"" if head else (rendered.gzip_body if gzipped else rendered.body) or b""
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    return status
 
 
 async def _send_preflight(send: ASGISend, scope: ASGIScope, allow: bytes) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -13,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -40,8 +43,11 @@ class ServerProcess:
         *,
         startup_timeout: float = 60.0,
         env: Mapping[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.scheme = "https" if tls is not None else "http"
+        self._verify: ssl.SSLContext | bool = tls if tls is not None else True
         self.env = dict(env) if env is not None else None
         self.startup_timeout = startup_timeout
         self.lines: list[str] = []
@@ -71,6 +77,31 @@ class ServerProcess:
         self._wait_ready(deadline)
         return self
 
+    def drain(self) -> list[str]:
+        """Collect what the server has printed so far, without waiting; return all lines."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return self.lines
+            if line is None:
+                self._queue.put(None)  # keep the end marker for terminate()
+                return self.lines
+            self.lines.append(line)
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The server's JSON log records so far (only those of `event`, if given)."""
+        self.drain()
+        records = []
+        for line in self.lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # text lines, e.g. from a child that predates logging set-up
+            if isinstance(record, dict) and (event is None or record.get("event") == event):
+                records.append(record)
+        return records
+
     @property
     def base_url(self) -> str:
         """The HTTP listener's URL."""
@@ -79,8 +110,10 @@ class ServerProcess:
     def _wait_ready(self, deadline: float) -> None:
         while True:
             try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
+                url = f"{self.scheme}://127.0.0.1:{self.http_port}/readyz"
+                with httpx.Client(timeout=2, verify=self._verify) as client:
+                    if client.get(url).status_code == 200:
+                        return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or self.proc.poll() is not None:

@@ -95,7 +95,7 @@ def test_serve_command_answers_and_stops_cleanly(
         response = call_jwks(server.port)
         assert json_format.MessageToDict(response)["keys"] == expected_keys(key_pool[1:4])
         assert server.terminate(signal.SIGTERM) == 0
-    assert any("stopped" in line for line in server.lines)
+    assert server.events("stopped")
 
 
 def test_restart_publishes_the_same_set(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_make_run_starts_a_server_a_grpc_client_can_call(tmp_path: Path) -> None
         assert key.use == "sig"
         assert key.kid
         server.terminate(signal.SIGTERM)
-    assert any("stopped" in line for line in server.lines)
+    assert server.events("stopped")
     key_file = tmp_path / "keys" / f"{key.kid}.jwk.json"
     assert json.loads(key_file.read_text())["d"]  # the private half stays on disk, 0600
     assert key_file.stat().st_mode & 0o077 == 0

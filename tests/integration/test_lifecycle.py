@@ -56,7 +56,7 @@ def test_sigterm_lets_an_in_flight_grpc_stream_finish(keys_dir: Path) -> None:
         channel.close()
         assert server.terminate(timeout=30) == 0
     assert first.list_services_response == second.list_services_response
-    assert any("draining" in line for line in server.lines)
+    assert server.events("stopping")
 
 
 def test_sigterm_lets_an_in_flight_http_request_finish(keys_dir: Path) -> None:
@@ -82,7 +82,7 @@ def test_sigterm_lets_an_in_flight_http_request_finish(keys_dir: Path) -> None:
 def test_sigint_stops_cleanly(keys_dir: Path) -> None:
     with ServerProcess(serve_argv(keys_dir)) as server:
         assert server.terminate(signal.SIGINT) == 0
-    assert any(line.endswith("stopped") for line in server.lines)
+    assert server.events("stopped")
 
 
 def test_a_busy_port_is_a_one_line_error_before_serving(keys_dir: Path) -> None:

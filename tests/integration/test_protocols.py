@@ -203,7 +203,9 @@ def test_unknown_query_parameters_are_ignored(http: httpx.Client) -> None:
 
 
 def test_health_endpoints(http: httpx.Client, server: ServerProcess) -> None:
-    assert http.get("/healthz").json() == {"status": "ok"}
+    health = http.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert health["pid"] in {e["pid"] for e in server.events("listening")}
     ready = http.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
@@ -406,4 +408,4 @@ def test_the_app_runs_under_another_asgi_server(keys_dir: Path) -> None:
         assert response.headers["server"] == "uvicorn"
         assert grpc_document(running.port) == response.json()
         running.terminate()  # uvicorn re-raises SIGTERM after its graceful shutdown
-    assert any(line.endswith("stopped") for line in running.lines)
+    assert running.events("stopped")

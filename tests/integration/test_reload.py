@@ -81,9 +81,9 @@ def test_cli_rotation_and_bad_files_reach_a_running_server(tmp_path: Path) -> No
         assert eventually(lambda: keyring_health(server.port), lambda s: s == 1) == 1
         assert kids(server.port) == after
         assert server.terminate(signal.SIGTERM) == 0
-    errors = [line for line in server.lines if "reload failed" in line]
-    assert len(errors) == 1
-    assert "broken.jwk.json" in errors[0]
+    (error,) = server.events("key_set_reload_failed")
+    assert error["path"] == str(keys_dir / "broken.jwk.json")
+    assert "not a valid JWK" in error["reason"]
 
 
 def test_automatic_rotation_walks_the_lifecycle_in_one_server(tmp_path: Path) -> None:
@@ -97,11 +97,13 @@ def test_automatic_rotation_walks_the_lifecycle_in_one_server(tmp_path: Path) ->
         without_first = eventually(lambda: kids(server.port), lambda k: first not in k, within=15)
         assert second in without_first
         server.terminate()
-    changes = [line for line in server.lines if "rotation step applied" in line]
-    assert any(f"{second} (ES256): new -> pending" in line for line in changes)
-    assert any(f"{second} (ES256): pending -> active" in line for line in changes)
-    assert any(f"{first} (ES256): active -> retired" in line for line in changes)
-    assert any(f"{first} (ES256): retired -> deleted" in line for line in changes)
+    steps = {(e["kid"], e["from"], e["to"]) for e in server.events("rotation_step")}
+    assert {
+        (second, "new", "pending"),
+        (second, "pending", "active"),
+        (first, "active", "retired"),
+        (first, "retired", "deleted"),
+    } <= steps
 
 
 def test_two_servers_on_one_directory_rotate_once(tmp_path: Path) -> None:
@@ -123,9 +125,12 @@ def test_two_servers_on_one_directory_rotate_once(tmp_path: Path) -> None:
             time.sleep(0.05)
         one.terminate()
         two.terminate()
-    applied = [line for s in (one, two) for line in s.lines if "rotation step applied" in line]
-    created = [line.split()[5] for line in applied if "new -> pending" in line]
-    promoted = [line.split()[5] for line in applied if "pending -> active" in line]
+    applied = [event for s in (one, two) for event in s.events("rotation_step")]
+    assert {event["pid"] for event in applied} <= {one.proc.pid, two.proc.pid} | {
+        event["pid"] for s in (one, two) for event in s.events("listening")
+    }
+    created = [event["kid"] for event in applied if event["to"] == "pending"]
+    promoted = [event["kid"] for event in applied if event["to"] == "active"]
     assert len(created) >= 2  # the policy rotated more than once in 9 s
     assert len(created) == len(set(created))  # each step was taken by exactly one process
     assert len(promoted) == len(set(promoted)) >= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +18,21 @@ pytestmark = pytest.mark.integration
 
 
 def test_sdk_installs_without_the_server(server: ServerProcess, tmp_path: Path) -> None:
+    sources = tmp_path / "src"  # copies: building in place would leave build/ in the checkout
+    shutil.copytree(
+        REPO / "gen", sources / "gen", ignore=shutil.ignore_patterns("build", "*.egg-info")
+    )
+    shutil.copytree(
+        REPO / "sdk" / "python",
+        sources / "sdk",
+        ignore=shutil.ignore_patterns("build", "*.egg-info"),
+    )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", str(REPO / "constraints.txt"), str(REPO / "gen"), str(REPO / "sdk" / "python")],
+         "-c", str(REPO / "constraints.txt"), str(sources / "gen"), str(sources / "sdk")],
         check=True, timeout=600, capture_output=True,
     )  # fmt: skip
     installed = subprocess.run(

@@ -70,9 +70,17 @@ class Change:
     after: State | None
 
     def __str__(self) -> str:
-        before = self.before.value if self.before else "new"
-        after = self.after.value if self.after else "deleted"
-        return f"key {self.kid} ({self.alg}): {before} -> {after}"
+        fields = self.fields()
+        return f"key {self.kid} ({self.alg}): {fields['from']} -> {fields['to']}"
+
+    def fields(self) -> dict[str, str]:
+        """The change as log fields."""
+        return {
+            "kid": self.kid,
+            "alg": self.alg,
+            "from": self.before.value if self.before else "new",
+            "to": self.after.value if self.after else "deleted",
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +158,7 @@ class KeyRing:
         self._error: str | None = None
         self._loaded_at: float | None = None
         self._refresh_lock = threading.Lock()  # one reload at a time; never on the request path
+        self.reload_failures = 0
 
     # -- the published set ---------------------------------------------------------------
 
@@ -176,8 +185,17 @@ class KeyRing:
                 return self._install(key_set, fingerprint)
             except (KeyStoreError, KeySetError) as err:
                 self._fingerprint = fingerprint  # retried when the store changes again
+                self.reload_failures += 1
                 if str(err) != self._error:
-                    log.error("key set reload failed, still serving the last good set: %s", err)
+                    log.error(
+                        "key set reload failed, still serving the last good set: %s",
+                        err,
+                        extra={
+                            "event": "key_set_reload_failed",
+                            "path": getattr(err, "path", None),
+                            "reason": getattr(err, "reason", str(err)),
+                        },
+                    )
                 self._error = str(err)
                 return False
 
@@ -186,10 +204,11 @@ class KeyRing:
         version = previous.version + 1 if previous else 1
         snapshot = render((stored.key for stored in key_set.keys), version)
         for note in key_set.notes:
-            log.warning("%s", note)
+            log.warning("%s", note, extra={"event": "key_store_note"})
         if previous is not None and self._key_set is not None:
             for change in diff(self._key_set, key_set):
-                log.info("key set changed: %s", change)
+                extra = {"event": "key_state_changed", **change.fields()}
+                log.info("key set changed: %s", change, extra=extra)
         self._key_set, self._fingerprint = key_set, fingerprint
         self._error, self._loaded_at = None, self._clock()
         if previous is not None and previous.json == snapshot.json:
@@ -256,7 +275,7 @@ class KeyRing:
                 else sorted({k.entry.alg for k in current.keys if k.entry.state is State.ACTIVE})
             )
             if not wanted:
-                raise KeyStoreError(f"{self.store.description}: no active key to rotate")
+                raise KeyStoreError(self.store.description, "no active key to rotate")
             for alg in wanted:
                 pending = any(
                     k.entry.alg == alg and k.entry.state is State.PENDING for k in current.keys

@@ -47,6 +47,11 @@ FILE_MODE = 0o600
 class KeyStoreError(ValueError):
     """The store cannot be read or written as asked; the message names the file and reason."""
 
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
 
 class State(StrEnum):
     """Where a key is in its life. Keys in every state are published; only ACTIVE signs."""
@@ -264,7 +269,7 @@ class DirectoryStore:
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as err:
             if required:
-                raise KeyStoreError(f"{self.path}: cannot lock the key store: {err}") from err
+                raise KeyStoreError(self.path, f"cannot lock the key store: {err}") from err
             # A read-only mount (a Kubernetes Secret, say) has no writers to wait for.
             yield
             return
@@ -281,17 +286,17 @@ class DirectoryStore:
             key = read_key(path)
             kid = key["kid"]
             if kid in loaded:
-                raise KeyStoreError(f"{path}: duplicate kid {kid} (also in {loaded[kid][0].name})")
+                raise KeyStoreError(path, f"duplicate kid {kid} (also in {loaded[kid][0].name})")
             loaded[kid] = (path, key)
         for kid, (path, _) in loaded.items():
             if path.name != f"{kid}{KEY_SUFFIX}":
-                raise KeyStoreError(f"{path}: file name does not match its kid {kid}")
+                raise KeyStoreError(path, f"file name does not match its kid {kid}")
         notes: list[str] = []
         keys: list[StoredKey] = []
         for kid in sorted(set(entries) | set(loaded)):
             if kid not in loaded:
                 raise KeyStoreError(
-                    f"{self.path / MANIFEST}: lists key {kid} but {kid}{KEY_SUFFIX} is missing"
+                    self.path / MANIFEST, f"lists key {kid} but {kid}{KEY_SUFFIX} is missing"
                 )
             path, key = loaded[kid]
             entry = entries.get(kid)
@@ -300,9 +305,9 @@ class DirectoryStore:
                 mtime = int(path.stat().st_mtime)
                 entry = Entry(kid, key["alg"], State.PUBLISHED, mtime, origin=Origin.UNLISTED)
             if entry.alg != key["alg"]:
-                raise KeyStoreError(f"{path}: alg {key['alg']} but the manifest says {entry.alg}")
+                raise KeyStoreError(path, f"alg {key['alg']} but the manifest says {entry.alg}")
             if entry.state is State.ACTIVE and not key.has_private:
-                raise KeyStoreError(f"{path}: active key has no private half to sign with")
+                raise KeyStoreError(path, "active key has no private half to sign with")
             keys.append(StoredKey(entry, key))
         key_set = KeySet(tuple(keys), tuple(notes))
         check_one_active_per_alg(key_set, self.path / MANIFEST)
@@ -315,7 +320,7 @@ class DirectoryStore:
         except FileNotFoundError:
             return {}
         except OSError as err:
-            raise KeyStoreError(f"{path}: unreadable: {err.strerror or err}") from err
+            raise KeyStoreError(path, f"unreadable: {err.strerror or err}") from err
         try:
             document = json.loads(raw)
             if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
@@ -325,10 +330,10 @@ class DirectoryStore:
                 raise ValueError("keys must be a list")
             entries = [Entry.from_json(record) for record in records]
         except (ValueError, UnicodeDecodeError) as err:
-            raise KeyStoreError(f"{path}: corrupt manifest: {err}") from err
+            raise KeyStoreError(path, f"corrupt manifest: {err}") from err
         by_kid = {entry.kid: entry for entry in entries}
         if len(by_kid) != len(entries):
-            raise KeyStoreError(f"{path}: corrupt manifest: a kid is listed twice")
+            raise KeyStoreError(path, "corrupt manifest: a kid is listed twice")
         return by_kid
 
     def _apply(self, tx: Transaction) -> None:
@@ -355,7 +360,7 @@ def check_one_active_per_alg(key_set: KeySet, where: Path) -> None:
             other = seen.setdefault(stored.entry.alg, stored.kid)
             if other != stored.kid:
                 raise KeyStoreError(
-                    f"{where}: two active {stored.entry.alg} keys ({other}, {stored.kid})"
+                    where, f"two active {stored.entry.alg} keys ({other}, {stored.kid})"
                 )
 
 
@@ -365,21 +370,22 @@ def read_key(path: Path) -> jwk.JWK:
         st = os.stat(path)
         raw = path.read_bytes()
     except OSError as err:
-        raise KeyStoreError(f"{path}: unreadable: {err.strerror or err}") from err
+        raise KeyStoreError(path, f"unreadable: {err.strerror or err}") from err
     try:
         key = jwk.JWK.from_json(raw.decode("utf-8"))
     except (ValueError, KeyError, TypeError, JWException, UnicodeDecodeError) as err:
         reason = "empty file" if not raw.strip() else f"{type(err).__name__}: {err}"
-        raise KeyStoreError(f"{path}: not a valid JWK ({reason})") from err
+        raise KeyStoreError(path, f"not a valid JWK ({reason})") from err
     if key.has_private and stat.S_IMODE(st.st_mode) & 0o077:
         raise KeyStoreError(
-            f"{path}: private key is readable by group or others "
-            f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+            path,
+            "private key is readable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it",
         )
     try:
         validate(key)
     except InvalidKeyError as err:
-        raise KeyStoreError(f"{path}: {err}") from err
+        raise KeyStoreError(path, str(err)) from err
     return key
 
 

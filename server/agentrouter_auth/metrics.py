@@ -1,0 +1,173 @@
+"""Prometheus metrics, summed across worker processes.
+
+Request counters and latency histograms use prometheus-client's multiprocess mode when
+`PROMETHEUS_MULTIPROC_DIR` is set (`agentrouter-auth serve` sets it for its workers), so a
+scrape of any worker reports the sum over all of them. The key-set gauges are computed at
+scrape time from the scraping worker's key ring: every worker follows the same store.
+
+Metric names follow Prometheus conventions: base units, `_total` for counters, `_seconds`
+for durations and ages.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agentrouter_auth.keys.store import State
+
+if TYPE_CHECKING:
+    from agentrouter_auth.keys.ring import KeyRing
+
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+PROTOCOLS = ("rest", "connect", "grpcweb", "grpc")
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+REQUESTS = Counter(
+    "agentrouter_auth_requests",
+    "Requests answered, by protocol, RPC method and gRPC status code.",
+    ["protocol", "method", "code"],
+)
+DURATION = Histogram(
+    "agentrouter_auth_request_duration_seconds",
+    "Time from a request's arrival to its response, by protocol.",
+    ["protocol"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+NOT_MODIFIED = Counter(
+    "agentrouter_auth_not_modified",
+    "REST requests answered 304 Not Modified (the verifier's cached set is current).",
+)
+RELOAD_FAILURES = Counter(
+    "agentrouter_auth_reload_failures",
+    "Key-store reloads that failed and kept the last good set, counted in every worker.",
+)
+WORKER = Gauge(
+    "agentrouter_auth_worker",
+    "1 for each live server worker process, labelled by pid.",
+    multiprocess_mode="liveall",
+)
+
+# gRPC status code names by number, for the `code` label.
+CODE_NAMES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED",
+)  # fmt: skip
+
+
+class Recorder:
+    """Counts requests. Labelled children are cached so the hot path does no label lookup."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[str, str, str], Counter] = {}
+        self._durations = {protocol: DURATION.labels(protocol) for protocol in PROTOCOLS}
+
+    def record(self, protocol: str, method: str, code: str, started: float) -> None:
+        """One answered request that arrived at `started` (a `time.perf_counter()` value)."""
+        self._durations[protocol].observe(time.perf_counter() - started)
+        key = (protocol, method, code)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = REQUESTS.labels(protocol, method, code)
+        counter.inc()
+
+
+class KeySetCollector(Collector):
+    """Gauges describing the key set, computed when scraped."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+
+    def collect(self) -> Iterator[Metric]:
+        """The key-set gauges at this moment."""
+        from agentrouter_auth.keys.ring import next_event  # noqa: PLC0415 - avoids a cycle
+
+        ring, now = self.ring, time.time()
+        status = ring.status()
+        keys = GaugeMetricFamily(
+            "agentrouter_auth_keys", "Keys in the published set, by state.", labels=["state"]
+        )
+        counts = dict.fromkeys((state.value for state in State), 0)
+        age = GaugeMetricFamily(
+            "agentrouter_auth_active_key_age_seconds",
+            "Seconds since the active key of each algorithm started signing.",
+            labels=["alg"],
+        )
+        upcoming: list[float] = []
+        for stored in ring.key_set.keys:
+            entry = stored.entry
+            counts[entry.state.value] += 1
+            if entry.state is State.ACTIVE:
+                since = entry.activated if entry.activated is not None else entry.created
+                age.add_metric([entry.alg], now - since)
+            event = next_event(entry, ring.policy)
+            if event is not None:
+                upcoming.append(event[1] - now)
+        for state, count in counts.items():
+            keys.add_metric([state], count)
+        yield keys
+        yield age
+        yield GaugeMetricFamily(
+            "agentrouter_auth_next_rotation_step_seconds",
+            "Seconds until the policy's next lifecycle step (negative: overdue).",
+            value=min(upcoming) if upcoming else float("nan"),
+        )
+        yield GaugeMetricFamily(
+            "agentrouter_auth_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful key-store load.",
+            value=status.loaded_at or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "agentrouter_auth_key_set_healthy",
+            "1 when the last key-store reload succeeded, 0 while the last good set is served.",
+            value=1.0 if status.healthy else 0.0,
+        )
+
+
+def registry_for(ring: KeyRing) -> CollectorRegistry:
+    """What /metrics exposes: every worker's counters (summed) and this worker's key set."""
+    registry = CollectorRegistry()
+    if MULTIPROCESS:
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        for collector in (REQUESTS, DURATION, NOT_MODIFIED, RELOAD_FAILURES, WORKER):
+            registry.register(collector)
+    registry.register(KeySetCollector(ring))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text exposition format."""
+    return generate_latest(registry)
+
+
+def worker_started() -> None:
+    """Mark this process as a live worker."""
+    WORKER.set(1)
+
+
+def worker_stopped() -> None:
+    """Drop this process's live gauges from the multiprocess files."""
+    if MULTIPROCESS:
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def code_name(number: int) -> str:
+    """The gRPC status name of `number`."""
+    return CODE_NAMES[number] if 0 <= number < len(CODE_NAMES) else "UNKNOWN"

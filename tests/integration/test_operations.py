@@ -1,0 +1,352 @@
+"""Operating the service: metrics summed across workers, JSON logs with no secret in them,
+several workers that rotate once, and TLS on both listeners."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import signal
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from connectrpc.compat import google_protobuf_binary_codec
+from connectrpc.protocol import ProtocolType
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
+
+from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentrouter.auth.v1.auth_connect import AuthServiceClientSync
+
+from .serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
+
+pytestmark = pytest.mark.integration
+JWKS = "/.well-known/jwks.json"
+API_KEY = "sk-live-do-not-log-this-4f1c2e"
+FAST_POLICY = [
+    "--rotation-period", "4s", "--publish-ahead", "2s", "--retain-after", "2s",
+    "--max-token-ttl", "1s", "--clock-skew", "0s", "--cache-max-age", "1s",
+    "--stale-while-revalidate", "0s",
+]  # fmt: skip
+
+
+def samples(
+    base_url: str, **client: object
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """One scrape of /metrics, as {(sample name, sorted labels): value}."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10, **client).text  # type: ignore[arg-type]
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def requests_total(
+    scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], protocol: str
+) -> float:
+    return sum(
+        value
+        for (name, labels), value in scrape.items()
+        if name == "agentrouter_auth_requests_total"
+        and dict(labels).get("protocol") == protocol
+        and dict(labels).get("code") == "OK"
+    )
+
+
+def fresh_get(url: str, **kwargs: object) -> httpx.Response:
+    """A request on a new connection, so SO_REUSEPORT spreads them over the workers."""
+    with httpx.Client(timeout=10, **kwargs) as client:  # type: ignore[arg-type]
+        return client.get(url, headers={"authorization": f"Bearer {API_KEY}"})
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    keys_dir = tmp_path_factory.mktemp("operations") / "keys"
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir), *FAST_POLICY],
+                   check=True)  # fmt: skip
+    argv = serve_argv(keys_dir, "--workers", "2", "--access-log", "on",
+                      "--reload-interval", "200ms", *FAST_POLICY)  # fmt: skip
+    with ServerProcess(argv) as server:
+        server.keys_dir = keys_dir  # type: ignore[attr-defined]
+        yield server
+        assert server.terminate(signal.SIGTERM) == 0
+    stopped = {event["pid"] for event in server.events("stopped")}
+    assert stopped == {event["pid"] for event in server.events("listening")}  # both drained
+    assert len(stopped) == 2
+
+
+def test_both_workers_answer(workers: ServerProcess) -> None:
+    pids = {fresh_get(f"{workers.base_url}/healthz").json()["pid"] for _ in range(60)}
+    assert len(pids) == 2
+    scrape = samples(workers.base_url)
+    live = {dict(labels)["pid"] for (name, labels), v in scrape.items()
+            if name == "agentrouter_auth_worker" and v == 1}  # fmt: skip
+    assert live == {str(pid) for pid in pids}
+
+
+def test_metrics_count_every_protocol_summed_across_workers(workers: ServerProcess) -> None:
+    before = samples(workers.base_url)
+    for _ in range(20):
+        assert fresh_get(workers.base_url + JWKS).status_code == 200
+    etag = fresh_get(workers.base_url + JWKS).headers["etag"]
+    for _ in range(5):
+        response = httpx.get(workers.base_url + JWKS, headers={"if-none-match": etag}, timeout=10)
+        assert response.status_code in (200, 304)  # 200 if a rotation changed the set meanwhile
+    for protocol in (ProtocolType.CONNECT, ProtocolType.GRPC_WEB):
+        for _ in range(7):
+            with AuthServiceClientSync(
+                workers.base_url, protocol=protocol, codec=google_protobuf_binary_codec()
+            ) as client:
+                client.get_jwks(auth_pb2.GetJWKSRequest())
+    for _ in range(9):
+        with grpc.insecure_channel(f"127.0.0.1:{workers.port}") as channel:
+            auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=10)
+    assert httpx.get(workers.base_url + "/nowhere", timeout=10).status_code == 404
+    after = samples(workers.base_url)
+    assert requests_total(after, "rest") - requests_total(before, "rest") == 26
+    assert requests_total(after, "connect") - requests_total(before, "connect") == 7
+    assert requests_total(after, "grpcweb") - requests_total(before, "grpcweb") == 7
+    assert requests_total(after, "grpc") - requests_total(before, "grpc") == 9
+    not_found = ("agentrouter_auth_requests_total",
+                 (("code", "NOT_FOUND"), ("method", "unknown"), ("protocol", "rest")))  # fmt: skip
+    assert after[not_found] - before.get(not_found, 0) == 1
+    count = ("agentrouter_auth_request_duration_seconds_count", (("protocol", "rest"),))
+    assert after[count] - before[count] == 27
+    modified = ("agentrouter_auth_not_modified_total", ())
+    assert after[modified] - before.get(modified, 0) >= 1
+
+
+def test_key_set_metrics_follow_rotation(workers: ServerProcess) -> None:
+    deadline, seen_states = time.monotonic() + 15, set[str]()
+    while time.monotonic() < deadline and not {"pending", "retired"} <= seen_states:
+        scrape = samples(workers.base_url)
+        seen_states |= {dict(labels)["state"] for (name, labels), v in scrape.items()
+                        if name == "agentrouter_auth_keys" and v > 0}  # fmt: skip
+        time.sleep(0.2)
+    assert {"active", "pending", "retired"} <= seen_states
+    scrape = samples(workers.base_url)
+    age = scrape[("agentrouter_auth_active_key_age_seconds", (("alg", "ES256"),))]
+    assert 0 <= age <= 5
+    assert scrape[("agentrouter_auth_next_rotation_step_seconds", ())] <= 4
+    assert time.time() - scrape[("agentrouter_auth_last_reload_success_timestamp_seconds", ())] < 5
+    assert scrape[("agentrouter_auth_key_set_healthy", ())] == 1
+
+
+def test_a_bad_key_file_is_counted_and_reported(workers: ServerProcess) -> None:
+    keys_dir: Path = workers.keys_dir  # type: ignore[attr-defined]
+    bad = keys_dir / "garbage.jwk.json"
+    bad.write_text("not json at all")
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            scrape = samples(workers.base_url)
+            if scrape.get(("agentrouter_auth_reload_failures_total", ()), 0) >= 2:
+                break
+            time.sleep(0.2)
+        assert scrape[("agentrouter_auth_reload_failures_total", ())] >= 2  # both workers
+        assert scrape[("agentrouter_auth_key_set_healthy", ())] == 0
+        assert fresh_get(workers.base_url + JWKS).status_code == 200
+    finally:
+        bad.unlink()
+    refused = [e for e in workers.events("key_set_reload_failed") if e["path"] == str(bad)]
+    assert refused
+    assert refused[0]["reason"].startswith("not a valid JWK")
+
+
+def test_one_rotation_per_step_across_workers(workers: ServerProcess) -> None:
+    steps = workers.events("rotation_step")
+    created = [e["kid"] for e in steps if e["to"] == "pending"]
+    assert created
+    assert len(created) == len(set(created))
+
+
+def test_logs_are_json_and_hold_no_secret(workers: ServerProcess) -> None:
+    keys_dir: Path = workers.keys_dir  # type: ignore[attr-defined]
+    token = subprocess.run(
+        [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--claims", "{}",
+         "--ttl", "1s", *FAST_POLICY], capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    fresh_get(f"{workers.base_url}{JWKS}?access_token={token}")
+    httpx.post(f"{workers.base_url}/agentrouter.auth.v1.AuthService/GetJWKS", content=token,
+               headers={"content-type": "application/json",
+                        "authorization": f"Bearer {token}"})  # fmt: skip
+    time.sleep(0.5)
+    secrets = {API_KEY, token}
+    for path in keys_dir.glob("*.jwk.json"):
+        private = json.loads(path.read_text())
+        secrets |= {v for k, v in private.items() if k in {"d", "p", "q", "dp", "dq", "qi"}}
+    assert workers.lines
+    for line in workers.lines:
+        record = json.loads(line)  # every line, granian's included, is one JSON object
+        assert {"time", "level", "logger", "message"} <= set(record)
+        for secret in secrets:
+            assert secret not in line
+    access = workers.events("request")
+    assert {"rest", "connect", "grpcweb"} <= {e["protocol"] for e in access}
+    assert all("?" not in e["path"] for e in access)
+    (listening, *others) = workers.events("listening")
+    assert {"http", "grpc", "keys_dir", "kids", "policy", "pid"} <= set(listening)
+    assert len(others) == 1  # one per worker
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def context(self, *, client_cert: bool = False) -> ssl.SSLContext:
+        """A client TLS context trusting the test CA, presenting the client certificate."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if client_cert:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+
+Issued = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+
+def _issue(name: str, issuer: Issued | None, *, server: bool = False) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+    signer = issuer[1] if issuer else key
+    return builder.sign(signer, hashes.SHA256()), key
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca = _issue("agentrouter-auth test CA", None)
+    files = {}
+    for name, (cert, key) in {
+        "ca": ca, "server": _issue("127.0.0.1", ca, server=True), "client": _issue("client", ca)
+    }.items():  # fmt: skip
+        (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (folder / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        (folder / f"{name}.key").chmod(0o600)
+        files[name] = folder / f"{name}.pem"
+    return Pki(files["ca"], files["server"], folder / "server.key", files["client"],
+               folder / "client.key")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tls_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keys_dir = tmp_path_factory.mktemp("tls") / "keys"
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
+    return keys_dir
+
+
+def test_tls_on_both_listeners(pki: Pki, tls_keys: Path) -> None:
+    argv = serve_argv(
+        tls_keys, "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)
+    )
+    with ServerProcess(argv, tls=pki.context()) as server:
+        https = f"https://127.0.0.1:{server.http_port}"
+        with httpx.Client(verify=pki.context(), http2=True, timeout=10) as client:
+            response = client.get(https + JWKS)
+        assert response.status_code == 200
+        assert response.http_version == "HTTP/2"  # negotiated by ALPN
+        credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{server.port}", credentials) as channel:
+            reply = auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(
+                auth_pb2.GetJWKSRequest(), timeout=10
+            )
+        assert [key.kid for key in reply.keys] == [k["kid"] for k in response.json()["keys"]]
+
+        with pytest.raises(httpx.HTTPError):  # plaintext to the TLS port fails cleanly
+            httpx.get(f"http://127.0.0.1:{server.http_port}{JWKS}", timeout=5)
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        with channel, pytest.raises(grpc.RpcError) as plain:
+            auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=5)
+        assert plain.value.code() == grpc.StatusCode.UNAVAILABLE
+        with httpx.Client(verify=True, timeout=5) as untrusting, pytest.raises(httpx.ConnectError):
+            untrusting.get(https + JWKS)  # the system store does not know the test CA
+        with httpx.Client(verify=pki.context(), timeout=10) as client:
+            assert client.get(https + JWKS).status_code == 200  # still serving
+        assert server.terminate() == 0
+
+
+def test_mutual_tls(pki: Pki, tls_keys: Path) -> None:
+    argv = serve_argv(tls_keys, "--tls-cert", str(pki.server_cert),
+                      "--tls-key", str(pki.server_key), "--tls-client-ca", str(pki.ca))  # fmt: skip
+    with ServerProcess(argv, tls=pki.context(client_cert=True)) as server:
+        https = f"https://127.0.0.1:{server.http_port}"
+        with httpx.Client(verify=pki.context(client_cert=True), timeout=10) as client:
+            assert client.get(https + JWKS).status_code == 200
+        anonymous = httpx.Client(verify=pki.context(), timeout=5)
+        with anonymous, pytest.raises(httpx.HTTPError):
+            anonymous.get(https + JWKS)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=pki.ca.read_bytes(),
+            private_key=pki.client_key.read_bytes(),
+            certificate_chain=pki.client_cert.read_bytes(),
+        )
+        with grpc.secure_channel(f"127.0.0.1:{server.port}", credentials) as channel:
+            auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=10)
+        anonymous_grpc = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+        channel = grpc.secure_channel(f"127.0.0.1:{server.port}", anonymous_grpc)
+        with channel, pytest.raises(grpc.RpcError):
+            auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=5)
+        assert server.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tls-cert", "/nonexistent.pem"], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], "cannot load"),
+        (["--tls-client-ca", "/ca.pem"], "--tls-client-ca needs --tls-cert and --tls-key"),
+        (["--workers", "0"], "--workers must be from 1 to 64"),
+        (["--log-format", "xml"], "invalid choice: 'xml'"),
+    ],
+)
+def test_bad_operations_options_are_one_line_errors(
+    tls_keys: Path, args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        serve_argv(tls_keys, *args), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

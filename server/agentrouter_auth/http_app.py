@@ -64,11 +64,12 @@ class HttpApp:
             elif path == "/readyz":
                 await self._ready(send)
             elif path == "/metrics":
+                self.recorder.flush()
                 await _send(send, 200, metrics.CONTENT_TYPE, metrics.exposition(self.registry))
             else:
                 outcome = await self.transcoder.handle(scope, receive, send)
                 if outcome.http_status == 304:
-                    metrics.NOT_MODIFIED.inc()
+                    self.recorder.not_modified()
                 code = metrics.code_name(outcome.code)
                 self.recorder.record("rest", outcome.rpc or "unknown", code, started)
                 if self.access_log:

@@ -74,6 +74,7 @@ class Runtime:
                 await self._upkeep
         if self.grpc is not None:
             await self.grpc.stop(self.config.grace_seconds)
+        self.recorder.flush()
         log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
 
     async def _maintain(self) -> None:
@@ -95,6 +96,7 @@ class Runtime:
                             extra={"event": "rotation_step_failed", "reason": str(err)},
                         )
                     last_error = str(err)
+            self.recorder.flush()
             await asyncio.to_thread(self.ring.refresh)
             if self.ring.reload_failures > failures_seen:
                 metrics.RELOAD_FAILURES.inc(self.ring.reload_failures - failures_seen)

@@ -7,36 +7,56 @@ JWKS response is exactly the RFC 7517 document REST serves.
 
 from __future__ import annotations
 
-import json
 from typing import TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from agentrouter.auth.v1.auth_connect import AuthServiceASGIApplication
+from agentrouter_auth.protojson import compact_json
 from agentrouter_auth.service import AuthService
-from agentrouter_auth.snapshot import SnapshotSource
+from agentrouter_auth.snapshot import Snapshot, SnapshotSource
 
 CONNECT_PATH_PREFIX = "/agentrouter.auth.v1.AuthService/"
 DEFAULT_READ_MAX_BYTES = 64 * 1024
 M = TypeVar("M", bound=Message)
 
 
-class SnapshotProtoCodec:
-    """Protobuf binary; the current snapshot's message is written as its stored bytes."""
+class _SnapshotCodec:
+    """A Connect codec that writes the current snapshot's message as its stored bytes."""
+
+    codec_name = ""
 
     def __init__(self, source: SnapshotSource) -> None:
         self._source = source
 
     def name(self) -> str:
         """The Connect codec name."""
-        return "proto"
+        return self.codec_name
 
     def encode(self, message: Message) -> bytes:
         """The stored bytes when `message` is the snapshot's own, else a fresh encoding."""
         snapshot = self._source.snapshot()
         if message is snapshot.message:
-            return snapshot.proto
+            return self._stored(snapshot)
+        return self._serialize(message)
+
+    def _stored(self, snapshot: Snapshot) -> bytes:
+        raise NotImplementedError
+
+    def _serialize(self, message: Message) -> bytes:
+        raise NotImplementedError
+
+
+class SnapshotProtoCodec(_SnapshotCodec):
+    """Protobuf binary."""
+
+    codec_name = "proto"
+
+    def _stored(self, snapshot: Snapshot) -> bytes:
+        return snapshot.proto
+
+    def _serialize(self, message: Message) -> bytes:
         return message.SerializeToString()
 
     def decode(self, data: bytes | bytearray, message_class: type[M]) -> M:
@@ -44,23 +64,16 @@ class SnapshotProtoCodec:
         return message_class.FromString(bytes(data))
 
 
-class SnapshotJSONCodec:
-    """Compact proto3 JSON; the current snapshot's message is written as its stored bytes."""
+class SnapshotJSONCodec(_SnapshotCodec):
+    """Compact proto3 JSON."""
 
-    def __init__(self, source: SnapshotSource) -> None:
-        self._source = source
+    codec_name = "json"
 
-    def name(self) -> str:
-        """The Connect codec name."""
-        return "json"
+    def _stored(self, snapshot: Snapshot) -> bytes:
+        return snapshot.json
 
-    def encode(self, message: Message) -> bytes:
-        """The stored bytes when `message` is the snapshot's own, else compact JSON."""
-        snapshot = self._source.snapshot()
-        if message is snapshot.message:
-            return snapshot.json
-        document = json_format.MessageToDict(message)
-        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    def _serialize(self, message: Message) -> bytes:
+        return compact_json(message)
 
     def decode(self, data: bytes | bytearray, message_class: type[M]) -> M:
         """Parse a request; unknown fields are ignored, as connectrpc's own codec does."""

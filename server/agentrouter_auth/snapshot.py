@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ from google.protobuf import json_format
 from jwcrypto import jwk
 
 from agentrouter.auth.v1 import auth_pb2
+from agentrouter_auth.protojson import compact_json
 
 # RFC 7517/7518 members that carry private or symmetric key material. None of them has a
 # field in the contract's JWK message, and rendering refuses any key that would leak one.
@@ -110,9 +110,7 @@ def render(keys: Iterable[jwk.JWK], version: int = 0) -> Snapshot:
     if not by_kid:
         raise EmptyKeySetError("the key set is empty: there is nothing to verify tokens with")
     message = auth_pb2.GetJWKSResponse(keys=[by_kid[kid] for kid in sorted(by_kid)])
-    body = json.dumps(
-        json_format.MessageToDict(message), separators=(",", ":"), ensure_ascii=True
-    ).encode()
+    body = compact_json(message)
     digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
     return Snapshot(
         version=version,

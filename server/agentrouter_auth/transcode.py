@@ -29,6 +29,8 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, json_format, message_factory
 from google.protobuf.message import Message
 
+from agentrouter_auth.protojson import compact_json
+
 ASGIScope = MutableMapping[str, Any]
 ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -412,7 +414,7 @@ class Transcoder:
             return
         if route.response_body:
             result = getattr(result, route.response_body)
-        body = _to_json(result)
+        body = compact_json(result)
         await _send(send, 200, [(b"content-type", b"application/json"), *_CORS], body, head=head)
         outcome.http_status = 200
 
@@ -607,11 +609,6 @@ def _convert(leaf: descriptor.FieldDescriptor, value: str, name: str) -> object:
     except (ValueError, TypeError) as err:
         raise TranscodeError(3, f"parameter {name!r}: invalid value {value!r}") from err
     raise TranscodeError(3, f"parameter {name!r} cannot be set from text")
-
-
-def _to_json(message: Message) -> bytes:
-    document = json_format.MessageToDict(message)
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -138,3 +138,37 @@ def test_two_servers_on_one_directory_rotate_once(tmp_path: Path) -> None:
     files = {path.name.removesuffix(".jwk.json") for path in keys_dir.glob("*.jwk.json")}
     assert files == final  # no key file a lost race left behind
     assert set(created) <= seen | final  # every key created made it into the manifest
+
+
+def test_a_kubernetes_secret_updated_in_place_is_picked_up(tmp_path: Path) -> None:
+    """A Secret volume holds `..data -> ..<timestamp>/` and one symlink per file through
+    `..data`; kubelet updates it by swapping `..data` atomically. The server must follow."""
+    source = tmp_path / "issuer"
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(source)], check=True)
+    mount = tmp_path / "secret"
+    mount.mkdir()
+
+    def publish(version: str) -> None:
+        snapshot = mount / f"..{version}"
+        snapshot.mkdir()
+        for path in source.iterdir():
+            if path.name != ".lock":
+                (snapshot / path.name).write_bytes(path.read_bytes())
+                (snapshot / path.name).chmod(0o400)
+        staging = mount / "..data_tmp"
+        staging.symlink_to(snapshot.name)
+        staging.replace(mount / "..data")  # the atomic swap kubelet makes
+        for path in snapshot.iterdir():
+            link = mount / path.name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{path.name}")
+
+    publish("2026_11_27_01")
+    with ServerProcess(serve_argv(mount, "--rotation", "off")) as server:
+        (first,) = kids(server.port)
+        subprocess.run([*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(source)], check=True)
+        publish("2026_11_27_02")
+        both = eventually(lambda: kids(server.port), lambda k: len(k) == 2)
+        assert first in both
+        assert keyring_health(server.port) == health_pb2.HealthCheckResponse.SERVING
+        assert server.terminate() == 0

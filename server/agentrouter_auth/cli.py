@@ -38,7 +38,13 @@ from agentrouter_auth.keys.material import (
     SIGNING_ALGORITHMS,
     InvalidKeyError,
 )
-from agentrouter_auth.keys.policy import POLICY_FIELDS, Policy, PolicyError, parse_duration
+from agentrouter_auth.keys.policy import (
+    POLICY_FIELDS,
+    Policy,
+    PolicyError,
+    format_duration,
+    parse_duration,
+)
 from agentrouter_auth.keys.ring import Change, KeyRing, SigningError, next_event
 from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError
 from agentrouter_auth.logs import FORMATS
@@ -63,12 +69,7 @@ SERVE_OPTIONS = (
     "rsa_bits", "workers", "log_format", "access_log", "tls_cert", "tls_key", "tls_client_ca",
     *POLICY_FIELDS,
 )  # fmt: skip
-_POLICY_DEFAULTS = {
-    name: value
-    for name, value in zip(
-        POLICY_FIELDS, ("30d", "1d", "1d", "1h", "5m", "5m", "1m", "1d"), strict=True
-    )
-}
+_POLICY_DEFAULTS = {name: format_duration(getattr(Policy(), name)) for name in POLICY_FIELDS}
 _POLICY_HELP = {
     "rotation_period": "how long a key signs before its successor takes over",
     "publish_ahead": "how long a new key is published before it signs",
@@ -106,23 +107,21 @@ def _option(
     )
 
 
-def _common(parser: argparse.ArgumentParser, *, policy: bool, log_format: str = "text") -> None:
+def _common(parser: argparse.ArgumentParser, *, log_format: str = "text") -> None:
+    """Options every command takes: the store, the log format and the rotation policy."""
     _option(parser, "--keys-dir", "var/keys", "key store directory", type=Path)
     _option(parser, "--log-format", log_format, "log lines as json or text", choices=FORMATS)
-    if policy:
-        group = parser.add_argument_group("rotation policy (durations: 90s, 15m, 1h30m, 30d)")
-        for name in POLICY_FIELDS:
-            _option(
-                group, "--" + name.replace("_", "-"), _POLICY_DEFAULTS[name], _POLICY_HELP[name]
-            )
-        _option(
-            group,
-            "--rsa-bits",
-            "2048",
-            f"size of new RSA keys ({', '.join(map(str, RSA_SIZES))})",
-            type=int,
-            choices=RSA_SIZES,
-        )
+    group = parser.add_argument_group("rotation policy (durations: 90s, 15m, 1h30m, 30d)")
+    for name in POLICY_FIELDS:
+        _option(group, "--" + name.replace("_", "-"), _POLICY_DEFAULTS[name], _POLICY_HELP[name])
+    _option(
+        group,
+        "--rsa-bits",
+        "2048",
+        f"size of new RSA keys ({', '.join(map(str, RSA_SIZES))})",
+        type=int,
+        choices=RSA_SIZES,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="serve GetJWKS")
-    _common(serve, policy=True, log_format="json")
+    _common(serve, log_format="json")
     _option(serve, "--http-addr", "127.0.0.1:8080", "HTTP listen address (REST, Connect, gRPC-Web)")
     _option(serve, "--grpc-addr", "127.0.0.1:9090", "gRPC listen address, HOST:PORT")
     _option(serve, "--grace-period", "10s", "time in-flight requests get to finish on SIGTERM")
@@ -154,26 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
     algs = sorted(SIGNING_ALGORITHMS)
     init = key_commands.add_parser("init", help="create an active key per algorithm that has none")
-    _common(init, policy=True)
+    _common(init)
     init.add_argument(
         "--alg", action="append", choices=algs, help=f"repeatable (default {DEFAULT_ALGORITHM})"
     )
     rotate = key_commands.add_parser("rotate", help="pre-publish a successor for active keys")
-    _common(rotate, policy=True)
+    _common(rotate)
     rotate.add_argument("--alg", choices=algs, help="only this algorithm (default: all active)")
     listing = key_commands.add_parser("list", help="show keys, states and what happens next")
-    _common(listing, policy=True)
+    _common(listing)
     listing.add_argument("--json", action="store_true", help="one JSON document")
     imported = key_commands.add_parser("import", help="publish another issuer's public key")
-    _common(imported, policy=True)
+    _common(imported)
     imported.add_argument("file", type=Path, help="a JWK file (private members are dropped)")
     prune = key_commands.add_parser("prune", help="delete retired keys past their retention")
-    _common(prune, policy=True)
+    _common(prune)
 
     token = commands.add_parser("token", help="tokens signed by the active key")
     token_commands = token.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
     sign = token_commands.add_parser("sign", help="print a compact JWS of the given claims")
-    _common(sign, policy=True)
+    _common(sign)
     sign.add_argument("--claims", required=True, help='a JSON object, e.g. \'{"sub":"svc"}\'')
     sign.add_argument("--ttl", help="token lifetime (default: --max-token-ttl)")
     sign.add_argument("--alg", choices=algs, help="algorithm (default: the only active one)")

@@ -70,7 +70,7 @@ class HttpApp:
                 outcome = await self.transcoder.handle(scope, receive, send)
                 if outcome.http_status == 304:
                     self.recorder.not_modified()
-                code = metrics.code_name(outcome.code)
+                code = metrics.CODE_NAMES[outcome.code]
                 self.recorder.record("rest", outcome.rpc or "unknown", code, started)
                 if self.access_log:
                     _access(scope, "rest", outcome.http_status, code, started)

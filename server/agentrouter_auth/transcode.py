@@ -237,6 +237,8 @@ class Route:
     shared_request: Message | None = field(default=None, compare=False)
     """For RPCs whose request has no fields, the one request every call gets (none can
     differ, and building it per call is measurable on the hot path)."""
+    rpc_name: str = ""
+    """`rpc.name`, read once (a descriptor attribute costs a C call per request)."""
 
 
 def rules_of(method: descriptor.MethodDescriptor) -> list[http_pb2.HttpRule]:
@@ -382,7 +384,6 @@ class Transcoder:
         self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend, outcome: Outcome
     ) -> None:
         method: str = scope["method"]
-        bound: dict[tuple[str, ...], str] = {}
         matches = None
         resource = self._literal.get(scope["path"])
         if resource is None:
@@ -402,10 +403,11 @@ class Transcoder:
                 [(b"allow", resource.allow)],
                 http_status=405,
             )
-        outcome.rpc = route.rpc.name
-        if matches is not None:
-            bound = next(b for r, b in matches if r is route)
-        request = await self._build_request(route, bound, scope, receive)
+        outcome.rpc = route.rpc_name
+        request = route.shared_request
+        if request is None:
+            bound = {} if matches is None else next(b for r, b in matches if r is route)
+            request = await self._build_request(route, bound, scope, receive)
         try:
             result = await route.handler(request)
         except ConnectError as err:
@@ -446,8 +448,6 @@ class Transcoder:
         scope: ASGIScope,
         receive: ASGIReceive,
     ) -> Message:
-        if route.shared_request is not None:
-            return route.shared_request
         request = _message_class(route.rpc.input_type)()
         if not route.body and not bound and not scope.get("query_string"):
             return request

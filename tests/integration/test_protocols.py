@@ -409,3 +409,38 @@ def test_the_app_runs_under_another_asgi_server(keys_dir: Path) -> None:
         assert grpc_document(running.port) == response.json()
         running.terminate()  # uvicorn re-raises SIGTERM after its graceful shutdown
     assert running.events("stopped")
+
+
+def test_no_private_member_value_on_any_protocol(
+    server: ServerProcess, http: httpx.Client, keys_dir: Path
+) -> None:
+    """The store holds private keys; no byte of a private member reaches any protocol."""
+    secrets = set()
+    for path in keys_dir.glob("*.jwk.json"):
+        private = json.loads(path.read_text())
+        secrets |= {v for k, v in private.items() if k in {"d", "p", "q", "dp", "dq", "qi"}}
+    assert len(secrets) >= 3  # RSA, EC and OKP private halves are on disk
+    bodies = [
+        http.get(JWKS).content,
+        http.get(JWKS, headers={"accept-encoding": "identity"}).content,
+        http.post(CONNECT, content=b"{}", headers={"content-type": "application/json"}).content,
+        http.post(CONNECT, content=b"", headers={"content-type": "application/proto"}).content,
+        http.get(CONNECT, params={"encoding": "json", "message": "{}"}).content,
+        http.post(
+            CONNECT,
+            content=b"\x00\x00\x00\x00\x00",
+            headers={"content-type": "application/grpc-web+proto"},
+        ).content,
+    ]
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        raw = channel.unary_unary(
+            "/agentrouter.auth.v1.AuthService/GetJWKS",
+            request_serializer=lambda body: body,
+            response_deserializer=lambda body: body,
+        )(b"", timeout=10)
+    bodies.append(raw)
+    kids = [key["kid"] for key in rest_document(http)["keys"]]
+    for body in bodies:
+        assert all(kid.encode() in body for kid in kids)  # a real answer was scanned
+        for secret in secrets:
+            assert secret.encode() not in body

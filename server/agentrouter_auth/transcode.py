@@ -408,21 +408,8 @@ class Transcoder:
         if request is None:
             bound = {} if matches is None else next(b for r, b in matches if r is route)
             request = await self._build_request(route, bound, scope, receive)
-        try:
-            result = await route.handler(request)
-        except ConnectError as err:
-            raise TranscodeError(_GRPC_CODE_BY_CONNECT_NAME[err.code.value], err.message) from err
-        head = method == "HEAD"
+        outcome.http_status = await _call(route, request, scope, send, head=method == "HEAD")
         outcome.code = 0
-        if isinstance(result, Prerendered):
-            headers = scope.get("headers") or ()
-            outcome.http_status = await _send_prerendered(send, result, headers, head=head)
-            return
-        if route.response_body:
-            result = getattr(result, route.response_body)
-        body = compact_json(result)
-        await _send(send, 200, [(b"content-type", b"application/json"), *_CORS], body, head=head)
-        outcome.http_status = 200
 
     def _match(self, scope: ASGIScope) -> list[tuple[Route, dict[tuple[str, ...], str]]]:
         raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
@@ -506,6 +493,23 @@ class Transcoder:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+async def _call(
+    route: Route, request: Message, scope: ASGIScope, send: ASGISend, *, head: bool
+) -> int:
+    """Run the handler and write its answer; return the HTTP status sent."""
+    try:
+        result = await route.handler(request)
+    except ConnectError as err:
+        raise TranscodeError(_GRPC_CODE_BY_CONNECT_NAME[err.code.value], err.message) from err
+    if isinstance(result, Prerendered):
+        return await _send_prerendered(send, result, scope.get("headers") or (), head=head)
+    if route.response_body:
+        result = getattr(result, route.response_body)
+    body = compact_json(result)
+    await _send(send, 200, [(b"content-type", b"application/json"), *_CORS], body, head=head)
+    return 200
 
 
 def _too_large(limit: int) -> TranscodeError:

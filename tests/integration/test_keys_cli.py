@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jwt as pyjwt
 import pytest
+from jwcrypto import jwk
 
 from agentrouter_auth.keys.store import MANIFEST
 
@@ -125,7 +126,7 @@ def test_import_of_a_symmetric_key_is_refused(tmp_path: Path) -> None:
     keys_dir = str(tmp_path / "keys")
     cli("keys", "init", "--keys-dir", keys_dir)
     secret = tmp_path / "secret.json"
-    secret.write_text('{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}')
+    secret.write_text(jwk.JWK.generate(kty="oct", size=256).export())  # made now, never committed
     result = cli("keys", "import", "--keys-dir", keys_dir, str(secret), check=False)
     assert result.returncode == 1
     assert "secret.json: symmetric (oct) keys are refused" in result.stderr

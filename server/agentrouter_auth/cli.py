@@ -166,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     imported = key_commands.add_parser("import", help="publish another issuer's public key")
     _common(imported)
     imported.add_argument("file", type=Path, help="a JWK file (private members are dropped)")
+    remove = key_commands.add_parser("remove", help="stop publishing a key now")
+    _common(remove)
+    remove.add_argument("kid", help="the key's id")
+    remove.add_argument(
+        "--force", action="store_true", help="also remove an active key (a compromised one)"
+    )
     prune = key_commands.add_parser("prune", help="delete retired keys past their retention")
     _common(prune)
 
@@ -338,6 +344,11 @@ def cmd_rotate(ring: KeyRing, args: argparse.Namespace) -> int:
     return _report(changes, "a successor is already pending; nothing to do")
 
 
+def cmd_remove(ring: KeyRing, args: argparse.Namespace) -> int:
+    """Stop publishing a key."""
+    return _report(ring.remove(args.kid, force=args.force), "")
+
+
 def cmd_prune(ring: KeyRing, _args: argparse.Namespace) -> int:
     """Delete expired retired keys."""
     return _report(ring.prune(), "no retired key has reached the end of its retention")
@@ -417,5 +428,6 @@ _HANDLERS: dict[tuple[str, str | None], Callable[[KeyRing, argparse.Namespace], 
     ("keys", "list"): cmd_list,
     ("keys", "import"): cmd_import,
     ("keys", "prune"): cmd_prune,
+    ("keys", "remove"): cmd_remove,
     ("token", "sign"): cmd_sign,
 }

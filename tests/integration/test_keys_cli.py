@@ -137,3 +137,28 @@ def test_rotate_with_no_keys_says_so(tmp_path: Path) -> None:
     result = cli("keys", "rotate", "--keys-dir", str(tmp_path / "empty"), check=False)
     assert result.returncode == 1
     assert "no active key to rotate" in result.stderr
+
+
+def test_remove_an_imported_key_and_a_compromised_active_one(tmp_path: Path) -> None:
+    keys_dir = str(tmp_path / "keys")
+    cli("keys", "init", "--keys-dir", keys_dir)
+    (active,) = listing(tmp_path / "keys")
+    foreign = tmp_path / "issuer.json"
+    foreign.write_text(jwk.JWK.generate(kty="OKP", crv="Ed25519").export_public())
+    cli("keys", "import", "--keys-dir", keys_dir, str(foreign))
+    (imported,) = [k for k in listing(tmp_path / "keys") if k["origin"] == "imported"]
+    cli("keys", "remove", "--keys-dir", keys_dir, str(imported["kid"]))
+    assert [k["kid"] for k in listing(tmp_path / "keys")] == [active["kid"]]
+    assert not (tmp_path / "keys" / f"{imported['kid']}.jwk.json").exists()
+
+    refused = cli("keys", "remove", "--keys-dir", keys_dir, str(active["kid"]), check=False)
+    assert refused.returncode == 1
+    assert "is the active ES256 key; rotate first, or use --force" in refused.stderr
+    missing = cli("keys", "remove", "--keys-dir", keys_dir, "no-such-kid", check=False)
+    assert "no key no-such-kid" in missing.stderr
+
+    cli("keys", "remove", "--keys-dir", keys_dir, str(active["kid"]), "--force")
+    assert listing(tmp_path / "keys") == []
+    cli("keys", "init", "--keys-dir", keys_dir)  # the emergency path: a fresh signing key
+    (replacement,) = listing(tmp_path / "keys")
+    assert replacement["kid"] != active["kid"]

@@ -293,6 +293,25 @@ class KeyRing:
                     tx.delete(step.subject)
             return self._commit(tx)
 
+    def remove(self, kid: str, *, force: bool = False) -> list[Change]:
+        """Stop publishing `kid` now (an imported key, or a compromised one).
+
+        The active key of an algorithm is only removed with `force`: until `init` makes a new
+        one, tokens of that algorithm cannot be signed, and every token it signed stops
+        verifying as soon as verifiers refetch the set.
+        """
+        with self.store.transaction() as tx:
+            entry = next((e for e in tx.current.entries if e.kid == kid), None)
+            if entry is None:
+                raise KeyStoreError(self.store.description, f"no key {kid}")
+            if entry.state is State.ACTIVE and not force:
+                raise KeyStoreError(
+                    self.store.description,
+                    f"key {kid} is the active {entry.alg} key; rotate first, or use --force",
+                )
+            tx.delete(kid)
+            return self._commit(tx)
+
     def import_key(self, key: jwk.JWK) -> list[Change]:
         """Publish another issuer's public key; it never signs. Private halves are dropped."""
         public = public_copy(key)

@@ -37,7 +37,6 @@ ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 UnaryHandler = Callable[[Message], Awaitable["Message | Prerendered"]]
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
-HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 
 # gRPC status code -> (name, HTTP status), as grpc-gateway and Envoy map them.
 GRPC_TO_HTTP: dict[int, tuple[str, int]] = {

@@ -1,0 +1,100 @@
+"""Whatever arrives over HTTP, the app answers with a proper status, never a 500.
+
+The whole HTTP app (transcoder, Connect, gRPC-Web, health, metrics) is driven in-process with
+generated requests: methods, paths with percent-escapes and invalid UTF-8, query strings,
+content types and bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agentrouter_auth.config import Address, ServeConfig
+from agentrouter_auth.http_app import HttpApp
+from agentrouter_auth.keys.policy import Policy
+from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.keys.store import DirectoryStore
+from agentrouter_auth.runtime import Runtime
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> HttpApp:
+    keys = tmp_path_factory.mktemp("fuzz") / "keys"
+    ring = KeyRing(DirectoryStore(keys), Policy())
+    ring.init(["ES256", "EdDSA"])
+    ring.load()
+    config = ServeConfig(
+        keys_dir=Path(keys),
+        http_addr=Address("127.0.0.1", 8080),
+        grpc_addr=Address("127.0.0.1", 9090),
+        grace_seconds=1,
+        reload_interval=1,
+        auto_rotate=False,
+        rsa_bits=2048,
+        policy=ring.policy,
+    )
+    return HttpApp(Runtime(config, ring))
+
+
+segment = st.one_of(
+    st.sampled_from([".well-known", "jwks.json", "agentrouter.auth.v1.AuthService", "GetJWKS",
+                     "healthz", "readyz", "metrics", "%ff", "%2F", "..", "", "a:b"]),
+    st.text(alphabet="abc%0123456789fF:.-_~", max_size=12),
+)  # fmt: skip
+paths = st.lists(segment, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+content_types = st.sampled_from(
+    ["", "application/json", "application/proto", "application/grpc-web+proto",
+     "application/grpc-web+json", "application/grpc", "application/connect+json",
+     "text/plain", "application/xml", "application/json; charset=utf-8"]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "SEARCH"]),
+    path=paths,
+    query=st.text(alphabet="a=&%ff0-9xyzmessageencodingjsonbase64{}", max_size=40),
+    content_type=content_types,
+    body=st.one_of(st.binary(max_size=300), st.sampled_from([b"{}", b"{", b"\x00\x00\x00\x00\x00",
+                                                              b"\x00\x00\x00\x00\x10"])),
+    accept=st.sampled_from(["", "*/*", "application/jwk-set+json", "text/html;q=0"]),
+    encoding=st.sampled_from(["", "gzip", "br", "gzip;q=0", "identity, *;q=0", "bogus"]),
+)  # fmt: skip
+def test_no_request_gets_a_500(
+    app: HttpApp,
+    method: str,
+    path: str,
+    query: str,
+    content_type: str,
+    body: bytes,
+    accept: str,
+    encoding: str,
+) -> None:
+    headers = {"authorization": "Bearer fuzz"}
+    for name, value in (("content-type", content_type), ("accept", accept),
+                        ("accept-encoding", encoding)):  # fmt: skip
+        if value:
+            headers[name] = value
+    url = path + ("?" + query if query else "")
+    response = asyncio.run(_request(app, method, url, headers, body))
+    assert response.status_code < 500 or response.status_code == 501, (
+        method,
+        url,
+    )  # 501: UNIMPLEMENTED
+    assert 100 <= response.status_code < 600
+
+
+async def _request(
+    app: HttpApp, method: str, url: str, headers: dict[str, str], body: bytes
+) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport) as client:
+        return await client.request(method, "http://fuzz" + url, headers=headers, content=body)

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("file", type=Path, help="a JWK file (private members are dropped)")
     remove = key_commands.add_parser("remove", help="stop publishing a key now")
     _common(remove)
-    remove.add_argument("kid", help="the key's id")
+    remove.add_argument("kid", help="the key's id (write `-- KID`: a kid may begin with '-')")
     remove.add_argument(
         "--force", action="store_true", help="also remove an active key (a compromised one)"
     )

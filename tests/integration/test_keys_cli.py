@@ -147,17 +147,18 @@ def test_remove_an_imported_key_and_a_compromised_active_one(tmp_path: Path) -> 
     foreign.write_text(jwk.JWK.generate(kty="OKP", crv="Ed25519").export_public())
     cli("keys", "import", "--keys-dir", keys_dir, str(foreign))
     (imported,) = [k for k in listing(tmp_path / "keys") if k["origin"] == "imported"]
-    cli("keys", "remove", "--keys-dir", keys_dir, str(imported["kid"]))
+    cli("keys", "remove", "--keys-dir", keys_dir, "--", str(imported["kid"]))
     assert [k["kid"] for k in listing(tmp_path / "keys")] == [active["kid"]]
     assert not (tmp_path / "keys" / f"{imported['kid']}.jwk.json").exists()
 
-    refused = cli("keys", "remove", "--keys-dir", keys_dir, str(active["kid"]), check=False)
+    # a kid may start with "-": `--` ends the options
+    refused = cli("keys", "remove", "--keys-dir", keys_dir, "--", str(active["kid"]), check=False)
     assert refused.returncode == 1
     assert "is the active ES256 key; rotate first, or use --force" in refused.stderr
-    missing = cli("keys", "remove", "--keys-dir", keys_dir, "no-such-kid", check=False)
+    missing = cli("keys", "remove", "--keys-dir", keys_dir, "--", "no-such-kid", check=False)
     assert "no key no-such-kid" in missing.stderr
 
-    cli("keys", "remove", "--keys-dir", keys_dir, str(active["kid"]), "--force")
+    cli("keys", "remove", "--keys-dir", keys_dir, "--force", "--", str(active["kid"]))
     assert listing(tmp_path / "keys") == []
     cli("keys", "init", "--keys-dir", keys_dir)  # the emergency path: a fresh signing key
     (replacement,) = listing(tmp_path / "keys")

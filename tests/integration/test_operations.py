@@ -99,10 +99,13 @@ def test_metrics_count_every_protocol_summed_across_workers(workers: ServerProce
     before = samples(workers.base_url)
     for _ in range(20):
         assert fresh_get(workers.base_url + JWKS).status_code == 200
-    etag = fresh_get(workers.base_url + JWKS).headers["etag"]
-    for _ in range(5):
+    not_modified = 0
+    for _ in range(5):  # keys rotate every few seconds here: a 304 needs a fresh ETag
+        etag = fresh_get(workers.base_url + JWKS).headers["etag"]
         response = httpx.get(workers.base_url + JWKS, headers={"if-none-match": etag}, timeout=10)
-        assert response.status_code in (200, 304)  # 200 if a rotation changed the set meanwhile
+        assert response.status_code in (200, 304)  # 200 if the set changed in between
+        not_modified += response.status_code == 304
+    assert not_modified
     for protocol in (ProtocolType.CONNECT, ProtocolType.GRPC_WEB):
         for _ in range(7):
             with AuthServiceClientSync(
@@ -113,7 +116,7 @@ def test_metrics_count_every_protocol_summed_across_workers(workers: ServerProce
         with grpc.insecure_channel(f"127.0.0.1:{workers.port}") as channel:
             auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=10)
     assert httpx.get(workers.base_url + "/nowhere", timeout=10).status_code == 404
-    expected = {"rest": 26, "connect": 7, "grpcweb": 7, "grpc": 9}
+    expected = {"rest": 30, "connect": 7, "grpcweb": 7, "grpc": 9}
     deadline = time.monotonic() + 10  # each worker adds its counts every reload interval
     while True:
         after = samples(workers.base_url)
@@ -121,17 +124,14 @@ def test_metrics_count_every_protocol_summed_across_workers(workers: ServerProce
         if grown == expected or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert requests_total(after, "rest") - requests_total(before, "rest") == 26
-    assert requests_total(after, "connect") - requests_total(before, "connect") == 7
-    assert requests_total(after, "grpcweb") - requests_total(before, "grpcweb") == 7
-    assert requests_total(after, "grpc") - requests_total(before, "grpc") == 9
+    assert grown == expected
     not_found = ("agentrouter_auth_requests_total",
                  (("code", "NOT_FOUND"), ("method", "unknown"), ("protocol", "rest")))  # fmt: skip
     assert after[not_found] - before.get(not_found, 0) == 1
     count = ("agentrouter_auth_request_duration_seconds_count", (("protocol", "rest"),))
-    assert after[count] - before.get(count, 0) == 27
+    assert after[count] - before.get(count, 0) == 31
     modified = ("agentrouter_auth_not_modified_total", ())
-    assert after[modified] - before.get(modified, 0) >= 1
+    assert after[modified] - before.get(modified, 0) == not_modified
 
 
 def test_key_set_metrics_follow_rotation(workers: ServerProcess) -> None:
@@ -172,9 +172,13 @@ def test_a_bad_key_file_is_counted_and_reported(workers: ServerProcess) -> None:
 
 
 def test_one_rotation_per_step_across_workers(workers: ServerProcess) -> None:
-    steps = workers.events("rotation_step")
-    created = [e["kid"] for e in steps if e["to"] == "pending"]
-    assert created
+    deadline = time.monotonic() + 15  # the policy pre-publishes a key every 4 s
+    while True:
+        created = [e["kid"] for e in workers.events("rotation_step") if e["to"] == "pending"]
+        if len(created) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(created) >= 2
     assert len(created) == len(set(created))
 
 

@@ -237,7 +237,6 @@ def serve_config(args: argparse.Namespace, policy: Policy) -> ServeConfig:
         grace_seconds=parse_duration("--grace-period", args.grace_period),
         reload_interval=parse_duration("--reload-interval", args.reload_interval),
         auto_rotate=args.rotation == "auto",
-        rsa_bits=args.rsa_bits,
         policy=policy,
         workers=args.workers,
         log_format=args.log_format,

@@ -90,7 +90,6 @@ class ServeConfig:
     grace_seconds: float
     reload_interval: float
     auto_rotate: bool
-    rsa_bits: int
     policy: Policy
     workers: int = 1
     log_format: str = "json"

@@ -70,7 +70,7 @@ class HttpApp:
                 outcome = await self.transcoder.handle(scope, receive, send)
                 if outcome.http_status == 304:
                     self.recorder.not_modified()
-                code = metrics.CODE_NAMES[outcome.code]
+                code = metrics.code_name(outcome.code)
                 self.recorder.record("rest", outcome.rpc or "unknown", code, started)
                 if self.access_log:
                     _access(scope, "rest", outcome.http_status, code, started)
@@ -202,10 +202,10 @@ async def _grpc_not_here(send: ASGISend, runtime: Runtime) -> None:
     UNIMPLEMENTED with the reason rather than a broken stream.
     """
     message = f"native gRPC is served on the gRPC port ({runtime.config.grpc_addr.port})"
-    headers = [
+    headers = [  # printable ASCII without '%' needs no percent-encoding in grpc-message
         (b"content-type", b"application/grpc"),
         (b"grpc-status", b"12"),
-        (b"grpc-message", message.replace(" ", "%20").encode()),
+        (b"grpc-message", message.encode()),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b""})

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import grpc
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -78,12 +79,7 @@ WORKER = Gauge(
 )
 
 # gRPC status code names by number, for the `code` label.
-CODE_NAMES = (
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-    "UNAUTHENTICATED",
-)  # fmt: skip
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class Recorder:
@@ -219,4 +215,4 @@ def worker_stopped() -> None:
 
 def code_name(number: int) -> str:
     """The gRPC status name of `number`."""
-    return CODE_NAMES[number] if 0 <= number < len(CODE_NAMES) else "UNKNOWN"
+    return _CODE_NAMES.get(number, "UNKNOWN")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote_to_bytes
 
+import grpc
 from connectrpc.errors import ConnectError
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, json_format, message_factory
@@ -38,32 +39,15 @@ UnaryHandler = Callable[[Message], Awaitable["Message | Prerendered"]]
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 
-# gRPC status code -> (name, HTTP status), as grpc-gateway and Envoy map them.
-GRPC_TO_HTTP: dict[int, tuple[str, int]] = {
-    0: ("OK", 200),
-    1: ("CANCELLED", 499),
-    2: ("UNKNOWN", 500),
-    3: ("INVALID_ARGUMENT", 400),
-    4: ("DEADLINE_EXCEEDED", 504),
-    5: ("NOT_FOUND", 404),
-    6: ("ALREADY_EXISTS", 409),
-    7: ("PERMISSION_DENIED", 403),
-    8: ("RESOURCE_EXHAUSTED", 429),
-    9: ("FAILED_PRECONDITION", 400),
-    10: ("ABORTED", 409),
-    11: ("OUT_OF_RANGE", 400),
-    12: ("UNIMPLEMENTED", 501),
-    13: ("INTERNAL", 500),
-    14: ("UNAVAILABLE", 503),
-    15: ("DATA_LOSS", 500),
-    16: ("UNAUTHENTICATED", 401),
-}
-_GRPC_CODE_BY_CONNECT_NAME = {
-    "canceled": 1, "unknown": 2, "invalid_argument": 3, "deadline_exceeded": 4,
-    "not_found": 5, "already_exists": 6, "permission_denied": 7, "resource_exhausted": 8,
-    "failed_precondition": 9, "aborted": 10, "out_of_range": 11, "unimplemented": 12,
-    "internal": 13, "unavailable": 14, "data_loss": 15, "unauthenticated": 16,
+# gRPC status code -> HTTP status, as grpc-gateway and Envoy map them (names: grpc.StatusCode).
+GRPC_TO_HTTP: dict[int, int] = {
+    0: 200, 1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 10: 409,
+    11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401,
 }  # fmt: skip
+# Connect names its codes as gRPC does, in lower case, but spells CANCELLED "canceled".
+_GRPC_CODE_BY_CONNECT_NAME = {code.name.lower(): code.value[0] for code in grpc.StatusCode} | {
+    "canceled": grpc.StatusCode.CANCELLED.value[0]
+}
 
 
 class TranscodeError(Exception):
@@ -81,7 +65,7 @@ class TranscodeError(Exception):
         self.code = code
         self.message = message
         self.headers = tuple(headers)
-        self.http_status = http_status or GRPC_TO_HTTP.get(code, ("UNKNOWN", 500))[1]
+        self.http_status = http_status or GRPC_TO_HTTP.get(code, 500)
 
 
 @dataclass(slots=True)

@@ -36,7 +36,6 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> HttpApp:
         grace_seconds=1,
         reload_interval=1,
         auto_rotate=False,
-        rsa_bits=2048,
         policy=ring.policy,
     )
     return HttpApp(Runtime(config, ring))

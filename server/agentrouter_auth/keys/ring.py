@@ -249,7 +249,7 @@ class KeyRing:
                     self._promote(tx, step.subject, now)
                 else:
                     tx.delete(step.subject)
-            return self._commit(tx)
+            return self._changes(tx)
 
     def init(self, algs: Iterable[str] = (DEFAULT_ALGORITHM,)) -> list[Change]:
         """Create an active key for each algorithm that has none (a new store signs at once)."""
@@ -258,7 +258,7 @@ class KeyRing:
             for alg in dict.fromkeys(algs):
                 if tx.current.active(alg) is None:
                     self._create(tx, alg, State.ACTIVE, now)
-            return self._commit(tx)
+            return self._changes(tx)
 
     def rotate(self, algs: Iterable[str] | None = None) -> list[Change]:
         """Pre-publish a successor for each algorithm (default: every one with an active key).
@@ -282,7 +282,7 @@ class KeyRing:
                 )
                 if not pending:
                     self._create(tx, alg, State.PENDING, now)
-            return self._commit(tx)
+            return self._changes(tx)
 
     def prune(self) -> list[Change]:
         """Delete the retired keys whose retention has ended."""
@@ -291,7 +291,7 @@ class KeyRing:
             for step in due_steps(tx.current.entries, now, self.policy):
                 if step.action is Action.DELETE:
                     tx.delete(step.subject)
-            return self._commit(tx)
+            return self._changes(tx)
 
     def remove(self, kid: str, *, force: bool = False) -> list[Change]:
         """Stop publishing `kid` now (an imported key, or a compromised one).
@@ -310,7 +310,7 @@ class KeyRing:
                     f"key {kid} is the active {entry.alg} key; rotate first, or use --force",
                 )
             tx.delete(kid)
-            return self._commit(tx)
+            return self._changes(tx)
 
     def import_key(self, key: jwk.JWK) -> list[Change]:
         """Publish another issuer's public key; it never signs. Private halves are dropped."""
@@ -333,7 +333,7 @@ class KeyRing:
                 public["kid"], public["alg"], State.PUBLISHED, now, origin=Origin.IMPORTED
             )
             tx.add(public, entry)
-            return self._commit(tx)
+            return self._changes(tx)
 
     def _create(self, tx: Transaction, alg: str, state: State, now: int) -> None:
         key = generate_key(alg, rsa_bits=self._rsa_bits)
@@ -347,7 +347,7 @@ class KeyRing:
             tx.update(replace(current.entry, state=State.RETIRED, retired=now))
         tx.update(replace(entry, state=State.ACTIVE, activated=now))
 
-    def _commit(self, tx: Transaction) -> list[Change]:
+    def _changes(self, tx: Transaction) -> list[Change]:
         """What a transaction changes; the store applies it when the block exits."""
         return diff(tx.current, tx.result())
 

@@ -190,7 +190,9 @@ def agentrouter_auth(keys_dir: Path, *extra: str, rotation: str = "off") -> Iter
     http, grpc_port = free_port(), free_port()
     argv = [str(BIN / "agentrouter-auth"), "serve", "--keys-dir", str(keys_dir), "--http-addr",
             f"127.0.0.1:{http}", "--grpc-addr", f"127.0.0.1:{grpc_port}", "--rotation", rotation,
-            *extra]  # fmt: skip
+            # HTTP/2 on: the h2c rows need it, and the bare granian baseline runs in the same
+            # (auto-detecting) HTTP mode, so every REST ratio compares like with like.
+            "--http2", "on", *extra]  # fmt: skip
     with process(argv) as proc:
         wait_for_http(f"http://127.0.0.1:{http}/readyz")
         wait_for_port(grpc_port)

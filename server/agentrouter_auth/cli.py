@@ -27,9 +27,11 @@ from agentrouter_auth.config import (
     ENV_PREFIX,
     Address,
     ConfigError,
+    HttpLimits,
     ServeConfig,
     TLSConfig,
     parse_address,
+    resolve_max_connections,
 )
 from agentrouter_auth.grpc_server import BindError
 from agentrouter_auth.keys.material import (
@@ -67,7 +69,7 @@ MAX_WORKERS = 64
 SERVE_OPTIONS = (
     "keys_dir", "http_addr", "grpc_addr", "grace_period", "reload_interval", "rotation",
     "rsa_bits", "workers", "log_format", "access_log", "tls_cert", "tls_key", "tls_client_ca",
-    *POLICY_FIELDS,
+    "http_idle_timeout", "http_body_timeout", "max_connections", "http2", *POLICY_FIELDS,
 )  # fmt: skip
 _POLICY_DEFAULTS = {name: format_duration(getattr(Policy(), name)) for name in POLICY_FIELDS}
 _POLICY_HELP = {
@@ -148,6 +150,30 @@ def build_parser() -> argparse.ArgumentParser:
     _option(serve, "--tls-cert", "", "PEM certificate (chain) for both listeners; enables TLS")
     _option(serve, "--tls-key", "", "PEM private key of --tls-cert")
     _option(serve, "--tls-client-ca", "", "PEM CA bundle: require client certificates (mTLS)")
+    limits = serve.add_argument_group("limits of the HTTP listener (per worker)")
+    _option(
+        limits,
+        "--http-idle-timeout",
+        "15s",
+        "time a connection gets to send a request head, from connecting or its last response",
+    )
+    _option(limits, "--http-body-timeout", "10s", "time a request gets to send its whole body")
+    _option(
+        limits,
+        "--max-connections",
+        "0",
+        "open HTTP connections per worker (0: as many as the open-files limit allows, "
+        "at most 8192)",
+        type=int,
+    )
+    _option(
+        limits,
+        "--http2",
+        "off",
+        "also serve HTTP/2: h2c and h2 by ALPN (idle connections are then only bounded by "
+        "--max-connections until they send their first byte)",
+        choices=("on", "off"),
+    )
 
     keys = commands.add_parser("keys", help="manage the key store")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
@@ -242,6 +268,7 @@ def serve_config(args: argparse.Namespace, policy: Policy) -> ServeConfig:
         log_format=args.log_format,
         access_log=args.access_log == "on",
         tls=TLSConfig.parse(args.tls_cert, args.tls_key, args.tls_client_ca),
+        http_limits=http_limits(args),
     )
     if not 1 <= config.workers <= MAX_WORKERS:
         raise ConfigError(f"--workers must be from 1 to {MAX_WORKERS}")
@@ -250,6 +277,23 @@ def serve_config(args: argparse.Namespace, policy: Policy) -> ServeConfig:
     if config.http_addr == config.grpc_addr and config.http_addr.port:
         raise ConfigError("--http-addr and --grpc-addr must differ")
     return config
+
+
+def http_limits(args: argparse.Namespace) -> HttpLimits:
+    """The validated limits of the HTTP listener."""
+    idle = parse_duration("--http-idle-timeout", args.http_idle_timeout)
+    body = parse_duration("--http-body-timeout", args.http_body_timeout)
+    for option, value in (("--http-idle-timeout", idle), ("--http-body-timeout", body)):
+        if not 0.1 <= value <= 3600:
+            raise ConfigError(f"{option} must be from 100ms to 1h")
+    if args.max_connections < 0:
+        raise ConfigError("--max-connections must not be negative")
+    return HttpLimits(
+        idle_timeout=idle,
+        body_timeout=body,
+        max_connections=resolve_max_connections(args.max_connections),
+        http2=args.http2 == "on",
+    )
 
 
 def serve_setup_from_environment() -> tuple[ServeConfig, KeyRing]:
@@ -274,7 +318,11 @@ def cmd_serve(ring: KeyRing, args: argparse.Namespace) -> int:
         http_addr=_concrete(config.http_addr, "--http-addr"),
         grpc_addr=_concrete(config.grpc_addr, "--grpc-addr"),
     )
-    exported = vars(args) | {"http_addr": str(config.http_addr), "grpc_addr": str(config.grpc_addr)}
+    exported = vars(args) | {
+        "http_addr": str(config.http_addr),
+        "grpc_addr": str(config.grpc_addr),
+        "max_connections": config.http_limits.max_connections,
+    }
     for dest in SERVE_OPTIONS:
         os.environ[ENV_PREFIX + dest.upper()] = str(exported[dest])
     with tempfile.TemporaryDirectory(prefix="agentrouter-auth-metrics-") as metrics_dir:
@@ -309,13 +357,20 @@ def run_http_server(config: ServeConfig) -> None:
     from granian.http import HTTP1Settings, HTTP2Settings  # noqa: PLC0415
     from granian.server import Server  # noqa: PLC0415
 
+    limits = config.http_limits
     Server(
         "agentrouter_auth.asgi:create_app",
         address=config.http_addr.host,
         port=config.http_addr.port,
         interface=Interfaces.ASGI,
-        http=HTTPModes.auto,
+        # HTTP/1.1 alone unless asked: hyper-util's HTTP version detection (auto mode) reads
+        # the first bytes with no timeout, so idle connections would never be closed.
+        http=HTTPModes.auto if limits.http2 else HTTPModes.http1,
         workers=config.workers,
+        # A worker that dies (killed, out of memory) is replaced; the others keep serving.
+        respawn_failed_workers=True,
+        respawn_interval=1.0,
+        backpressure=limits.max_connections,
         factory=True,
         websockets=False,
         log_enabled=True,
@@ -326,9 +381,19 @@ def run_http_server(config: ServeConfig) -> None:
         ssl_client_verify=bool(config.tls and config.tls.client_ca),
         ssl_protocol_min=SSLProtocols.tls12,
         workers_kill_timeout=int(config.grace_seconds) + 5,
-        # Request heads over 64 KiB are refused (431) rather than buffered.
-        http1_settings=HTTP1Settings(max_buffer_size=MAX_HEADER_BYTES),
-        http2_settings=HTTP2Settings(max_headers_size=MAX_HEADER_BYTES),
+        # Request heads over 64 KiB are refused (431) rather than buffered. hyper's header read
+        # timer starts whenever a connection waits for a request head: on connect and after
+        # each response, so it is the idle timeout too.
+        http1_settings=HTTP1Settings(
+            max_buffer_size=MAX_HEADER_BYTES,
+            header_read_timeout=int(limits.idle_timeout * 1000),
+        ),
+        http2_settings=HTTP2Settings(
+            max_headers_size=MAX_HEADER_BYTES,
+            max_concurrent_streams=limits.http2_max_streams,
+            keep_alive_interval=int(limits.http2_keepalive * 1000),
+            keep_alive_timeout=max(1, int(limits.http2_keepalive)),
+        ),
     ).serve()
 
 

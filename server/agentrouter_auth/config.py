@@ -7,6 +7,7 @@ one-line reason.
 from __future__ import annotations
 
 import ipaddress
+import resource
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,66 @@ class TLSConfig:
         return cls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
 
 
+# File descriptors a worker keeps for everything but HTTP connections: gRPC connections, key
+# files, logs, the event loop.
+FD_RESERVE = 512
+MAX_CONNECTIONS_CEILING = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What one client may hold on the HTTP listener, so that many idle or slow clients cannot
+    starve the verifiers: every connection costs a slot, so each slot has a deadline."""
+
+    idle_timeout: float = 15.0
+    """Time a connection gets to send a complete request head, counted from when it connects
+    or its previous response ends: closes idle keep-alive connections, connections that never
+    send a byte, and slow headers (HTTP/1.1)."""
+    body_timeout: float = 10.0
+    """Time a request gets to send its whole body, counted from its head."""
+    max_connections: int = 0
+    """Open connections per worker; above it new connections wait in the listen backlog.
+    0: derived from the file-descriptor limit (see `resolve_max_connections`)."""
+    http2: bool = False
+    """Also serve HTTP/2 (h2c by prior knowledge; h2 by ALPN with TLS)."""
+    http2_max_streams: int = 100
+    """Concurrent streams per HTTP/2 connection."""
+    http2_keepalive: float = 20.0
+    """Interval of HTTP/2 pings; a peer that does not answer within it is disconnected."""
+
+
+def raise_open_files_limit(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards `needed` (up to the hard limit);
+    return the soft limit now in force. Workers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def resolve_max_connections(requested: int) -> int:
+    """The per-worker connection cap: `requested`, checked against the file-descriptor limit
+    (raised as far as the hard limit allows), or for 0 the largest safe value up to
+    MAX_CONNECTIONS_CEILING. Raises ConfigError when the limit cannot hold `requested`."""
+    wanted = requested or MAX_CONNECTIONS_CEILING
+    available = raise_open_files_limit(wanted + FD_RESERVE) - FD_RESERVE
+    if requested:
+        if requested > available:
+            raise ConfigError(
+                f"--max-connections {requested} needs {requested + FD_RESERVE} open files but "
+                f"the limit is {available + FD_RESERVE}; lower it or raise `ulimit -n`"
+            )
+        return requested
+    if available < 64:
+        raise ConfigError(
+            f"the open-files limit ({available + FD_RESERVE}) leaves no room for connections; "
+            "raise `ulimit -n`"
+        )
+    return min(wanted, available)
+
+
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
     """What `agentrouter-auth serve` needs, validated."""
@@ -95,3 +156,4 @@ class ServeConfig:
     log_format: str = "json"
     access_log: bool = False
     tls: TLSConfig | None = None
+    http_limits: HttpLimits = HttpLimits()

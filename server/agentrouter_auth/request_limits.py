@@ -1,0 +1,102 @@
+"""A deadline for reading a request body, as ASGI middleware around the HTTP app.
+
+The HTTP server closes connections that are slow to send a request head (granian's header read
+timeout), but once the head has arrived the body is read by the app, and a client sending one
+byte every few seconds would hold its connection, and a worker's slot, for ever. This
+middleware gives the whole body `seconds` from the moment the app is called; a request that has
+not sent it by then is answered 408 and its connection closed.
+
+The deadline is enforced inside `receive`, so a request whose app never reads a body (every
+GET) pays for nothing but one wrapper object. Once the body is complete, `receive` is passed
+through untouched: apps keep watching it for a client disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+# google.rpc.Code DEADLINE_EXCEEDED: the body of every error of the HTTP listener is a
+# google.rpc.Status, which Connect clients also read as an error.
+_DEADLINE_EXCEEDED = 4
+
+
+class RequestBodyTimeoutError(ConnectError):
+    """Raised inside the app by `receive` when the body deadline passes.
+
+    A ConnectError, so that Connect and gRPC-Web answer it in their own protocol
+    (deadline_exceeded); the rest of the HTTP app lets it through to `BodyDeadline`, which
+    answers 408.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            Code.DEADLINE_EXCEEDED, f"the request body was not received within {seconds:g}s"
+        )
+
+
+class BodyDeadline:
+    """Answer 408 to a request that does not send its whole body within `seconds`."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+        message = RequestBodyTimeoutError(seconds).message
+        self._body = json.dumps(
+            {"code": _DEADLINE_EXCEEDED, "message": message, "details": []}
+        ).encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401
+        """The ASGI entry point: HTTP requests get a body deadline, anything else passes."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        timed = _TimedReceive(receive, deadline, self.seconds)
+        try:
+            await self.app(scope, timed, send)
+        except RequestBodyTimeoutError:
+            with contextlib.suppress(Exception):  # fails if the response had started
+                await self._answer(send)
+
+    async def _answer(self, send: Any) -> None:  # noqa: ANN401 - the ASGI send callable
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self._body)).encode()),
+            (b"connection", b"close"),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": 408, "headers": headers})
+        await send({"type": "http.response.body", "body": self._body})
+
+
+class _TimedReceive:
+    """`receive` that must deliver the end of the body before `deadline` (loop time)."""
+
+    __slots__ = ("_body_done", "_deadline", "_receive", "_seconds")
+
+    def __init__(self, receive: Any, deadline: float, seconds: float) -> None:  # noqa: ANN401
+        self._receive = receive
+        self._deadline = deadline
+        self._seconds = seconds
+        self._body_done = False
+
+    async def __call__(self) -> Any:  # noqa: ANN401 - an ASGI event
+        if self._body_done:
+            return await self._receive()
+        remaining = self._deadline - asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                message = await self._receive()
+        except TimeoutError:
+            raise RequestBodyTimeoutError(self._seconds) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._body_done = True
+        return message

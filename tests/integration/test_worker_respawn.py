@@ -1,0 +1,81 @@
+"""A worker that dies is replaced while the other keeps serving."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agentrouter_auth.keys.policy import Policy
+from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.keys.store import DirectoryStore
+
+from .serverproc import ServerProcess, serve_argv
+
+pytestmark = pytest.mark.integration
+JWKS = "/.well-known/jwks.json"
+
+
+def worker_pids(base_url: str, tries: int = 80) -> set[int]:
+    """The pids that answer /healthz on new connections (spread over the workers)."""
+    pids = set()
+    for _ in range(tries):
+        with httpx.Client(timeout=5) as client:
+            pids.add(client.get(f"{base_url}/healthz").json()["pid"])
+    return pids
+
+
+def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(tmp_path: Path) -> None:
+    KeyRing(DirectoryStore(tmp_path), Policy()).init(["ES256"])
+    with ServerProcess(serve_argv(tmp_path, "--workers", "2")) as server:
+        pids = worker_pids(server.base_url)
+        assert len(pids) == 2
+        victim, survivor = sorted(pids)
+        survivor_answers: list[int] = []
+        failures: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            # One keep-alive connection: whichever worker accepted it answers all its requests.
+            with httpx.Client(timeout=5) as client:
+                while not stop.is_set():
+                    try:
+                        pid = client.get(f"{server.base_url}/healthz").json()["pid"]
+                        response = client.get(server.base_url + JWKS)
+                    except httpx.HTTPError as err:
+                        failures.append(repr(err))
+                        continue
+                    if pid == survivor:
+                        survivor_answers.append(response.status_code)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        replaced: set[int] = set()
+        while time.monotonic() < deadline:
+            replaced = worker_pids(server.base_url, tries=20) - {victim, survivor}
+            if replaced:
+                break
+            time.sleep(0.2)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert replaced, "no new worker answered within 20 s"
+        assert survivor_answers
+        assert set(survivor_answers) == {200}
+        # A client whose connection the killed worker held sees that connection fail; those
+        # on the survivor never do.
+        assert len(failures) <= len(threads), failures
+        assert server.proc.poll() is None  # the server as a whole kept running
+        assert any(
+            "Spawning worker" in line or "respawn" in line.lower() for line in server.drain()
+        )
+        assert server.terminate() == 0

@@ -1,0 +1,86 @@
+"""BodyDeadline: a request body that does not arrive in time is answered 408, and nothing else
+about the request changes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from agentrouter_auth.request_limits import BodyDeadline
+
+SCOPE = {"type": "http", "method": "POST", "path": "/v1/things", "headers": []}
+
+
+async def read_body_app(scope: Any, receive: Any, send: Any) -> None:
+    """An app that reads the whole body, then echoes its length."""
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(size).encode()})
+
+
+def run(app: Any, events: list[dict[str, Any]], *, then_wait: float | None = None) -> list[Any]:
+    """Drive `app` with `events` from receive, then block (a client gone quiet)."""
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        if events:
+            return events.pop(0)
+        if then_wait is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(then_wait or 0)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(app(dict(SCOPE), receive, send), 10))
+    return sent
+
+
+def test_a_body_that_stops_arriving_is_answered_408() -> None:
+    app = BodyDeadline(read_body_app, 0.2)
+    sent = run(app, [{"type": "http.request", "body": b"{", "more_body": True}])
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    body = json.loads(sent[1]["body"])
+    assert body["code"] == 4  # google.rpc.Code DEADLINE_EXCEEDED
+    assert "0.2s" in body["message"]
+
+
+def test_a_body_in_time_passes_through_unchanged() -> None:
+    app = BodyDeadline(read_body_app, 5)
+    events = [
+        {"type": "http.request", "body": b"ab", "more_body": True},
+        {"type": "http.request", "body": b"cd", "more_body": False},
+    ]
+    sent = run(app, events)
+    assert sent[0]["status"] == 200
+    assert sent[1]["body"] == b"4"
+
+
+def test_after_the_body_receive_is_not_limited() -> None:
+    """Apps watch receive() for a disconnect once the body is read: that may take any time."""
+    seen: list[str] = []
+
+    async def watcher(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # the whole (empty) body
+        seen.append((await receive())["type"])  # waits past the deadline for the disconnect
+
+    run(BodyDeadline(watcher, 0.1), [{"type": "http.request", "body": b""}], then_wait=0.4)
+    assert seen == ["http.disconnect"]
+
+
+def test_lifespan_passes_through() -> None:
+    calls: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append(scope["type"])
+
+    asyncio.run(BodyDeadline(app, 0.1)({"type": "lifespan"}, None, None))
+    assert calls == ["lifespan"]

@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import time
 from typing import Any
 
@@ -41,7 +40,9 @@ class HttpApp:
         auth_service = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
         self.transcoder = Transcoder(routes_for(auth_service, service.rest_handlers()))
         self.recorder = runtime.recorder
-        self.registry = metrics.registry_for(runtime.ring)
+        self.registry = metrics.registry_for(
+            runtime.ring, reload_interval=runtime.config.reload_interval
+        )
         self.access_log = runtime.config.access_log
 
     async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
@@ -73,10 +74,12 @@ class HttpApp:
                 code = metrics.code_name(outcome.code)
                 self.recorder.record("rest", outcome.rpc or "unknown", code, started)
                 if self.access_log:
-                    _access(scope, "rest", outcome.http_status, code, started)
+                    route = outcome.template or UNROUTED
+                    _access(scope, route, "rest", outcome.http_status, code, started=started)
         except Exception:
             # Every expected failure is answered where it happens; this is the last resort.
-            log.exception("unhandled error answering %s %s", scope.get("method"), path)
+            # Not the raw path: a client may put a credential in it.
+            log.exception("unhandled error answering a %s request", _method_of(scope))
             with contextlib.suppress(Exception):  # fails if the response had started
                 await send_status(send, TranscodeError(13, "internal error"))
 
@@ -86,19 +89,21 @@ class HttpApp:
         """Connect or gRPC-Web (native gRPC belongs on the gRPC port)."""
         content_type = _header(scope, b"content-type")
         method = scope["path"][len(CONNECT_PATH_PREFIX) :]
+        route = scope["path"]
         if method not in _AUTH_METHODS:
-            method = "unknown"
+            method, route = "unknown", UNROUTED
         if content_type.startswith(b"application/grpc") and not content_type.startswith(
             b"application/grpc-web"
         ):
             await _grpc_not_here(send, self.runtime)
             return
-        protocol = "grpcweb" if content_type.startswith(b"application/grpc-web") else "connect"
-        watched = _StatusWatch(send)
+        grpc_web = content_type.startswith(b"application/grpc-web")
+        protocol = "grpcweb" if grpc_web else "connect"
+        watched = _StatusWatch(send, grpc_web=grpc_web)
         await self.connect(scope, receive, watched)
         self.recorder.record(protocol, method, watched.code, started)
         if self.access_log:
-            _access(scope, protocol, watched.http_status, watched.code, started)
+            _access(scope, route, protocol, watched.http_status, watched.code, started=started)
 
     async def _ready(self, send: ASGISend) -> None:
         runtime = self.runtime
@@ -108,7 +113,10 @@ class HttpApp:
         if runtime.draining:
             body["status"], code = "draining", 503
         if status.error:
-            body["keyring"] = status.error  # still ready: the last good set is served
+            # Still ready: the last good set is served. The reason names files, so it is in
+            # the log (key_set_reload_failed), never in an answer to anyone who asks.
+            body["keyring"] = "error"
+            body["reason"] = "a change to the key store was refused; see the server log"
         await _json(send, code, body)
 
     async def _lifespan(self, receive: ASGIReceive, send: ASGISend) -> None:
@@ -133,22 +141,34 @@ class HttpApp:
 _AUTH_METHODS = frozenset(
     m.name for m in auth_pb2.DESCRIPTOR.services_by_name["AuthService"].methods
 )
-# Connect's HTTP statuses for errors (connectrpc.com/docs/protocol), read back into codes.
+UNROUTED = "unrouted"
+"""The access log's route for a request no route matched (its raw path is never logged)."""
+# Connect's HTTP statuses for errors (connectrpc.com/docs/protocol), read back into codes. Only
+# for answers without a Connect error body (connectrpc's bare 404, 405 and 415): a body names
+# its code, which is the only way to tell apart codes that share a status (400, 409, 500).
 _CONNECT_HTTP_CODES = {
     200: "OK", 400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-    404: "UNIMPLEMENTED", 408: "DEADLINE_EXCEEDED", 409: "ABORTED", 412: "FAILED_PRECONDITION",
-    413: "RESOURCE_EXHAUSTED", 415: "UNIMPLEMENTED", 429: "UNAVAILABLE", 431: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
+    404: "UNIMPLEMENTED", 405: "UNIMPLEMENTED", 408: "DEADLINE_EXCEEDED", 409: "ABORTED",
+    412: "FAILED_PRECONDITION", 413: "RESOURCE_EXHAUSTED", 415: "UNIMPLEMENTED",
+    429: "RESOURCE_EXHAUSTED", 431: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
 }  # fmt: skip
-_GRPC_STATUS = re.compile(rb"grpc-status:\s*(\d+)", re.I)
+_GRPC_WEB_TRAILERS_FLAG = 0x80
 
 
 class _StatusWatch:
-    """Passes ASGI events through and notes the response's HTTP status and gRPC code."""
+    """Passes ASGI events through and notes the response's HTTP status and gRPC code.
 
-    def __init__(self, send: ASGISend) -> None:
+    The code comes from what the client reads: a gRPC-Web `grpc-status` (a header of a
+    trailers-only answer, or the trailers frame at the end of the body), the `code` of a
+    Connect error body, or else the HTTP status.
+    """
+
+    __slots__ = ("_grpc_web", "_send", "code", "http_status")
+
+    def __init__(self, send: ASGISend, *, grpc_web: bool) -> None:
         self._send = send
+        self._grpc_web = grpc_web
         self.http_status = 0
         self.code = "UNKNOWN"
 
@@ -159,12 +179,45 @@ class _StatusWatch:
             self.code = _CONNECT_HTTP_CODES.get(self.http_status, "UNKNOWN")
             for name, value in message.get("headers", ()):
                 if name == b"grpc-status":  # gRPC-Web trailers-only response
-                    self.code = metrics.code_name(int(value))
+                    self.code = _grpc_code(value)
         elif kind == "http.response.body":
-            match = _GRPC_STATUS.search(message.get("body", b"")[-256:])
-            if match:  # gRPC-Web trailers, carried in the body
-                self.code = metrics.code_name(int(match[1]))
+            body = message.get("body", b"")
+            if self._grpc_web:
+                # connectrpc writes the trailers frame (flag 0x80) as the body's last event.
+                if body[:1] and body[0] & _GRPC_WEB_TRAILERS_FLAG:
+                    self.code = _trailers_code(body[5:]) or self.code
+            elif self.http_status != 200 and body:
+                self.code = _connect_error_code(body) or self.code
         await self._send(message)
+
+
+def _trailers_code(block: bytes) -> str | None:
+    """The `grpc-status` of a gRPC-Web trailers block (HTTP/1 header lines), if any."""
+    for line in block.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"grpc-status":
+            return _grpc_code(value.strip())
+    return None
+
+
+def _grpc_code(value: bytes) -> str:
+    try:
+        return metrics.code_name(int(value))
+    except ValueError:
+        return "UNKNOWN"
+
+
+def _connect_error_code(body: bytes) -> str | None:
+    """The code of a Connect error body (`{"code": "resource_exhausted", ...}`), as gRPC names
+    it, or None when the body is not one."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    name = document.get("code") if isinstance(document, dict) else None
+    if not isinstance(name, str):
+        return None
+    return metrics.connect_code_name(name)
 
 
 def _header(scope: ASGIScope, wanted: bytes) -> bytes:
@@ -174,20 +227,35 @@ def _header(scope: ASGIScope, wanted: bytes) -> bytes:
     return b""
 
 
-def _access(scope: ASGIScope, protocol: str, status: int, code: str, started: float) -> None:
-    """One access-log line. Never the query string or a header: they may carry credentials."""
+_HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
+
+
+def _method_of(scope: ASGIScope) -> str:
+    """The request's method for a log line: a standard one, or OTHER (the token is free text)."""
+    method: str = scope.get("method", "")
+    return method if method in _HTTP_METHODS else "OTHER"
+
+
+def _access(
+    scope: ASGIScope, route: str, protocol: str, status: int, code: str, *, started: float
+) -> None:
+    """One access-log line with the route the request matched, never its raw path, query
+    string or a header: a client may put a credential in any of them."""
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    method = _method_of(scope)
     log.info(
         "%s %s %s %s",
-        scope["method"],
-        scope["path"],
+        method,
+        route,
         status,
         code,
         extra={
             "event": "request",
             "protocol": protocol,
-            "method": scope["method"],
-            "path": scope["path"],
+            "method": method,
+            "route": route,
             "status": status,
             "code": code,
             "duration_ms": duration_ms,

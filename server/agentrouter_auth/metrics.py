@@ -12,9 +12,10 @@ for durations and ages.
 from __future__ import annotations
 
 import bisect
+import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -30,7 +31,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agentrouter_auth.keys.store import State
+from agentrouter_auth.keys.policy import Policy
+from agentrouter_auth.keys.store import Entry, State
 
 if TYPE_CHECKING:
     from agentrouter_auth.keys.ring import KeyRing
@@ -80,6 +82,13 @@ WORKER = Gauge(
 
 # gRPC status code names by number, for the `code` label.
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+# ... and by Connect name: gRPC's in lower case, except that Connect spells CANCELLED "canceled".
+_CODE_NAMES_BY_CONNECT = {code.name.lower(): code.name for code in grpc.StatusCode} | {
+    "canceled": grpc.StatusCode.CANCELLED.name
+}
+STEP_GRACE_SECONDS = 10.0
+"""Besides two reload intervals, how late a due lifecycle step may be taken and seen by every
+worker (an RSA key is generated in that time) before the next-step gauge calls it overdue."""
 
 
 class Recorder:
@@ -134,16 +143,26 @@ class Recorder:
 
 
 class KeySetCollector(Collector):
-    """Gauges describing the key set, computed when scraped."""
+    """Gauges describing the key set, computed when scraped.
 
-    def __init__(self, ring: KeyRing) -> None:
+    `reload_interval` is how often each worker takes due lifecycle steps and reloads the store:
+    a step that came due less than two intervals (plus `STEP_GRACE_SECONDS`) ago is on schedule.
+    """
+
+    def __init__(
+        self,
+        ring: KeyRing,
+        *,
+        reload_interval: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.ring = ring
+        self.grace = 2 * reload_interval + STEP_GRACE_SECONDS
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         """The key-set gauges at this moment."""
-        from agentrouter_auth.keys.ring import next_event  # noqa: PLC0415 - avoids a cycle
-
-        ring, now = self.ring, time.time()
+        ring, now = self.ring, self._clock()
         status = ring.status()
         keys = GaugeMetricFamily(
             "agentrouter_auth_keys", "Keys in the published set, by state.", labels=["state"]
@@ -154,24 +173,21 @@ class KeySetCollector(Collector):
             "Seconds since the active key of each algorithm started signing.",
             labels=["alg"],
         )
-        upcoming: list[float] = []
-        for stored in ring.key_set.keys:
-            entry = stored.entry
+        entries = ring.key_set.entries
+        for entry in entries:
             counts[entry.state.value] += 1
             if entry.state is State.ACTIVE:
                 since = entry.activated if entry.activated is not None else entry.created
                 age.add_metric([entry.alg], now - since)
-            event = next_event(entry, ring.policy)
-            if event is not None:
-                upcoming.append(event[1] - now)
         for state, count in counts.items():
             keys.add_metric([state], count)
         yield keys
         yield age
         yield GaugeMetricFamily(
             "agentrouter_auth_next_rotation_step_seconds",
-            "Seconds until the policy's next lifecycle step (negative: overdue).",
-            value=min(upcoming) if upcoming else float("nan"),
+            "Seconds until the policy's next lifecycle step is due; 0 while a due step waits "
+            "for the next reload; negative: overdue.",
+            value=next_step_seconds(entries, ring.policy, now, self.grace),
         )
         yield GaugeMetricFamily(
             "agentrouter_auth_last_reload_success_timestamp_seconds",
@@ -185,7 +201,42 @@ class KeySetCollector(Collector):
         )
 
 
-def registry_for(ring: KeyRing) -> CollectorRegistry:
+def next_step_at(entries: Sequence[Entry], policy: Policy) -> float | None:
+    """When the policy first calls for a lifecycle step on these entries (Unix seconds), or
+    None if never: the earliest time at which `due_steps` returns a step.
+
+    Every step is due from a key's time plus a policy duration; each such time is a candidate
+    and `due_steps` itself says which is the first one it acts on. (An active key's successor
+    time, for one, is no step once the successor exists: it is promoted on its own time.)
+    """
+    from agentrouter_auth.keys.ring import due_steps  # noqa: PLC0415 - avoids a cycle
+
+    candidates = set()
+    for entry in entries:
+        since = entry.activated if entry.activated is not None else entry.created
+        retired = entry.retired if entry.retired is not None else entry.created
+        candidates.add(entry.created + policy.publish_ahead)  # promote
+        candidates.add(since + policy.rotation_period - policy.publish_ahead)  # pre-publish
+        candidates.add(retired + policy.retain_after)  # delete
+    # due_steps(t) only grows with t: the first candidate with a step is the first step.
+    return next((at for at in sorted(candidates) if due_steps(entries, at, policy)), None)
+
+
+def next_step_seconds(entries: Sequence[Entry], policy: Policy, now: float, grace: float) -> float:
+    """Seconds from `now` until the next lifecycle step is due, for the next-step gauge.
+
+    0 while a step that came due at most `grace` ago waits for a worker's upkeep to take it
+    (that is on schedule); negative once it is later than that (overdue: the store may be
+    read-only, or nothing rotates it); NaN when no step will ever be due.
+    """
+    at = next_step_at(entries, policy)
+    if at is None:
+        return math.nan
+    remaining = at - now
+    return 0.0 if -grace <= remaining < 0 else remaining
+
+
+def registry_for(ring: KeyRing, *, reload_interval: float = 2.0) -> CollectorRegistry:
     """What /metrics exposes: every worker's counters (summed) and this worker's key set."""
     registry = CollectorRegistry()
     if MULTIPROCESS:
@@ -193,7 +244,7 @@ def registry_for(ring: KeyRing) -> CollectorRegistry:
     else:
         for collector in (REQUESTS, DURATION, NOT_MODIFIED, RELOAD_FAILURES, WORKER):
             registry.register(collector)
-    registry.register(KeySetCollector(ring))
+    registry.register(KeySetCollector(ring, reload_interval=reload_interval))
     return registry
 
 
@@ -216,3 +267,8 @@ def worker_stopped() -> None:
 def code_name(number: int) -> str:
     """The gRPC status name of `number`."""
     return _CODE_NAMES.get(number, "UNKNOWN")
+
+
+def connect_code_name(name: str) -> str:
+    """The gRPC status name of a Connect error code (`resource_exhausted`, `canceled`, …)."""
+    return _CODE_NAMES_BY_CONNECT.get(name, "UNKNOWN")

@@ -70,11 +70,13 @@ class TranscodeError(Exception):
 
 @dataclass(slots=True)
 class Outcome:
-    """How a request was answered: its HTTP status, gRPC code and RPC name ("" if none)."""
+    """How a request was answered: its HTTP status, gRPC code, RPC name ("" if none) and the
+    path template it matched ("" if none: never the raw path, which may carry a credential)."""
 
     http_status: int
     code: int
     rpc: str
+    template: str = ""
 
 
 class TemplateError(ValueError):
@@ -222,6 +224,10 @@ class Route:
     differ, and building it per call is measurable on the hot path)."""
     rpc_name: str = ""
     """`rpc.name`, read once (a descriptor attribute costs a C call per request)."""
+
+    def __post_init__(self) -> None:
+        if not self.rpc_name:  # every route knows its RPC: metrics and logs name it
+            object.__setattr__(self, "rpc_name", self.rpc.name)
 
 
 def rules_of(method: descriptor.MethodDescriptor) -> list[http_pb2.HttpRule]:
@@ -374,6 +380,9 @@ class Transcoder:
             if not matches:
                 raise TranscodeError(5, f"no route for {scope['path']}")
             resource = _Resource.of([route for route, _ in matches])
+            outcome.template = matches[0][0].template.text
+        else:
+            outcome.template = scope["path"]  # a literal template is its own path
         if method == "OPTIONS":
             await _send_preflight(send, scope, resource.allow)
             outcome.http_status, outcome.code = 204, 0

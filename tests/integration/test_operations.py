@@ -3,9 +3,13 @@ several workers that rotate once, and TLS on both listeners."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import ipaddress
 import json
+import os
+import secrets
 import signal
 import ssl
 import subprocess
@@ -32,6 +36,7 @@ from .serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
 
 pytestmark = pytest.mark.integration
 JWKS = "/.well-known/jwks.json"
+CONNECT = "/agentrouter.auth.v1.AuthService/GetJWKS"
 API_KEY = "sk-live-do-not-log-this-4f1c2e"
 FAST_POLICY = [
     "--rotation-period", "4s", "--publish-ahead", "2s", "--retain-after", "2s",
@@ -116,32 +121,77 @@ def test_metrics_count_every_protocol_summed_across_workers(workers: ServerProce
         with grpc.insecure_channel(f"127.0.0.1:{workers.port}") as channel:
             auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=10)
     assert httpx.get(workers.base_url + "/nowhere", timeout=10).status_code == 404
-    expected = {"rest": 30, "connect": 7, "grpcweb": 7, "grpc": 9}
+    expected = {"rest": 30, "connect": 7, "grpcweb": 7, "grpc": 9, "rest 404": 1}
+    not_found = ("agentrouter_auth_requests_total",
+                 (("code", "NOT_FOUND"), ("method", "unknown"), ("protocol", "rest")))  # fmt: skip
     deadline = time.monotonic() + 10  # each worker adds its counts every reload interval
     while True:
         after = samples(workers.base_url)
         grown = {p: requests_total(after, p) - requests_total(before, p) for p in expected}
+        grown["rest 404"] = after.get(not_found, 0) - before.get(not_found, 0)
         if grown == expected or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert grown == expected
-    not_found = ("agentrouter_auth_requests_total",
-                 (("code", "NOT_FOUND"), ("method", "unknown"), ("protocol", "rest")))  # fmt: skip
-    assert after[not_found] - before.get(not_found, 0) == 1
     count = ("agentrouter_auth_request_duration_seconds_count", (("protocol", "rest"),))
     assert after[count] - before.get(count, 0) == 31
     modified = ("agentrouter_auth_not_modified_total", ())
     assert after[modified] - before.get(modified, 0) == not_modified
 
 
+def test_metrics_name_the_rpc_and_the_code_the_client_read(workers: ServerProcess) -> None:
+    """REST GetJWKS is counted as GetJWKS; a Connect 429 as the resource_exhausted its body
+    names (not as the UNAVAILABLE that Connect's HTTP-status fallback would guess)."""
+    time.sleep(0.5)  # let earlier tests' counts reach the shared files (200 ms flushes)
+    before = samples(workers.base_url)
+    for _ in range(5):
+        assert fresh_get(workers.base_url + JWKS).status_code == 200
+    huge = b"{" + b" " * 70_000 + b"}"  # over the 64 KiB message limit
+    connect = httpx.post(workers.base_url + CONNECT, content=huge,
+                         headers={"content-type": "application/json"}, timeout=10)  # fmt: skip
+    assert (connect.status_code, connect.json()["code"]) == (429, "resource_exhausted")
+    frame = b"\x00" + len(huge).to_bytes(4, "big") + huge
+    web = httpx.post(workers.base_url + CONNECT, content=frame,
+                     headers={"content-type": "application/grpc-web+json"}, timeout=10)  # fmt: skip
+    assert b"grpc-status: 8" in web.content
+    bad = httpx.post(workers.base_url + CONNECT, content=b"[]",
+                     headers={"content-type": "application/json"}, timeout=10)  # fmt: skip
+    assert bad.status_code == 400
+
+    def grown(protocol: str, method: str, code: str) -> float:
+        key = ("agentrouter_auth_requests_total",
+               (("code", code), ("method", method), ("protocol", protocol)))  # fmt: skip
+        return after.get(key, 0) - before.get(key, 0)
+
+    expected = {
+        ("rest", "GetJWKS", "OK"): 5,
+        ("rest", "unknown", "OK"): 0,
+        ("connect", "GetJWKS", "RESOURCE_EXHAUSTED"): 1,
+        ("connect", "GetJWKS", "UNAVAILABLE"): 0,
+        ("connect", "GetJWKS", "INVALID_ARGUMENT"): 1,
+        ("grpcweb", "GetJWKS", "RESOURCE_EXHAUSTED"): 1,
+    }
+    deadline = time.monotonic() + 10  # each worker adds its counts every reload interval
+    while True:
+        after = samples(workers.base_url)
+        counts = {labels: grown(*labels) for labels in expected}
+        if counts == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert counts == expected
+
+
 def test_key_set_metrics_follow_rotation(workers: ServerProcess) -> None:
-    deadline, seen_states = time.monotonic() + 15, set[str]()
+    deadline, seen_states, next_steps = time.monotonic() + 15, set[str](), list[float]()
     while time.monotonic() < deadline and not {"pending", "retired"} <= seen_states:
         scrape = samples(workers.base_url)
         seen_states |= {dict(labels)["state"] for (name, labels), v in scrape.items()
                         if name == "agentrouter_auth_keys" and v > 0}  # fmt: skip
+        next_steps.append(scrape[("agentrouter_auth_next_rotation_step_seconds", ())])
         time.sleep(0.2)
     assert {"active", "pending", "retired"} <= seen_states
+    # Every step is taken on time here (the workers rotate every 4 s), pending successor or not.
+    assert min(next_steps) >= 0, next_steps
     scrape = samples(workers.base_url)
     age = scrape[("agentrouter_auth_active_key_age_seconds", (("alg", "ES256"),))]
     assert 0 <= age <= 5
@@ -150,10 +200,24 @@ def test_key_set_metrics_follow_rotation(workers: ServerProcess) -> None:
     assert scrape[("agentrouter_auth_key_set_healthy", ())] == 1
 
 
+@contextlib.contextmanager
+def store_locked(keys_dir: Path) -> Iterator[None]:
+    """Hold the store's writer lock, as the CLI and every server take it for a change."""
+    fd = os.open(keys_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def test_a_bad_key_file_is_counted_and_reported(workers: ServerProcess) -> None:
     keys_dir: Path = workers.keys_dir  # type: ignore[attr-defined]
-    bad = keys_dir / "garbage.jwk.json"
-    bad.write_text("not json at all")
+    with store_locked(keys_dir):  # between two rotation steps, so the file is a listed key
+        listed = json.loads((keys_dir / "manifest.json").read_text())["keys"][0]["kid"]
+        bad = keys_dir / f"{listed}.jwk.json"
+        good = bad.read_bytes()
+        bad.write_text("not json at all")
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -164,10 +228,17 @@ def test_a_bad_key_file_is_counted_and_reported(workers: ServerProcess) -> None:
         assert scrape[("agentrouter_auth_reload_failures_total", ())] >= 2  # both workers
         assert scrape[("agentrouter_auth_key_set_healthy", ())] == 0
         assert fresh_get(workers.base_url + JWKS).status_code == 200
+        for _ in range(6):  # both workers refuse the change; neither tells a client where
+            ready = fresh_get(f"{workers.base_url}/readyz")
+            assert ready.status_code == 200  # still ready: the last good set is served
+            assert ready.json()["keyring"] == "error"
+            assert str(keys_dir) not in ready.text
+            assert listed not in ready.text
     finally:
-        bad.unlink()
+        with store_locked(keys_dir):
+            bad.write_bytes(good)
     refused = [e for e in workers.events("key_set_reload_failed") if e["path"] == str(bad)]
-    assert refused
+    assert refused  # the details are in the log
     assert refused[0]["reason"].startswith("not a valid JWK")
 
 
@@ -205,10 +276,58 @@ def test_logs_are_json_and_hold_no_secret(workers: ServerProcess) -> None:
             assert secret not in line
     access = workers.events("request")
     assert {"rest", "connect", "grpcweb"} <= {e["protocol"] for e in access}
-    assert all("?" not in e["path"] for e in access)
+    assert all("?" not in e["route"] and "path" not in e for e in access)
     (listening, *others) = workers.events("listening")
     assert {"http", "grpc", "keys_dir", "kids", "policy", "pid"} <= set(listening)
     assert len(others) == 1  # one per worker
+
+
+def test_access_log_records_routes_never_a_token_in_the_path(workers: ServerProcess) -> None:
+    token = secrets.token_urlsafe(48)  # looks like a bearer token
+    unrouted = [f"/{token}", f"{JWKS}/{token}", f"/.well-known/{token}", f"/{token}{JWKS}",
+                f"{CONNECT}/{token}", f"/agentrouter.auth.v1.AuthService/{token}"]  # fmt: skip
+    logged_before = len(workers.events("request"))
+    for path in unrouted:
+        assert fresh_get(workers.base_url + path).status_code == 404
+    posted = httpx.post(f"{workers.base_url}{CONNECT}/{token}", content=b"{}",
+                        headers={"content-type": "application/json"}, timeout=10)  # fmt: skip
+    assert posted.status_code == 404
+    assert fresh_get(workers.base_url + JWKS).status_code == 200
+    assert httpx.post(workers.base_url + CONNECT, content=b"{}", timeout=10,
+                      headers={"content-type": "application/json"}).status_code == 200  # fmt: skip
+    deadline = time.monotonic() + 10
+    while len(workers.events("request")) < logged_before + len(unrouted) + 3:
+        assert time.monotonic() < deadline, "access log lines missing"
+        time.sleep(0.1)
+    access = workers.events("request")[logged_before:]
+    assert [e["route"] for e in access if e["status"] == 404] == ["unrouted"] * (len(unrouted) + 1)
+    assert {e["route"] for e in access if e["status"] == 200} == {JWKS, CONNECT}
+    assert not [line for line in workers.drain() if token in line]
+
+
+def test_next_step_gauge_is_not_negative_after_keys_rotate(tmp_path: Path) -> None:
+    """The active key's successor time has passed, and `keys rotate` has just made the
+    successor: the next step is its promotion, publish-ahead from now, not an overdue one."""
+    policy = ["--rotation-period", "3s", "--publish-ahead", "2s", "--retain-after", "2s",
+              "--max-token-ttl", "1s", "--clock-skew", "0s", "--cache-max-age", "1s",
+              "--stale-while-revalidate", "0s"]  # fmt: skip
+    keys_dir = tmp_path / "keys"
+    keys = [*AGENTROUTER_AUTH, "keys"]
+    subprocess.run([*keys, "init", "--keys-dir", str(keys_dir), *policy], check=True)
+    (active,) = json.loads((keys_dir / "manifest.json").read_text())["keys"]
+    argv = serve_argv(keys_dir, "--rotation", "off", "--reload-interval", "200ms", *policy)
+    with ServerProcess(argv) as server:
+        # the successor was due 1 s after activation (rotation period - publish-ahead)
+        time.sleep(max(0.0, active["created"] + 1.5 - time.time()))
+        subprocess.run([*keys, "rotate", "--keys-dir", str(keys_dir), *policy], check=True)
+        pending = ("agentrouter_auth_keys", (("state", "pending"),))
+        deadline = time.monotonic() + 10
+        while (scrape := samples(server.base_url))[pending] != 1:
+            assert time.monotonic() < deadline, "the server never saw the successor"
+            time.sleep(0.1)
+        next_step = scrape[("agentrouter_auth_next_rotation_step_seconds", ())]
+        assert 0 <= next_step <= 2  # publish-ahead: when the successor is due to sign
+        assert server.terminate() == 0
 
 
 # -- TLS -------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth import metrics
 from agentrouter_auth.connect import CONNECT_PATH_PREFIX, connect_app
+from agentrouter_auth.request_limits import RequestBodyTimeoutError
 from agentrouter_auth.runtime import Runtime
 from agentrouter_auth.transcode import (
     ASGIReceive,
@@ -76,6 +77,8 @@ class HttpApp:
                 if self.access_log:
                     route = outcome.template or UNROUTED
                     _access(scope, route, "rest", outcome.http_status, code, started=started)
+        except RequestBodyTimeoutError:
+            raise  # answered 408 by BodyDeadline around this app
         except Exception:
             # Every expected failure is answered where it happens; this is the last resort.
             # Not the raw path: a client may put a credential in it.

@@ -407,16 +407,18 @@ def tls_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return keys_dir
 
 
-def test_tls_on_both_listeners(pki: Pki, tls_keys: Path) -> None:
+@pytest.mark.parametrize(("http2", "version"), [("on", "HTTP/2"), ("off", "HTTP/1.1")])
+def test_tls_on_both_listeners(pki: Pki, tls_keys: Path, http2: str, version: str) -> None:
     argv = serve_argv(
-        tls_keys, "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)
-    )
+        tls_keys, "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
+        "--http2", http2,
+    )  # fmt: skip
     with ServerProcess(argv, tls=pki.context()) as server:
         https = f"https://127.0.0.1:{server.http_port}"
         with httpx.Client(verify=pki.context(), http2=True, timeout=10) as client:
             response = client.get(https + JWKS)
         assert response.status_code == 200
-        assert response.http_version == "HTTP/2"  # negotiated by ALPN
+        assert response.http_version == version  # negotiated by ALPN
         credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
         with grpc.secure_channel(f"127.0.0.1:{server.port}", credentials) as channel:
             reply = auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(

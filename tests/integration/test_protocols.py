@@ -321,12 +321,24 @@ def _trailer_status(body: bytes) -> str | None:
     return None
 
 
-def test_native_grpc_on_the_http_port_is_told_where_to_go(server: ServerProcess) -> None:
+def test_native_grpc_on_the_http_port_is_told_where_to_go(keys_dir: Path) -> None:
+    """With HTTP/2 on, the HTTP port answers gRPC with the gRPC port's number."""
+    with ServerProcess(serve_argv(keys_dir, "--rotation", "off", "--http2", "on")) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.http_port}")
+        with channel, pytest.raises(grpc.RpcError) as failure:
+            auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=10)
+        assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert str(server.port) in str(failure.value.details())
+
+
+def test_native_grpc_on_the_http1_port_fails_fast(server: ServerProcess) -> None:
+    """HTTP/1.1 alone (the default): a gRPC client is refused at once, not left hanging."""
     channel = grpc.insecure_channel(f"127.0.0.1:{server.http_port}")
     with channel, pytest.raises(grpc.RpcError) as failure:
-        auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(auth_pb2.GetJWKSRequest(), timeout=10)
-    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert str(server.port) in str(failure.value.details())
+        auth_pb2_grpc.AuthServiceStub(channel).GetJWKS(
+            auth_pb2.GetJWKSRequest(), timeout=10, wait_for_ready=False
+        )
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_invalid_utf8_path_and_huge_headers_are_refused(

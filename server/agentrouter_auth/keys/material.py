@@ -8,11 +8,14 @@ RFC 7638 thumbprint.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jwcrypto import jwk
+from cryptography.exceptions import UnsupportedAlgorithm
+from jwcrypto import jwk, jws
+from jwcrypto.common import JWException
 
 
 class InvalidKeyError(ValueError):
@@ -116,6 +119,34 @@ def validate(key: jwk.JWK) -> None:
     kid, thumbprint = key.get("kid"), key.thumbprint()
     if kid != thumbprint:
         raise InvalidKeyError(f"kid {kid!r} is not the key's RFC 7638 thumbprint {thumbprint!r}")
+    if key.has_private:
+        check_private_half(key)
+
+
+_PROBE = b"agentrouter-auth: does the private half match the public half?"
+
+
+def check_private_half(key: jwk.JWK) -> None:
+    """Refuse a private key whose private members do not belong to its public members.
+
+    The kid and the published set come from the public members, and tokens are signed with the
+    private ones: if they disagree, the ring would sign tokens no verifier accepts (Ed25519
+    signs with `d` alone) or fail on every token (RSA, EC). So sign a probe with the private
+    half and verify it with the public half alone. For RSA and EC, loading the private half
+    already runs the library's consistency checks (p*q = n, d*G = (x, y)); they fail here too.
+    """
+    alg = str(key.get("alg"))
+    try:
+        signed = jws.JWS(_PROBE)
+        signed.add_signature(key, alg=alg, protected=json.dumps({"alg": alg}))
+        probe = jws.JWS()
+        probe.deserialize(signed.serialize())
+        probe.verify(public_copy(key))
+    except (ValueError, TypeError, KeyError, JWException, UnsupportedAlgorithm) as err:
+        detail = "signature does not verify" if isinstance(err, JWException) else str(err)
+        raise InvalidKeyError(
+            f"the private half does not belong to the public key {key.get('kid')} ({detail})"
+        ) from err
 
 
 def _check_rsa(key: jwk.JWK, alg: object, _crv: object) -> None:

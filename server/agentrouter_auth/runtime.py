@@ -78,11 +78,17 @@ class Runtime:
         log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
 
     async def _maintain(self) -> None:
-        """Every reload interval: take due rotation steps, then pick up any store change."""
+        """Every reload interval: take due rotation steps, then pick up any store change.
+
+        The store is only written when the loaded set says a step is due (or unlisted key
+        files wait to be removed): a transaction re-reads the store under its exclusive lock,
+        which every other worker's reload would wait for, and a step from a store that cannot
+        be read (say, its manifest is missing) is refused rather than taken.
+        """
         last_error, failures_seen = "", self.ring.reload_failures
         while True:
             await asyncio.sleep(self.config.reload_interval)
-            if self.config.auto_rotate:
+            if self.config.auto_rotate and self.ring.due():
                 try:
                     for change in await asyncio.to_thread(self.ring.step):
                         extra = {"event": "rotation_step", "pid": os.getpid(), **change.fields()}

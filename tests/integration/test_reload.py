@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from jwcrypto import jwk
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter_auth.grpc_server import KEYRING_HEALTH_NAME
@@ -71,19 +73,118 @@ def test_cli_rotation_and_bad_files_reach_a_running_server(tmp_path: Path) -> No
         after = eventually(lambda: kids(server.port), lambda k: len(k) == 2)
         assert before < after
 
-        bad = keys_dir / "broken.jwk.json"
-        bad.write_text('{"kty": "EC", "crv": "P-256"')  # truncated mid-write
+        (pending,) = after - before
+        bad = keys_dir / f"{pending}.jwk.json"
+        original = bad.read_bytes()
+        bad.write_text('{"kty": "EC", "crv": "P-256"')  # truncated by hand
         assert eventually(lambda: keyring_health(server.port), lambda s: s != 1) == (
             health_pb2.HealthCheckResponse.NOT_SERVING
         )
         assert kids(server.port) == after  # the last good set is still served
-        bad.unlink()
+        bad.write_bytes(original)
         assert eventually(lambda: keyring_health(server.port), lambda s: s == 1) == 1
         assert kids(server.port) == after
         assert server.terminate(signal.SIGTERM) == 0
     (error,) = server.events("key_set_reload_failed")
-    assert error["path"] == str(keys_dir / "broken.jwk.json")
+    assert error["path"] == str(bad)
     assert "not a valid JWK" in error["reason"]
+
+
+def test_a_key_file_the_manifest_does_not_list_is_never_published(tmp_path: Path) -> None:
+    """Anyone who can drop `<thumbprint>.jwk.json` beside the manifest must not get a key
+    trusted: the file is reported and ignored, and the next transaction removes it."""
+    keys_dir = tmp_path / "keys"
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
+    intruder = jwk.JWK.generate(kty="EC", crv="P-256")  # made now, never committed
+    intruder.update(kid=intruder.thumbprint(), alg="ES256", use="sig")
+    dropped = keys_dir / f"{intruder['kid']}.jwk.json"
+    with ServerProcess(serve_argv(keys_dir, "--rotation", "off")) as server:
+        served = kids(server.port)
+        dropped.write_text(intruder.export_public())
+        notes = eventually(lambda: server.events("key_store_note"), bool)
+        assert str(dropped) in notes[0]["message"]
+        assert kids(server.port) == served
+        assert intruder["kid"] not in kids(server.port)
+        assert keyring_health(server.port) == health_pb2.HealthCheckResponse.SERVING
+        subprocess.run(
+            [*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(keys_dir)], check=True
+        )
+        assert not dropped.exists()  # the next transaction cleaned it up
+        assert len(eventually(lambda: kids(server.port), lambda k: len(k) == 2)) == 2
+        assert intruder["kid"] not in kids(server.port)
+        assert server.terminate() == 0
+
+
+def _jwks(server: ServerProcess) -> tuple[str, bytes]:
+    response = httpx.get(server.base_url + "/.well-known/jwks.json", timeout=10)
+    assert response.status_code == 200
+    return response.headers["etag"], response.content
+
+
+def _readyz(server: ServerProcess) -> dict[str, object]:
+    document: dict[str, object] = httpx.get(server.base_url + "/readyz", timeout=10).json()
+    return document
+
+
+def _files(directory: Path) -> dict[str, tuple[int, int, int]]:
+    """Every entry of `directory` with its inode, mtime and size: any write changes it."""
+    marks = {}
+    for path in directory.iterdir():
+        st = path.lstat()
+        marks[path.name] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return marks
+
+
+def test_a_missing_manifest_is_refused_and_nothing_is_rewritten(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    init = [*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir), "--alg", "ES256",
+            "--alg", "EdDSA"]  # fmt: skip
+    subprocess.run(init, check=True)
+    with ServerProcess(serve_argv(keys_dir)) as server:  # --rotation auto, nothing due
+        etag, body = _jwks(server)
+        unchanged = _files(keys_dir)
+        time.sleep(1)  # five reload intervals with nothing due write nothing
+        assert _files(keys_dir) == unchanged
+
+        manifest = keys_dir / MANIFEST
+        saved = manifest.read_bytes()
+        manifest.unlink()
+        assert eventually(lambda: keyring_health(server.port), lambda s: s != 1) == (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        assert _jwks(server) == (etag, body)  # the last good set, same ETag
+        ready = _readyz(server)
+        assert "manifest.json: missing" in str(ready["keyring"])
+        without = _files(keys_dir)
+        time.sleep(1)  # five more reload intervals: nothing rewritten, no manifest made up
+        assert _files(keys_dir) == without
+        assert not manifest.exists()
+
+        manifest.write_bytes(saved)
+        manifest.chmod(0o600)
+        assert eventually(lambda: keyring_health(server.port), lambda s: s == 1) == 1
+        assert _readyz(server)["keyring"] == "ok"
+        assert _jwks(server) == (etag, body)
+        assert server.terminate() == 0
+    (error,) = server.events("key_set_reload_failed")
+    assert error["path"] == str(manifest)
+    assert not server.events("rotation_step")
+
+
+def test_a_directory_others_can_write_is_refused_while_serving(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
+    with ServerProcess(serve_argv(keys_dir, "--rotation", "off")) as server:
+        etag, body = _jwks(server)
+        keys_dir.chmod(0o777)
+        assert eventually(lambda: keyring_health(server.port), lambda s: s != 1) == (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        assert _jwks(server) == (etag, body)
+        assert "writable by group or others (mode 0777)" in str(_readyz(server)["keyring"])
+        keys_dir.chmod(0o700)
+        assert eventually(lambda: keyring_health(server.port), lambda s: s == 1) == 1
+        assert server.terminate() == 0
 
 
 def test_automatic_rotation_walks_the_lifecycle_in_one_server(tmp_path: Path) -> None:
@@ -163,12 +264,33 @@ def test_a_kubernetes_secret_updated_in_place_is_picked_up(tmp_path: Path) -> No
             if not link.is_symlink():
                 link.symlink_to(f"..data/{path.name}")
 
+    def tree() -> dict[str, tuple[int, int, int]]:
+        return {f"{d.name}/{name}": mark for d in (mount, *mount.glob("..2*"))
+                for name, mark in _files(d).items()}  # fmt: skip
+
     publish("2026_11_27_01")
-    with ServerProcess(serve_argv(mount, "--rotation", "off")) as server:
+    with ServerProcess(serve_argv(mount)) as server:  # --rotation auto: nothing is due
         (first,) = kids(server.port)
         subprocess.run([*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(source)], check=True)
         publish("2026_11_27_02")
         both = eventually(lambda: kids(server.port), lambda k: len(k) == 2)
         assert first in both
         assert keyring_health(server.port) == health_pb2.HealthCheckResponse.SERVING
+
+        # a version without its manifest (a Secret edited by hand) is refused, not rewritten
+        (source / MANIFEST).rename(tmp_path / MANIFEST)
+        publish("2026_11_27_03")
+        assert eventually(lambda: keyring_health(server.port), lambda s: s != 1) == (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        assert kids(server.port) == both
+        (tmp_path / MANIFEST).rename(source / MANIFEST)
+        publish("2026_11_27_04")
+        assert eventually(lambda: keyring_health(server.port), lambda s: s == 1) == 1
+        written = tree()
+        assert not [name for name in written if name.endswith((".lock", ".tmp"))]
+        time.sleep(1)
+        assert tree() == written  # the server never wrote into the Secret
         assert server.terminate() == 0
+    (error,) = server.events("key_set_reload_failed")
+    assert error["path"] == str(mount / MANIFEST)

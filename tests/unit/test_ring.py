@@ -107,15 +107,16 @@ def test_a_failed_reload_keeps_the_last_good_set_and_loses_nothing(
     good = ring.load()
     on_disk = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    bad = tmp_path / "intruder.jwk.json"
+    bad = DirectoryStore(tmp_path).key_file(ring.signer("EdDSA")["kid"])
+    original = bad.read_bytes()
     bad.write_text('{"kty": "oct", "k": "c2VjcmV0"}')
     assert ring.refresh() is False
     assert ring.snapshot() is good
     status = ring.status()
     assert not status.healthy
     assert status.error is not None
-    assert "intruder.jwk.json" in status.error
-    bad.unlink()
+    assert bad.name in status.error
+    bad.write_bytes(original)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == on_disk
 
     ring.refresh()
@@ -287,6 +288,7 @@ def test_whatever_the_store_holds_no_private_member_is_published(
     public_only: bool,
 ) -> None:
     path = tmp_path_factory.mktemp("store")
+    records = []
     for index in picks:
         key = key_pool[index]
         members = json.loads(key.export_public() if public_only else key.export())
@@ -294,6 +296,9 @@ def test_whatever_the_store_holds_no_private_member_is_published(
         target = path / f"{key['kid']}.jwk.json"
         target.write_text(json.dumps(members))
         target.chmod(0o600)
+        records.append({"kid": key["kid"], "alg": key["alg"], "state": "published",
+                        "origin": "imported", "created": 1})  # fmt: skip
+    (path / "manifest.json").write_text(json.dumps({"format": 1, "keys": records}))
     ring = KeyRing(DirectoryStore(path), Policy())
     try:
         snapshot = ring.load()

@@ -67,16 +67,45 @@ def test_missing_directory_holds_no_keys(tmp_path: Path) -> None:
     assert DirectoryStore(tmp_path / "absent").read().keys == ()
 
 
-def test_file_without_manifest_entry_is_published_never_signs(
+def test_a_key_file_the_manifest_does_not_list_is_reported_and_ignored(
+    tmp_path: Path, key_pool: list[jwk.JWK], seed_store: Seeder
+) -> None:
+    store = seed_store(tmp_path, key_pool[2:3])
+    intruder = key_pool[4]  # a valid key dropped beside the manifest, as an attacker would
+    path = tmp_path / f"{intruder['kid']}.jwk.json"
+    _write(path, intruder.export_public())
+    key_set = store.read()
+    assert [k.kid for k in key_set.keys] == [key_pool[2]["kid"]]
+    assert key_set.unlisted == (path.name,)
+    (note,) = key_set.notes
+    assert f"{path}: not in the manifest: ignored" in note
+    _write(path, "not even JSON")  # an unlisted file is not read at all
+    assert store.read().unlisted == (path.name,)
+
+
+def test_an_old_manifests_unlisted_origin_reads_as_an_import(
     tmp_path: Path, key_pool: list[jwk.JWK]
 ) -> None:
     key = key_pool[4]
-    path = tmp_path / f"{key['kid']}.jwk.json"
-    path.write_text(key.export_public())
+    _write(tmp_path / f"{key['kid']}.jwk.json", key.export_public())
+    record = {"kid": key["kid"], "alg": "EdDSA", "state": "published", "origin": "unlisted",
+              "created": 1}  # fmt: skip
+    _write(tmp_path / MANIFEST, json.dumps({"format": 1, "keys": [record]}))
     (stored,) = DirectoryStore(tmp_path).read().keys
-    assert stored.entry.state is State.PUBLISHED
-    assert stored.entry.origin is Origin.UNLISTED
-    assert not stored.key.has_private
+    assert (stored.entry.state, stored.entry.origin) == (State.PUBLISHED, Origin.IMPORTED)
+
+
+def test_key_files_without_a_manifest_are_refused_and_left_alone(
+    tmp_path: Path, key_pool: list[jwk.JWK], seed_store: Seeder
+) -> None:
+    store = seed_store(tmp_path, key_pool[2:4])
+    (tmp_path / MANIFEST).unlink()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(KeyStoreError, match=rf"{MANIFEST}: missing, but the directory holds 2"):
+        store.read()
+    with pytest.raises(KeyStoreError, match="missing"), store.transaction() as tx:
+        tx.delete(key_pool[2]["kid"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made or removed
 
 
 def test_a_failed_transaction_writes_nothing(tmp_path: Path, key_pool: list[jwk.JWK]) -> None:
@@ -102,6 +131,15 @@ def test_two_active_keys_for_one_algorithm_are_refused(
 def _write(path: Path, content: str | bytes, mode: int = 0o600) -> None:
     path.write_bytes(content.encode() if isinstance(content, str) else content)
     os.chmod(path, mode)
+
+
+def _list(directory: Path, *kids: str, alg: str = "ES256") -> None:
+    """A manifest listing `kids` as published keys of `alg`."""
+    records = [
+        {"kid": kid, "alg": alg, "state": "published", "origin": "imported", "created": 1}
+        for kid in kids
+    ]
+    _write(directory / MANIFEST, json.dumps({"format": 1, "keys": records}))
 
 
 def _oct() -> str:
@@ -138,6 +176,7 @@ def test_refused_key_files_are_named(tmp_path: Path, case: str) -> None:
     content = make()
     path = tmp_path / "suspect.jwk.json"
     _write(path, content.encode("utf-8", "surrogateescape"))
+    _list(tmp_path, "suspect")
     with pytest.raises(KeyStoreError, match="suspect.jwk.json") as failure:
         DirectoryStore(tmp_path).read()
     assert reason in str(failure.value)
@@ -147,6 +186,7 @@ def test_kid_that_is_not_the_thumbprint_is_refused(tmp_path: Path) -> None:
     key = generate_key("EdDSA")
     key.update(kid="chosen-by-hand")
     _write(tmp_path / "chosen-by-hand.jwk.json", key.export())
+    _list(tmp_path, "chosen-by-hand", alg="EdDSA")
     with pytest.raises(KeyStoreError, match="chosen-by-hand.jwk.json: kid 'chosen-by-hand' is not"):
         DirectoryStore(tmp_path).read()
 
@@ -155,23 +195,25 @@ def test_world_readable_private_key_is_refused(tmp_path: Path) -> None:
     key = generate_key("ES256")
     path = tmp_path / f"{key['kid']}.jwk.json"
     _write(path, key.export(), mode=0o644)
+    _list(tmp_path, key["kid"])
     with pytest.raises(KeyStoreError, match=r"readable by group or others \(mode 0644\)"):
         DirectoryStore(tmp_path).read()
     _write(path, key.export_public(), mode=0o644)  # a public key may be readable by anyone
     assert len(DirectoryStore(tmp_path).read().keys) == 1
 
 
-def test_duplicate_kid_is_refused_naming_both_files(tmp_path: Path) -> None:
+def test_a_file_holding_another_kid_than_its_name_is_refused(tmp_path: Path) -> None:
     key = generate_key("ES256")
     _write(tmp_path / f"{key['kid']}.jwk.json", key.export())
     _write(tmp_path / "copy.jwk.json", key.export())
-    with pytest.raises(KeyStoreError, match="duplicate kid") as failure:
+    _list(tmp_path, key["kid"], "copy")
+    with pytest.raises(KeyStoreError, match=rf"copy.jwk.json: holds key {key['kid']}, not copy"):
         DirectoryStore(tmp_path).read()
-    assert "copy.jwk.json" in str(failure.value)
 
 
 def test_unreadable_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "dangling.jwk.json").symlink_to(tmp_path / "nowhere")
+    _list(tmp_path, "dangling")
     with pytest.raises(KeyStoreError, match="dangling.jwk.json: unreadable"):
         DirectoryStore(tmp_path).read()
 

@@ -85,12 +85,17 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class RingStatus:
-    """Health of the ring: whether the last reload succeeded, and when one last did."""
+    """Health of the ring: whether the last reload succeeded, and when one last did.
+
+    `unlisted` counts the key files the store ignored at the last good load because its
+    manifest does not list them (see `KeySet.unlisted`).
+    """
 
     healthy: bool
     error: str | None
     version: int
     loaded_at: float | None
+    unlisted: int = 0
 
 
 def due_steps(entries: Iterable[Entry], now: float, policy: Policy) -> list[Step]:
@@ -192,7 +197,8 @@ class KeyRing:
                         err,
                         extra={
                             "event": "key_set_reload_failed",
-                            "path": getattr(err, "path", None),
+                            # where it failed: the file if known, else the whole store
+                            "path": getattr(err, "path", None) or self.store.description,
                             "reason": getattr(err, "reason", str(err)),
                         },
                     )
@@ -227,7 +233,8 @@ class KeyRing:
         """Whether the last reload succeeded, with its error if not."""
         version = self._snapshot.version if self._snapshot else 0
         healthy = self._snapshot is not None and self._error is None
-        return RingStatus(healthy, self._error, version, self._loaded_at)
+        unlisted = len(self._key_set.unlisted) if self._key_set is not None else 0
+        return RingStatus(healthy, self._error, version, self._loaded_at, unlisted)
 
     @property
     def key_set(self) -> KeySet:
@@ -238,8 +245,21 @@ class KeyRing:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    def due(self) -> bool:
+        """Whether the loaded set calls for a transaction now: a lifecycle step is due, or the
+        store holds unlisted key files to remove. Cheap (no store access), so the server asks
+        this every interval and only opens a transaction, which re-reads the store under its
+        lock, when it says yes."""
+        key_set = self._key_set
+        if key_set is None:
+            return False
+        return bool(key_set.unlisted) or bool(
+            due_steps(key_set.entries, int(self._clock()), self.policy)
+        )
+
     def step(self) -> list[Change]:
-        """Apply every lifecycle step that is due now. Safe to call from many processes."""
+        """Apply every lifecycle step that is due now. Safe to call from many processes; a
+        transaction with nothing due writes nothing."""
         with self.store.transaction() as tx:
             now = int(self._clock())
             for step in due_steps(tx.current.entries, now, self.policy):

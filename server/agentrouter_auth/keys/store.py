@@ -1,19 +1,27 @@
 """Key stores. The directory store keeps one JWK file per key plus a manifest of states.
 
-Layout of a key directory (mode 0700):
+Layout of a key directory (mode 0700, owned by the user running the server):
 
     <kid>.jwk.json   one key per file, mode 0600; private for generated keys, public for imports
-    manifest.json    each key's state and times (see `Entry`)
+    manifest.json    each key's state and times (see `Entry`); the only list of keys
     .lock            flock(2) target: writers hold it exclusively, readers shared
 
-Every write is tmp + fsync + rename, so a reader sees a whole old file or a whole new one. A
-transaction writes new key files first, then the manifest, then removes deleted files, so a
-reader never finds the manifest naming a key whose file is missing. The CLI, every worker
-process and every replica sharing the directory take the same lock, so a rotation step runs
-once however many of them try at the same moment.
+Only the keys the manifest lists are loaded. A `*.jwk.json` file it does not list is reported
+(`KeySet.unlisted`) and ignored: it is never published and never signs, whoever put it there.
+So a transaction can be ordered to survive a crash or a full disk at any point: new key files
+first (orphans until the manifest names them), then the manifest (tmp + fsync + rename: the
+commit point), then the removal of key files the manifest no longer names and of temporary
+files an earlier, interrupted transaction left. A reader sees the old state or the new one.
 
-The ring only depends on the `KeyStore` protocol, so another backend (a database shared by
-replicas on many machines) slots in without touching the ring, the snapshot or a transport.
+A store is refused when someone other than its owner (or root) could change it: the
+directory and every file read must not be writable by group or others nor owned by another
+user, unless they sit on a read-only mount (a Kubernetes Secret volume), which nobody writes.
+Reading never creates a file; only transactions write, and only when something changes.
+
+The CLI, every worker process and every replica sharing the directory take the same lock, so a
+rotation step runs once however many of them try at the same moment. The ring only depends on
+the `KeyStore` protocol, so another backend (a database shared by replicas on many machines)
+slots in without touching the ring, the snapshot or a transport.
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ import errno
 import fcntl
 import json
 import os
+import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -42,6 +51,12 @@ LOCK = ".lock"
 MANIFEST_FORMAT = 1
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+# A kid is an RFC 7638 thumbprint (base64url), so it is safe in a file name.
+KID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# The files a transaction may remove: key files the manifest does not list, and the temporary
+# files `write_atomic` makes. Nothing else in the directory is ever touched.
+KEY_FILE = re.compile(r"(?P<kid>[A-Za-z0-9_-]{1,128})\.jwk\.json")
+TEMP_FILE = re.compile(r"\.(?:manifest\.json|[A-Za-z0-9_-]{1,128}\.jwk\.json)\.[A-Za-z0-9_]+\.tmp")
 
 
 class KeyStoreError(ValueError):
@@ -63,7 +78,7 @@ class State(StrEnum):
     RETIRED = "retired"
     """Published until the tokens it signed have expired, not signing."""
     PUBLISHED = "published"
-    """Imported or unlisted public key: published, never signs, never removed automatically."""
+    """Imported public key: published, never signs, never removed automatically."""
 
 
 class Origin(StrEnum):
@@ -71,7 +86,12 @@ class Origin(StrEnum):
 
     GENERATED = "generated"
     IMPORTED = "imported"
-    UNLISTED = "unlisted"  # a key file the manifest does not name
+
+    @classmethod
+    def parse(cls, value: object) -> Origin:
+        """The origin a manifest records. Earlier versions wrote "unlisted" for a key file
+        they found without an entry; such an entry is a hand-placed key, i.e. an import."""
+        return cls.IMPORTED if value == "unlisted" else cls(str(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +129,8 @@ class Entry:
         kid, alg = record.get("kid"), record.get("alg")
         if not isinstance(kid, str) or not kid or not isinstance(alg, str):
             raise ValueError(f"entry {record!r} needs string kid and alg")
+        if not KID.fullmatch(kid):
+            raise ValueError(f"entry kid {kid!r} is not a base64url thumbprint")
         times = {name: record.get(name) for name in ("created", "activated", "retired")}
         for name, value in times.items():
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -122,7 +144,7 @@ class Entry:
             created=times["created"],
             activated=times["activated"],
             retired=times["retired"],
-            origin=Origin(str(record.get("origin", Origin.GENERATED))),
+            origin=Origin.parse(record.get("origin", Origin.GENERATED)),
         )
 
 
@@ -141,10 +163,16 @@ class StoredKey:
 
 @dataclass(frozen=True, slots=True)
 class KeySet:
-    """Everything a store holds at one moment, sorted by kid, plus notes worth logging."""
+    """Everything a store holds at one moment, sorted by kid, plus notes worth logging.
+
+    `unlisted` names the key files found beside the manifest but not listed in it (left by an
+    interrupted transaction, or put there by hand): ignored, never published, never signing,
+    and removed by the store's next transaction.
+    """
 
     keys: tuple[StoredKey, ...]
     notes: tuple[str, ...] = ()
+    unlisted: tuple[str, ...] = ()
 
     def active(self, alg: str) -> StoredKey | None:
         """The key that signs `alg` tokens, if any."""
@@ -178,6 +206,11 @@ class Transaction:
     def delete(self, kid: str) -> None:
         """Remove a key and its file."""
         self.deleted.add(kid)
+
+    @property
+    def changed(self) -> bool:
+        """Whether applying this transaction changes what the store holds."""
+        return bool(self.added) or self.result().entries != self.current.entries
 
     def result(self) -> KeySet:
         """What the store holds once this transaction is applied."""
@@ -227,16 +260,19 @@ class DirectoryStore:
         return self.path / f"{kid}{KEY_SUFFIX}"
 
     def fingerprint(self) -> object:
-        """Names, inodes, sizes and mtimes of the directory's entries (symlinks followed).
+        """The directory's own mode and owner, then names, inodes, sizes, mtimes, modes and
+        owners of its entries (symlinks followed).
 
         Follows symlinks so a Kubernetes Secret volume updated in place (an atomic swap of its
-        `..data` link) counts as a change. Errors are part of the value, so they change it too.
+        `..data` link) counts as a change; a chmod or chown counts too, since it can make a
+        store unsafe. Errors are part of the value, so they change it too.
         """
-        marks: list[tuple[object, ...]] = []
         try:
+            st = os.stat(self.path)
             names = sorted(os.listdir(self.path))
         except OSError as err:
             return (("error", err.errno),)
+        marks: list[tuple[object, ...]] = [("", st.st_ino, st.st_mode, st.st_uid)]
         for name in names:
             if name == LOCK or name.endswith(".tmp"):
                 continue
@@ -245,17 +281,24 @@ class DirectoryStore:
             except OSError as err:
                 marks.append((name, "error", err.errno))
                 continue
-            marks.append((name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode))
+            marks.append((name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode, st.st_uid))
         return tuple(marks)
 
     def read(self) -> KeySet:
-        """Every key with its entry, validated, under a shared lock when one can be taken."""
+        """Every listed key with its entry, validated, under a shared lock when there is one.
+
+        Creates nothing: without a lock file (a read-only mount, or a store no transaction has
+        written yet) there is no writer to wait for.
+        """
         with self._lock(fcntl.LOCK_SH, required=False):
             return self._read()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """Hold the exclusive lock, yield the current set, apply the changes on clean exit."""
+        """Hold the exclusive lock, yield the current set, apply the changes on clean exit.
+
+        A transaction that changes nothing writes nothing (it only removes leftovers).
+        """
         with self._lock(fcntl.LOCK_EX, required=True):
             tx = Transaction(self._read())
             yield tx
@@ -264,13 +307,20 @@ class DirectoryStore:
     @contextlib.contextmanager
     def _lock(self, operation: int, *, required: bool) -> Iterator[None]:
         if required:
-            self.path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            except FileExistsError:
+                pass  # not a directory: _check_directory says so
+            except OSError as err:
+                raise KeyStoreError(self.path, f"cannot create: {_reason(err)}") from err
+            self._check_directory()  # before the lock file is made in it
+        flags = os.O_RDWR | os.O_CREAT if required else os.O_RDONLY
         try:
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            fd = os.open(self.path / LOCK, flags | os.O_CLOEXEC, FILE_MODE)
         except OSError as err:
             if required:
                 raise KeyStoreError(self.path, f"cannot lock the key store: {err}") from err
-            # A read-only mount (a Kubernetes Secret, say) has no writers to wait for.
+            # No lock file, or a read-only mount (a Kubernetes Secret): no writer to wait for.
             yield
             return
         try:
@@ -279,48 +329,65 @@ class DirectoryStore:
         finally:
             os.close(fd)  # closing releases the lock
 
+    def _check_directory(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except OSError as err:
+            raise KeyStoreError(self.path, f"unreadable: {_reason(err)}") from err
+        if not stat.S_ISDIR(st.st_mode):
+            raise KeyStoreError(self.path, "not a directory")
+        check_private(self.path, st, "the key directory")
+
     def _read(self) -> KeySet:
-        entries = self._read_manifest()
-        loaded: dict[str, tuple[Path, jwk.JWK]] = {}
-        for path in sorted(self.path.glob(f"*{KEY_SUFFIX}")) if self.path.is_dir() else []:
-            key = read_key(path)
-            kid = key["kid"]
-            if kid in loaded:
-                raise KeyStoreError(path, f"duplicate kid {kid} (also in {loaded[kid][0].name})")
-            loaded[kid] = (path, key)
-        for kid, (path, _) in loaded.items():
-            if path.name != f"{kid}{KEY_SUFFIX}":
-                raise KeyStoreError(path, f"file name does not match its kid {kid}")
-        notes: list[str] = []
+        if not os.path.lexists(self.path):
+            return KeySet(())  # a new store: the first transaction creates it
+        self._check_directory()
+        try:
+            names = os.listdir(self.path)
+        except OSError as err:
+            raise KeyStoreError(self.path, f"unreadable: {_reason(err)}") from err
+        key_files = sorted(n for n in names if n.endswith(KEY_SUFFIX) and not n.startswith("."))
+        checked = {os.path.realpath(self.path)}  # directories found safe
+        entries = self._read_manifest(key_files, checked)
         keys: list[StoredKey] = []
-        for kid in sorted(set(entries) | set(loaded)):
-            if kid not in loaded:
+        for kid, entry in sorted(entries.items()):
+            path = self.key_file(kid)
+            if not os.path.lexists(path):
                 raise KeyStoreError(
-                    self.path / MANIFEST, f"lists key {kid} but {kid}{KEY_SUFFIX} is missing"
+                    self.path / MANIFEST, f"lists key {kid} but {path.name} is missing"
                 )
-            path, key = loaded[kid]
-            entry = entries.get(kid)
-            if entry is None:
-                notes.append(f"{path}: not in the manifest: published, never signs")
-                mtime = int(path.stat().st_mtime)
-                entry = Entry(kid, key["alg"], State.PUBLISHED, mtime, origin=Origin.UNLISTED)
+            key = read_key(path, checked)
+            if key["kid"] != kid:
+                raise KeyStoreError(path, f"holds key {key['kid']}, not {kid} as its name says")
             if entry.alg != key["alg"]:
                 raise KeyStoreError(path, f"alg {key['alg']} but the manifest says {entry.alg}")
             if entry.state is State.ACTIVE and not key.has_private:
                 raise KeyStoreError(path, "active key has no private half to sign with")
             keys.append(StoredKey(entry, key))
-        key_set = KeySet(tuple(keys), tuple(notes))
+        unlisted = tuple(name for name in key_files if name.removesuffix(KEY_SUFFIX) not in entries)
+        notes = tuple(
+            f"{self.path / name}: not in the manifest: ignored, never published (another "
+            "issuer's key is added with `keys import`)"
+            for name in unlisted
+        )
+        key_set = KeySet(tuple(keys), notes, unlisted)
         check_one_active_per_alg(key_set, self.path / MANIFEST)
         return key_set
 
-    def _read_manifest(self) -> dict[str, Entry]:
+    def _read_manifest(self, key_files: list[str], checked: set[str]) -> dict[str, Entry]:
         path = self.path / MANIFEST
         try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return {}
+            raw, _ = read_checked(path, "the manifest", checked)
+        except FileNotFoundError as err:
+            if not key_files:
+                return {}  # a new (or emptied) store
+            raise KeyStoreError(
+                path,
+                f"missing, but the directory holds {len(key_files)} key file(s): the store is "
+                "not read or written until the manifest is restored (from a backup)",
+            ) from err
         except OSError as err:
-            raise KeyStoreError(path, f"unreadable: {err.strerror or err}") from err
+            raise KeyStoreError(path, f"unreadable: {_reason(err)}") from err
         try:
             document = json.loads(raw)
             if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
@@ -337,19 +404,93 @@ class DirectoryStore:
         return by_kid
 
     def _apply(self, tx: Transaction) -> None:
-        result = tx.result()
-        check_one_active_per_alg(result, self.path / MANIFEST)
-        for stored in tx.added.values():
-            write_atomic(
-                self.key_file(stored.kid), stored.key.export(private_key=stored.key.has_private)
-            )
-        manifest = {"format": MANIFEST_FORMAT, "keys": [e.to_json() for e in result.entries]}
-        write_atomic(self.path / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-        for kid in sorted(tx.deleted):
-            with contextlib.suppress(FileNotFoundError):
-                self.key_file(kid).unlink()
-        if tx.deleted:
-            _fsync_dir(self.path)
+        """Key files, then the manifest (the commit), then removals: at every step a reader,
+        or the next process after a crash, finds the old state or the new one."""
+        manifest = self.path / MANIFEST
+        if tx.changed:
+            result = tx.result()
+            check_one_active_per_alg(result, manifest)
+            if not os.path.lexists(manifest):
+                # A new store lists no key before its first key file exists, so a crash below
+                # leaves an empty store rather than key files without a manifest.
+                _write(manifest, _manifest_json(()))
+            for stored in tx.added.values():
+                private = stored.key.has_private
+                _write(self.key_file(stored.kid), stored.key.export(private_key=private))
+            _write(manifest, _manifest_json(result.entries))  # the commit
+            listed = {entry.kid for entry in result.entries}
+        else:
+            listed = {entry.kid for entry in tx.current.entries}
+        self._remove_leftovers(listed)
+
+    def _remove_leftovers(self, listed: set[str]) -> None:
+        """Remove key files the manifest does not list and temporary files of interrupted
+        writes, under the exclusive lock (so no writer is using them). The manifest is
+        already committed: a failure here leaves them for the next transaction."""
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return
+        removed = False
+        for name in sorted(names):
+            key_file = KEY_FILE.fullmatch(name)
+            if (key_file is None or key_file["kid"] in listed) and not TEMP_FILE.fullmatch(name):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(self.path / name)
+                removed = True
+        if removed:
+            with contextlib.suppress(OSError):
+                _fsync_dir(self.path)
+
+
+def _write(target: Path, data: str) -> None:
+    try:
+        write_atomic(target, data)
+    except OSError as err:
+        raise KeyStoreError(target, f"cannot write: {_reason(err)}") from err
+
+
+def _manifest_json(entries: Iterable[Entry]) -> str:
+    document = {"format": MANIFEST_FORMAT, "keys": [entry.to_json() for entry in entries]}
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def check_private(path: Path, st: os.stat_result, what: str, *, real: Path | None = None) -> None:
+    """Refuse `path` (stat `st`) if a user other than its owner could change it.
+
+    It must be owned by the user running this process, or by root (who can change anything
+    anyway), and not be writable by group or others. A read-only mount is exempt: nobody can
+    write it (a Kubernetes Secret volume is a read-only tmpfs whose root is mode 1777).
+    """
+    mode = stat.S_IMODE(st.st_mode)
+    unsafe_mode = mode & 0o022
+    foreign = st.st_uid not in (os.geteuid(), 0)
+    if not (unsafe_mode or foreign) or _read_only(real or path):
+        return
+    if foreign:
+        raise KeyStoreError(
+            path,
+            f"{what} is owned by uid {st.st_uid}: only the user running this process "
+            f"(uid {os.geteuid()}) or root may own it, or another user can change the keys; "
+            "chown it",
+        )
+    raise KeyStoreError(
+        path,
+        f"{what} is writable by group or others (mode {mode:04o}): anyone who can write "
+        f"it can add or replace a key; chmod go-w it",
+    )
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def check_one_active_per_alg(key_set: KeySet, where: Path) -> None:
@@ -364,13 +505,36 @@ def check_one_active_per_alg(key_set: KeySet, where: Path) -> None:
                 )
 
 
-def read_key(path: Path) -> jwk.JWK:
-    """Parse and validate one key file; any failure is a KeyStoreError that names the file."""
+def read_checked(path: Path, what: str, checked_dirs: set[str]) -> tuple[bytes, os.stat_result]:
+    """The bytes and status of `path` once it, and the directory it really lives in when it
+    is a symlink (a Kubernetes Secret links every file into a timestamped directory), are found
+    safe (`check_private`). `checked_dirs` holds directories already found safe. OSError
+    passes."""
+    real = Path(os.path.realpath(path))
+    # Non-blocking, so a FIFO in the key's place cannot hang a reload.
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyStoreError(path, "not a regular file")
+        raw = handle.read()
+    if str(real.parent) not in checked_dirs:
+        check_private(real.parent, os.stat(real.parent), "the directory of a key file")
+        checked_dirs.add(str(real.parent))
+    check_private(path, st, what, real=real)
+    return raw, st
+
+
+def read_key(path: Path, checked_dirs: set[str] | None = None) -> jwk.JWK:
+    """Parse and validate one key file; any failure is a KeyStoreError that names the file.
+
+    The file must be safe (`read_checked`), and a private half must belong to the public one.
+    """
     try:
-        st = os.stat(path)
-        raw = path.read_bytes()
+        raw, st = read_checked(
+            path, "the key file", set() if checked_dirs is None else checked_dirs
+        )
     except OSError as err:
-        raise KeyStoreError(path, f"unreadable: {err.strerror or err}") from err
+        raise KeyStoreError(path, f"unreadable: {_reason(err)}") from err
     try:
         key = jwk.JWK.from_json(raw.decode("utf-8"))
     except (ValueError, KeyError, TypeError, JWException, UnicodeDecodeError) as err:
@@ -390,26 +554,31 @@ def read_key(path: Path) -> jwk.JWK:
 
 
 def write_atomic(target: Path, data: str | bytes) -> None:
-    """Write `data` to `target` (mode 0600) so readers see the old file or the new, never a part."""
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
+    """Write `data` to `target` (mode 0600) so readers see the old file or the new, never a part.
+
+    The data is on disk (fsync) before the rename makes it visible, and the rename is on disk
+    (directory fsync) before this returns. On an error the temporary file is removed; if the
+    process dies first, the next transaction removes it (`TEMP_FILE`).
+    """
+    payload = memoryview(data.encode() if isinstance(data, str) else data)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(target)
+        try:
+            while payload:  # mkstemp made it 0600
+                payload = payload[os.write(fd, payload) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     except OSError as err:  # some filesystems cannot fsync a directory; the rename stands

@@ -235,6 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ERRORS as err:
         return _fail(str(err))
+    except OSError as err:  # a file or socket the store does not name itself
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(f"{where}{err.strerror or err}")
+    except Exception as err:  # the last resort: one line, never a traceback
+        return _fail(f"unexpected {type(err).__name__} (please report it): {err}")
 
 
 def _subcommand(args: argparse.Namespace) -> str | None:
@@ -242,7 +247,9 @@ def _subcommand(args: argparse.Namespace) -> str | None:
 
 
 def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    """Report an error as one line on stderr (a message may quote text with line breaks)."""
+    line = " ".join(message.split()) or "failed"
+    print(f"{PROG}: error: {line}", file=sys.stderr)
     return 1
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import random
+import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import jwt as pyjwt
 import pytest
 from jwcrypto import jwk
 
-from agentrouter_auth.keys.store import MANIFEST
+from agentrouter_auth.keys.store import MANIFEST, DirectoryStore
 
 from .serverproc import AGENTROUTER_AUTH
 
@@ -163,3 +168,59 @@ def test_remove_an_imported_key_and_a_compromised_active_one(tmp_path: Path) -> 
     cli("keys", "init", "--keys-dir", keys_dir)  # the emergency path: a fresh signing key
     (replacement,) = listing(tmp_path / "keys")
     assert replacement["kid"] != active["kid"]
+
+
+def _kill(rotation: subprocess.Popen[bytes], keys_dir: Path, after_write: float | None) -> None:
+    """SIGKILL `rotation` `after_write` seconds after a new file first shows in `keys_dir`
+    (inside its transaction), or, for None, at once."""
+    if after_write is not None:
+        before = set(os.listdir(keys_dir))
+        while rotation.poll() is None and not set(os.listdir(keys_dir)) - before:
+            pass  # poll as fast as we can: the writes take milliseconds
+        time.sleep(after_write)
+    rotation.send_signal(signal.SIGKILL)
+    rotation.wait(timeout=60)
+
+
+def test_rotate_killed_at_any_moment_leaves_the_old_store_or_the_new(tmp_path: Path) -> None:
+    """SIGKILL `keys rotate` inside its transaction and at random moments: the store holds the
+    old set or the new one, publishes only what its manifest lists, and the next transaction
+    removes whatever the killed one left behind."""
+    template = tmp_path / "template"
+    cli("keys", "init", "--keys-dir", str(template), "--alg", "EdDSA")
+    (active,) = listing(template)
+    started = time.monotonic()
+    cli("keys", "rotate", "--keys-dir", str(shutil.copytree(template, tmp_path / "timing")))
+    took = time.monotonic() - started
+    seed = random.randrange(1 << 32)
+    pick = random.Random(seed)
+    # (sleep before the kill, seconds after the first write or None for "from the start")
+    plans: list[tuple[float, float | None]] = [
+        (0, 0),
+        (0, 0.0005),
+        (0, 0.001),
+        (0, 0.002),
+        (0, 0.004),
+    ]
+    plans += [(pick.uniform(0.5, 1.05) * took, None) for _ in range(3)]
+    for run, (moment, after_write) in enumerate(plans):
+        keys_dir = shutil.copytree(template, tmp_path / f"run-{run}")
+        rotation = subprocess.Popen(
+            [*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(keys_dir)],
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(moment)
+        _kill(rotation, keys_dir, after_write)
+        where = f"run {run}: killed at {moment:.3f}s/{after_write}s (took {took:.3f}s, seed {seed})"
+        key_set = DirectoryStore(keys_dir).read()
+        states = {k.kid: k.entry.state.value for k in key_set.keys}
+        assert states[str(active["kid"])] == "active", where
+        assert sorted(states.values()) in (["active"], ["active", "pending"]), where
+        manifest = json.loads((keys_dir / MANIFEST).read_text())
+        assert set(states) == {entry["kid"] for entry in manifest["keys"]}, where
+
+        cli("keys", "rotate", "--keys-dir", str(keys_dir))  # the next transaction
+        listed = {entry["kid"] for entry in json.loads((keys_dir / MANIFEST).read_text())["keys"]}
+        assert sorted(p.name for p in keys_dir.iterdir()) == sorted(
+            [MANIFEST, ".lock", *(f"{kid}.jwk.json" for kid in listed)]
+        ), where

@@ -153,8 +153,7 @@ def test_a_missing_manifest_is_refused_and_nothing_is_rewritten(tmp_path: Path) 
             health_pb2.HealthCheckResponse.NOT_SERVING
         )
         assert _jwks(server) == (etag, body)  # the last good set, same ETag
-        ready = _readyz(server)
-        assert "manifest.json: missing" in str(ready["keyring"])
+        assert _readyz(server)["keyring"] == "error"  # still ready: the last good set serves
         without = _files(keys_dir)
         time.sleep(1)  # five more reload intervals: nothing rewritten, no manifest made up
         assert _files(keys_dir) == without
@@ -168,6 +167,7 @@ def test_a_missing_manifest_is_refused_and_nothing_is_rewritten(tmp_path: Path) 
         assert server.terminate() == 0
     (error,) = server.events("key_set_reload_failed")
     assert error["path"] == str(manifest)
+    assert error["reason"].startswith("missing, but the directory holds 2 key file(s)")
     assert not server.events("rotation_step")
 
 
@@ -181,10 +181,14 @@ def test_a_directory_others_can_write_is_refused_while_serving(tmp_path: Path) -
             health_pb2.HealthCheckResponse.NOT_SERVING
         )
         assert _jwks(server) == (etag, body)
-        assert "writable by group or others (mode 0777)" in str(_readyz(server)["keyring"])
+        assert _readyz(server)["keyring"] == "error"
         keys_dir.chmod(0o700)
         assert eventually(lambda: keyring_health(server.port), lambda s: s == 1) == 1
+        assert _readyz(server)["keyring"] == "ok"
         assert server.terminate() == 0
+    (error,) = server.events("key_set_reload_failed")
+    assert error["path"] == str(keys_dir)
+    assert "writable by group or others (mode 0777)" in error["reason"]
 
 
 def test_automatic_rotation_walks_the_lifecycle_in_one_server(tmp_path: Path) -> None:

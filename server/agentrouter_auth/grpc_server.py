@@ -1,13 +1,33 @@
-"""The native gRPC transport (grpcio aio): AuthService, grpc.health.v1 and reflection."""
+"""The native gRPC transport (grpcio aio): AuthService, grpc.health.v1 and reflection.
+
+The listener faces clients that may be hostile, so everything a client can hold has a bound
+(`GrpcLimits`): HTTP/2 streams per connection, calls per process, the time a call gets to
+deliver its request, connections, their idle time and age. grpcio enforces most of them; two it
+lacks are added here. `RequestGuard` gives every call `request_timeout` to deliver each request
+message and answers a call that ends without its message (grpcio leaves such a call
+unanswered until the connection closes). `ResetMonitor` closes a connection whose client
+cancels call after call before sending a request (HTTP/2 rapid reset): grpcio's HTTP/2
+transport only refuses streams above MAX_CONCURRENT_STREAMS and never sends GOAWAY for it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import ipaddress
+import logging
+import os
+import socket
+import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -25,6 +45,72 @@ AUTH_SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_nam
 # Health entry that turns NOT_SERVING while the last key-store reload failed. The server keeps
 # serving the last good set meanwhile, so "" and AuthService stay SERVING.
 KEYRING_HEALTH_NAME = "agentrouter.auth.v1.AuthService/keyring"
+# The window over which `GrpcLimits.max_resets` is counted.
+RESET_WINDOW_SECONDS = 10.0
+# How long a call that ended before its first request message waits to learn whether its
+# client cancelled it (then it is not answered) or half-closed it (then it is).
+CANCEL_SETTLE_SECONDS = 0.05
+_INT_MAX = 2**31 - 1  # grpcio's integer channel arguments are C ints
+_MAX_TRACKED_PEERS = 1024  # above it, ResetMonitor forgets counts older than its window
+log = logging.getLogger("agentrouter-auth")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcLimits:
+    """What one client may hold on the gRPC listener. Times are in seconds, sizes in bytes.
+
+    Every field becomes the flag `--grpc-` + its name in kebab case."""
+
+    max_streams: int = 100
+    """Concurrent HTTP/2 streams (calls) per connection, advertised to clients as
+    MAX_CONCURRENT_STREAMS; a stream above it is refused (RST_STREAM REFUSED_STREAM), and a
+    stream its client reset counts until the server has released it."""
+    max_calls: int = 1000
+    """Calls one worker process runs at once, over all its connections; a call above it is
+    answered RESOURCE_EXHAUSTED at once. Bounds the memory that unfinished calls can hold."""
+    request_timeout: float = 10.0
+    """Time a call gets to deliver each request message (a unary call: its only one), from
+    when the server starts reading it; a call still waiting is answered DEADLINE_EXCEEDED. A
+    call that ends without a complete request message is answered INTERNAL at once."""
+    max_resets: int = 200
+    """Calls one connection may cancel before sending their request message within 10
+    seconds; the connection that cancels one more is closed (HTTP/2 rapid reset)."""
+    idle_timeout: float = 60.0
+    """A connection without a call for this long is sent GOAWAY and closed."""
+    max_connection_age: float = 1800.0
+    """A connection this old (give or take 10%) is sent GOAWAY: its calls may finish, new
+    calls go to a new connection."""
+    max_connection_age_grace: float = 30.0
+    """Time the calls of a connection sent GOAWAY for its age get to finish before it is
+    closed; long-lived calls, such as a health Watch, end here."""
+    handshake_timeout: float = 20.0
+    """Time a new connection gets to finish its TLS handshake and send the HTTP/2 preface
+    and SETTINGS; a connection that has not by then is closed."""
+    max_message_size: int = 64 * 1024
+    """Largest request message accepted; a call announcing a larger one is answered
+    RESOURCE_EXHAUSTED."""
+    max_connections: int = 256
+    """Open gRPC connections per worker process; a connection above it is closed at once.
+    Keeps gRPC connections within the file descriptors a worker sets aside for them."""
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if not 0 < value <= _INT_MAX:
+                raise ValueError(f"GrpcLimits.{field.name} must be above 0 and at most {_INT_MAX}")
+
+    def server_options(self) -> list[tuple[str, int]]:
+        """The grpcio channel arguments that enforce these limits."""
+        return [
+            ("grpc.max_concurrent_streams", self.max_streams),
+            ("grpc.max_connection_idle_ms", _millis(self.idle_timeout)),
+            ("grpc.max_connection_age_ms", _millis(self.max_connection_age)),
+            ("grpc.max_connection_age_grace_ms", _millis(self.max_connection_age_grace)),
+            ("grpc.server_handshake_timeout_ms", _millis(self.handshake_timeout)),
+            ("grpc.max_receive_message_length", self.max_message_size),
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+        ]
 
 
 class BindError(OSError):
@@ -77,11 +163,14 @@ def auth_method_handlers(service: AuthService) -> dict[str, grpc.RpcMethodHandle
     }
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts AuthService calls and their latency for /metrics."""
+class HandlerWrapper(grpc.aio.ServerInterceptor):
+    """An interceptor that replaces each method's handler by `wrap(method, handler)`, built
+    once per method and reused while the inner handler stays the same object, so that a call
+    pays a dictionary lookup, not new closures. Only methods that have a handler are kept,
+    so the cache is as small as the set of served methods."""
 
-    def __init__(self, recorder: Recorder) -> None:
-        self._recorder = recorder
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(  # type: ignore[override] # typeshed binds the TypeVars oddly
         self,
@@ -90,30 +179,299 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        """Wrap AuthService's unary handlers; leave health and reflection alone."""
+        """The wrapped handler of the call's method (None for an unknown method)."""
         handler = await continuation(handler_call_details)
-        service, _, method = handler_call_details.method.lstrip("/").partition("/")
-        if service != AUTH_SERVICE_NAME or handler is None or handler.unary_unary is None:
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, handler if handler is None else self.wrap(method, handler))
+            if handler is not None:  # grpcio answers an unknown method UNIMPLEMENTED
+                self._wrapped[method] = cached
+        return cached[1]
+
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler that serves `method` in place of `handler`."""
+        raise NotImplementedError
+
+
+class MetricsInterceptor(HandlerWrapper):
+    """Counts answered AuthService calls and their latency for /metrics."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self._recorder = recorder
+
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """Count AuthService's request-unary handlers; leave health and reflection alone."""
+        service, _, name = method.lstrip("/").partition("/")
+        if service != AUTH_SERVICE_NAME:
             return handler
-        behavior, record = handler.unary_unary, self._recorder.record
+        kinds: tuple[tuple[Any, Callable[..., grpc.RpcMethodHandler[Any, Any]]], ...] = (
+            (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
+            (handler.stream_unary, grpc.stream_unary_rpc_method_handler),  # as RequestGuard serves
+        )
+        for behavior, make in kinds:
+            if behavior is not None:
+                return make(
+                    self._counted(name, behavior),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
+
+    def _counted(self, name: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        record = self._recorder.record
 
         async def counted(request: Any, context: Any) -> Any:  # noqa: ANN401 - any RPC
-            started, code = time.perf_counter(), "UNKNOWN"
+            started = time.perf_counter()
             try:
                 response = await behavior(request, context)
-                code = "OK"
-                return response
-            finally:
-                status = context.code()
-                if status is not None and status != grpc.StatusCode.OK:
-                    code = status.name
-                record("grpc", method, code, started)
+            except asyncio.CancelledError:
+                raise  # the client left: nothing was answered
+            except BaseException:
+                record("grpc", name, _code_name(context, "UNKNOWN"), started)
+                raise
+            record("grpc", name, _code_name(context, "OK"), started)
+            return response
 
-        return grpc.unary_unary_rpc_method_handler(
-            counted,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        return counted
+
+
+def _code_name(context: Any, default: str) -> str:  # noqa: ANN401 - a grpc.aio ServicerContext
+    """The status code the handler set on `context` (by `abort` or `set_code`), or `default`."""
+    status = context.code()
+    if status is None or status == grpc.StatusCode.OK:
+        return default
+    return str(status.name)
+
+
+class _RequestTimedOut(BaseException):
+    """Raised inside a handler by a request read that missed its deadline.
+
+    A BaseException, like asyncio's cancellation, so that a handler's `except Exception`
+    lets it through to `RequestGuard`, which answers the call."""
+
+
+class ResetMonitor:
+    """Counts, per connection, the calls cancelled by the client before their request
+    message arrived; closes a connection that cancels more than `limit` in a window.
+
+    grpcio offers no way to close one connection, so the connection's socket is found among
+    this process's file descriptors by its two addresses and shut down: grpcio then sees the
+    connection end and releases it and its calls."""
+
+    def __init__(self, limit: int, window: float = RESET_WINDOW_SECONDS) -> None:
+        self.limit = limit
+        self.window = window
+        self.port = 0  # the listener's port, known once bound
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def record(self, peer: str) -> None:
+        """Count one early cancellation by `peer` (grpcio's peer string of the connection)."""
+        now = time.monotonic()
+        started, count = self._counts.get(peer, (now, 0))
+        if now - started > self.window:
+            started, count = now, 0
+        count += 1
+        if count <= self.limit:
+            self._counts[peer] = (started, count)
+            if len(self._counts) > _MAX_TRACKED_PEERS:
+                self._forget_before(now - self.window)
+            return
+        self._counts.pop(peer, None)
+        closed = close_connection(peer, self.port)
+        log.warning(
+            "closed gRPC connection %s: %d calls cancelled before their request within %gs",
+            peer,
+            count,
+            self.window,
+            extra={"event": "grpc_connection_reset_flood", "peer": peer, "closed": closed},
         )
+
+    def _forget_before(self, horizon: float) -> None:
+        for peer in [p for p, (started, _) in self._counts.items() if started < horizon]:
+            del self._counts[peer]
+
+
+def close_connection(peer: str, local_port: int) -> bool:
+    """Shut down this process's TCP socket from `local_port` to `peer` (a grpcio peer string
+    such as `ipv4:127.0.0.1:5000` or `ipv6:%5B::1%5D:5000`); False when none is found."""
+    address = _peer_address(peer)
+    if address is None or not local_port:
+        return False
+    for fd in _open_descriptors():
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            duplicate = os.dup(fd)  # the dup keeps the socket alive while it is examined
+        except OSError:
+            continue
+        with contextlib.suppress(OSError), socket.socket(fileno=duplicate) as sock:
+            if sock.family not in _INET or sock.getsockname()[1] != local_port:
+                continue
+            host, port = sock.getpeername()[:2]
+            if (_ip(host), port) == address:
+                sock.shutdown(socket.SHUT_RDWR)
+                return True
+    return False
+
+
+_INET = (socket.AF_INET, socket.AF_INET6)
+
+
+def _peer_address(peer: str) -> tuple[IPAddress, int] | None:
+    kind, _, rest = unquote(peer).partition(":")
+    host, _, port = rest.rpartition(":")
+    if kind not in ("ipv4", "ipv6") or not port.isdigit():
+        return None
+    try:
+        return _ip(host.strip("[]")), int(port)
+    except ValueError:
+        return None
+
+
+def _ip(host: str) -> IPAddress:
+    """The address `host` names; an IPv4-mapped IPv6 address (as a dual-stack listener sees
+    an IPv4 peer) as its IPv4 address."""
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _open_descriptors() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # not Linux: try every possible descriptor
+        return list(range(os.sysconf("SC_OPEN_MAX")))
+
+
+class RequestGuard(HandlerWrapper):
+    """Gives every call `timeout` seconds to deliver each request message, and answers a
+    call that ends without one; reports calls cancelled before their request to `resets`.
+
+    grpcio reads a unary call's request before the handler runs and, when the call ends
+    without it, returns without answering; so each handler is served as its request-streaming
+    twin, which reads the request itself (through `context.read`, with a deadline) and then
+    runs the original behavior. Handlers must be coroutine functions or async generators,
+    as in grpc.aio; a synchronous one is left as it is."""
+
+    def __init__(self, timeout: float, resets: ResetMonitor | None = None) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.resets = resets
+        self._timed_out = f"the request message was not received within {timeout:g}s"
+
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """`handler`'s guarded request-streaming twin (`handler` itself if it is not async)."""
+        kinds: tuple[tuple[Any, Callable[..., Any], Callable[[Any], Any]], ...] = (
+            (handler.unary_unary, grpc.stream_unary_rpc_method_handler, self._unary_unary),
+            (handler.unary_stream, grpc.stream_stream_rpc_method_handler, self._unary_stream),
+            (handler.stream_unary, grpc.stream_unary_rpc_method_handler, self._stream_unary),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler, self._stream_stream),
+        )
+        for behavior, make, guarded in kinds:
+            if behavior is not None:
+                if not _is_async(behavior):
+                    return handler
+                twin: grpc.RpcMethodHandler[Any, Any] = make(
+                    guarded(behavior),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+                return twin
+        return handler
+
+    def _unary_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        async def guarded(_requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: ANN401
+            request = await self._request(context)
+            return await behavior(request, context)
+
+        return guarded
+
+    def _unary_stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def guarded(_requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            request = await self._request(context)
+            await _respond(behavior(request, context), context)
+
+        return guarded
+
+    def _stream_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        async def guarded(_requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: ANN401
+            try:
+                return await behavior(self._requests(context), context)
+            except _RequestTimedOut:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._timed_out)
+
+        return guarded
+
+    def _stream_stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def guarded(_requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            try:
+                await _respond(behavior(self._requests(context), context), context)
+            except _RequestTimedOut:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._timed_out)
+
+        return guarded
+
+    async def _request(self, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: ANN401
+        """The call's only request message, or an answer that ends the call."""
+        try:
+            request = await self._read(context, first=True)
+        except _RequestTimedOut:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._timed_out)
+        if request is grpc.aio.EOF:
+            await context.abort(
+                grpc.StatusCode.INTERNAL, "the call ended without a complete request message"
+            )
+        return request
+
+    async def _requests(self, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        first = True
+        while (request := await self._read(context, first=first)) is not grpc.aio.EOF:
+            first = False
+            yield request
+
+    async def _read(self, context: grpc.aio.ServicerContext[Any, Any], *, first: bool) -> Any:  # noqa: ANN401
+        """The next request message or EOF, within the deadline."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                request = await context.read()
+                if first and request is grpc.aio.EOF:
+                    # A call its client cancelled reads as EOF too, and grpcio cancels this
+                    # task a moment later: wait for that before answering.
+                    await asyncio.sleep(CANCEL_SETTLE_SECONDS)
+                return request
+        except TimeoutError:
+            raise _RequestTimedOut from None
+        except asyncio.CancelledError:
+            if first and self.resets is not None:
+                self.resets.record(context.peer())
+            raise
+        except DecodeError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the request message cannot be parsed"
+            )
+
+
+async def _respond(responses: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:  # noqa: ANN401
+    """Write what a response-streaming behavior produces: an async generator's items, or
+    nothing for a coroutine that writes through `context` itself."""
+    if inspect.isasyncgen(responses):
+        async for response in responses:
+            await context.write(response)
+    else:
+        await responses
+
+
+def _is_async(behavior: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
 
 
 async def start_grpc_server(
@@ -123,10 +481,22 @@ async def start_grpc_server(
     *,
     tls: TLSConfig | None = None,
     recorder: Recorder | None = None,
+    limits: GrpcLimits | None = None,
 ) -> GrpcServer:
-    """Bind `host:port` (port 0 picks a free one), register every service and start serving."""
-    interceptors = [MetricsInterceptor(recorder)] if recorder is not None else []
-    server = grpc.aio.server(interceptors=interceptors)
+    """Bind `host:port` (port 0 picks a free one), register every service and start serving
+    within `limits` (GrpcLimits() when not given)."""
+    limits = limits or GrpcLimits()
+    resets = ResetMonitor(limits.max_resets)
+    # The guard innermost: metrics then count the answers it gives.
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if recorder is not None:
+        interceptors.append(MetricsInterceptor(recorder))
+    interceptors.append(RequestGuard(limits.request_timeout, resets))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=limits.server_options(),
+        maximum_concurrent_rpcs=limits.max_calls,
+    )
     handlers = auth_method_handlers(service)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(AUTH_SERVICE_NAME, handlers),)
@@ -155,11 +525,17 @@ async def start_grpc_server(
             bound = server.add_secure_port(target, credentials)
     except RuntimeError as err:  # grpcio raises RuntimeError when it cannot bind
         raise BindError(f"cannot listen for gRPC on {target}: {err}") from err
+    resets.port = bound
     await server.start()
     started = GrpcServer(server, bound, health_servicer)
     await started.set_serving(True)
     await started.set_keyring_health(True)
     return started
+
+
+def _millis(seconds: float) -> int:
+    """A channel argument in milliseconds: grpcio reads INT_MAX as "no limit"."""
+    return min(_INT_MAX, max(1, round(seconds * 1000)))
 
 
 def _status(serving: bool) -> int:

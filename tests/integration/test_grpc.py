@@ -160,6 +160,10 @@ def test_bad_key_file_stops_the_server_naming_it(tmp_path: Path) -> None:
     keys_dir = tmp_path / "keys"
     keys_dir.mkdir()
     (keys_dir / "broken.jwk.json").write_text("{")
+    (keys_dir / "manifest.json").write_text(  # only listed keys are read
+        '{"format": 1, "keys": [{"kid": "broken", "alg": "ES256", "state": "active", '
+        '"created": 1}]}'
+    )
     result = subprocess.run(
         serve_argv(keys_dir),
         capture_output=True,

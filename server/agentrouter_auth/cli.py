@@ -14,7 +14,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,6 +27,7 @@ from agentrouter_auth.config import (
     ENV_PREFIX,
     Address,
     ConfigError,
+    GrpcLimits,
     HttpLimits,
     ServeConfig,
     TLSConfig,
@@ -66,11 +67,26 @@ ERRORS = (
 MAX_HEADER_BYTES = 64 * 1024
 MAX_WORKERS = 64
 # `serve` options handed to worker processes through the environment.
-SERVE_OPTIONS = (
+SERVE_OPTIONS: tuple[str, ...] = (
     "keys_dir", "http_addr", "grpc_addr", "grace_period", "reload_interval", "rotation",
     "rsa_bits", "workers", "log_format", "access_log", "tls_cert", "tls_key", "tls_client_ca",
     "http_idle_timeout", "http_body_timeout", "max_connections", "http2", *POLICY_FIELDS,
 )  # fmt: skip
+# `--grpc-<field>` for every field of GrpcLimits: durations for times, numbers for the rest.
+GRPC_LIMITS = {field.name: getattr(GrpcLimits(), field.name) for field in fields(GrpcLimits)}
+SERVE_OPTIONS += tuple(f"grpc_{name}" for name in GRPC_LIMITS)
+_GRPC_HELP = {
+    "max_streams": "concurrent streams per connection (advertised; more are refused)",
+    "max_calls": "calls a worker runs at once over all connections (more: RESOURCE_EXHAUSTED)",
+    "request_timeout": "time a call gets to send its request message (then DEADLINE_EXCEEDED)",
+    "max_resets": "calls a connection may cancel before their request in 10s (then closed)",
+    "idle_timeout": "a connection without a call for this long is closed",
+    "max_connection_age": "a connection this old is sent GOAWAY (clients reconnect)",
+    "max_connection_age_grace": "time the calls of such a connection get before it is closed",
+    "handshake_timeout": "time a new connection gets for TLS and the HTTP/2 preface",
+    "max_message_size": "largest request message in bytes",
+    "max_connections": "open gRPC connections per worker (more are closed at once)",
+}
 _POLICY_DEFAULTS = {name: format_duration(getattr(Policy(), name)) for name in POLICY_FIELDS}
 _POLICY_HELP = {
     "rotation_period": "how long a key signs before its successor takes over",
@@ -126,30 +142,8 @@ def _common(parser: argparse.ArgumentParser, *, log_format: str = "text") -> Non
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    parser = _Parser(prog=PROG, description="AgentRouter AuthService: publishes the JWKS.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    serve = commands.add_parser("serve", help="serve GetJWKS")
-    _common(serve, log_format="json")
-    _option(serve, "--http-addr", "127.0.0.1:8080", "HTTP listen address (REST, Connect, gRPC-Web)")
-    _option(serve, "--grpc-addr", "127.0.0.1:9090", "gRPC listen address, HOST:PORT")
-    _option(serve, "--grace-period", "10s", "time in-flight requests get to finish on SIGTERM")
-    _option(serve, "--reload-interval", "2s", "how often the key store is checked for changes")
-    _option(
-        serve,
-        "--rotation",
-        "auto",
-        "rotate keys automatically per the policy",
-        choices=("auto", "off"),
-    )
-    _option(serve, "--workers", "1", "server processes, each serving both listeners", type=int)
-    _option(serve, "--access-log", "off", "one log line per request", choices=("on", "off"))
-    _option(serve, "--tls-cert", "", "PEM certificate (chain) for both listeners; enables TLS")
-    _option(serve, "--tls-key", "", "PEM private key of --tls-cert")
-    _option(serve, "--tls-client-ca", "", "PEM CA bundle: require client certificates (mTLS)")
+def _limit_options(serve: argparse.ArgumentParser) -> None:
+    """`serve`'s limits: what one client may hold on each listener."""
     limits = serve.add_argument_group("limits of the HTTP listener (per worker)")
     _option(
         limits,
@@ -174,6 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections until they send their first byte)",
         choices=("on", "off"),
     )
+    grpc_limits = serve.add_argument_group("limits of the gRPC listener (per worker)")
+    for name, default in GRPC_LIMITS.items():
+        shown = format_duration(default) if isinstance(default, float) else str(default)
+        _option(grpc_limits, "--grpc-" + name.replace("_", "-"), shown, _GRPC_HELP[name])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = _Parser(prog=PROG, description="AgentRouter AuthService: publishes the JWKS.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="serve GetJWKS")
+    _common(serve, log_format="json")
+    _option(serve, "--http-addr", "127.0.0.1:8080", "HTTP listen address (REST, Connect, gRPC-Web)")
+    _option(serve, "--grpc-addr", "127.0.0.1:9090", "gRPC listen address, HOST:PORT")
+    _option(serve, "--grace-period", "10s", "time in-flight requests get to finish on SIGTERM")
+    _option(serve, "--reload-interval", "2s", "how often the key store is checked for changes")
+    _option(
+        serve,
+        "--rotation",
+        "auto",
+        "rotate keys automatically per the policy",
+        choices=("auto", "off"),
+    )
+    _option(serve, "--workers", "1", "server processes, each serving both listeners", type=int)
+    _option(serve, "--access-log", "off", "one log line per request", choices=("on", "off"))
+    _option(serve, "--tls-cert", "", "PEM certificate (chain) for both listeners; enables TLS")
+    _option(serve, "--tls-key", "", "PEM private key of --tls-cert")
+    _option(serve, "--tls-client-ca", "", "PEM CA bundle: require client certificates (mTLS)")
+    _limit_options(serve)
 
     keys = commands.add_parser("keys", help="manage the key store")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
@@ -276,6 +301,7 @@ def serve_config(args: argparse.Namespace, policy: Policy) -> ServeConfig:
         access_log=args.access_log == "on",
         tls=TLSConfig.parse(args.tls_cert, args.tls_key, args.tls_client_ca),
         http_limits=http_limits(args),
+        grpc_limits=grpc_limits(args),
     )
     if not 1 <= config.workers <= MAX_WORKERS:
         raise ConfigError(f"--workers must be from 1 to {MAX_WORKERS}")
@@ -301,6 +327,26 @@ def http_limits(args: argparse.Namespace) -> HttpLimits:
         max_connections=resolve_max_connections(args.max_connections),
         http2=args.http2 == "on",
     )
+
+
+def grpc_limits(args: argparse.Namespace) -> GrpcLimits:
+    """The validated limits of the gRPC listener."""
+    values: dict[str, float] = {}
+    for name, default in GRPC_LIMITS.items():
+        option, text = "--grpc-" + name.replace("_", "-"), getattr(args, f"grpc_{name}")
+        if isinstance(default, float):
+            values[name] = parse_duration(option, text)
+        elif text.strip().isdigit():
+            values[name] = int(text)
+        else:
+            raise ConfigError(f"{option}: expected a whole number, got {text!r}")
+    try:
+        return GrpcLimits(**values)  # type: ignore[arg-type] # ints where ints are due
+    except ValueError as err:
+        name = str(err).partition(".")[2].partition(" ")[0]
+        raise ConfigError(
+            f"--grpc-{name.replace('_', '-')} must be above 0 and at most 2147483647"
+        ) from err
 
 
 def serve_setup_from_environment() -> tuple[ServeConfig, KeyRing]:

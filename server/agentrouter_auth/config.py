@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import resource
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from agentrouter_auth.keys.policy import Policy
@@ -81,6 +81,7 @@ class TLSConfig:
         return cls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
 
 
+INT_MAX = 2**31 - 1  # grpcio's integer channel arguments are C ints
 # File descriptors a worker keeps for everything but HTTP connections: gRPC connections, key
 # files, logs, the event loop.
 FD_RESERVE = 512
@@ -107,6 +108,51 @@ class HttpLimits:
     """Concurrent streams per HTTP/2 connection."""
     http2_keepalive: float = 20.0
     """Interval of HTTP/2 pings; a peer that does not answer within it is disconnected."""
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcLimits:
+    """What one client may hold on the gRPC listener. Times are in seconds, sizes in bytes.
+
+    Every field becomes the flag `--grpc-` + its name in kebab case."""
+
+    max_streams: int = 100
+    """Concurrent HTTP/2 streams (calls) per connection, advertised to clients as
+    MAX_CONCURRENT_STREAMS; a stream above it is refused (RST_STREAM REFUSED_STREAM), and a
+    stream its client reset counts until the server has released it."""
+    max_calls: int = 1000
+    """Calls one worker process runs at once, over all its connections; a call above it is
+    answered RESOURCE_EXHAUSTED at once. Bounds the memory that unfinished calls can hold."""
+    request_timeout: float = 10.0
+    """Time a call gets to deliver each request message (a unary call: its only one), from
+    when the server starts reading it; a call still waiting is answered DEADLINE_EXCEEDED. A
+    call that ends without a complete request message is answered INTERNAL at once."""
+    max_resets: int = 200
+    """Calls one connection may cancel before sending their request message within 10
+    seconds; the connection that cancels one more is closed (HTTP/2 rapid reset)."""
+    idle_timeout: float = 60.0
+    """A connection without a call for this long is sent GOAWAY and closed."""
+    max_connection_age: float = 1800.0
+    """A connection this old (give or take 10%) is sent GOAWAY: its calls may finish, new
+    calls go to a new connection."""
+    max_connection_age_grace: float = 30.0
+    """Time the calls of a connection sent GOAWAY for its age get to finish before it is
+    closed; long-lived calls, such as a health Watch, end here."""
+    handshake_timeout: float = 20.0
+    """Time a new connection gets to finish its TLS handshake and send the HTTP/2 preface
+    and SETTINGS; a connection that has not by then is closed."""
+    max_message_size: int = 64 * 1024
+    """Largest request message accepted; a call announcing a larger one is answered
+    RESOURCE_EXHAUSTED."""
+    max_connections: int = 256
+    """Open gRPC connections per worker process; a connection above it is closed at once.
+    Keeps gRPC connections within the file descriptors a worker sets aside for them."""
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if not 0 < value <= INT_MAX:
+                raise ValueError(f"GrpcLimits.{field.name} must be above 0 and at most {INT_MAX}")
 
 
 def raise_open_files_limit(needed: int) -> int:
@@ -157,3 +203,4 @@ class ServeConfig:
     access_log: bool = False
     tls: TLSConfig | None = None
     http_limits: HttpLimits = HttpLimits()
+    grpc_limits: GrpcLimits = GrpcLimits()

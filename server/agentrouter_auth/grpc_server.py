@@ -22,7 +22,6 @@ import socket
 import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
@@ -32,7 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agentrouter.auth.v1 import auth_pb2
-from agentrouter_auth.config import TLSConfig
+from agentrouter_auth.config import INT_MAX, GrpcLimits, TLSConfig
 from agentrouter_auth.service import AuthService
 
 if TYPE_CHECKING:  # imported by the workers only: prometheus-client must first see
@@ -50,67 +49,9 @@ RESET_WINDOW_SECONDS = 10.0
 # How long a call that ended before its first request message waits to learn whether its
 # client cancelled it (then it is not answered) or half-closed it (then it is).
 CANCEL_SETTLE_SECONDS = 0.05
-_INT_MAX = 2**31 - 1  # grpcio's integer channel arguments are C ints
 _MAX_TRACKED_PEERS = 1024  # above it, ResetMonitor forgets counts older than its window
 log = logging.getLogger("agentrouter-auth")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-@dataclass(frozen=True, slots=True)
-class GrpcLimits:
-    """What one client may hold on the gRPC listener. Times are in seconds, sizes in bytes.
-
-    Every field becomes the flag `--grpc-` + its name in kebab case."""
-
-    max_streams: int = 100
-    """Concurrent HTTP/2 streams (calls) per connection, advertised to clients as
-    MAX_CONCURRENT_STREAMS; a stream above it is refused (RST_STREAM REFUSED_STREAM), and a
-    stream its client reset counts until the server has released it."""
-    max_calls: int = 1000
-    """Calls one worker process runs at once, over all its connections; a call above it is
-    answered RESOURCE_EXHAUSTED at once. Bounds the memory that unfinished calls can hold."""
-    request_timeout: float = 10.0
-    """Time a call gets to deliver each request message (a unary call: its only one), from
-    when the server starts reading it; a call still waiting is answered DEADLINE_EXCEEDED. A
-    call that ends without a complete request message is answered INTERNAL at once."""
-    max_resets: int = 200
-    """Calls one connection may cancel before sending their request message within 10
-    seconds; the connection that cancels one more is closed (HTTP/2 rapid reset)."""
-    idle_timeout: float = 60.0
-    """A connection without a call for this long is sent GOAWAY and closed."""
-    max_connection_age: float = 1800.0
-    """A connection this old (give or take 10%) is sent GOAWAY: its calls may finish, new
-    calls go to a new connection."""
-    max_connection_age_grace: float = 30.0
-    """Time the calls of a connection sent GOAWAY for its age get to finish before it is
-    closed; long-lived calls, such as a health Watch, end here."""
-    handshake_timeout: float = 20.0
-    """Time a new connection gets to finish its TLS handshake and send the HTTP/2 preface
-    and SETTINGS; a connection that has not by then is closed."""
-    max_message_size: int = 64 * 1024
-    """Largest request message accepted; a call announcing a larger one is answered
-    RESOURCE_EXHAUSTED."""
-    max_connections: int = 256
-    """Open gRPC connections per worker process; a connection above it is closed at once.
-    Keeps gRPC connections within the file descriptors a worker sets aside for them."""
-
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if not 0 < value <= _INT_MAX:
-                raise ValueError(f"GrpcLimits.{field.name} must be above 0 and at most {_INT_MAX}")
-
-    def server_options(self) -> list[tuple[str, int]]:
-        """The grpcio channel arguments that enforce these limits."""
-        return [
-            ("grpc.max_concurrent_streams", self.max_streams),
-            ("grpc.max_connection_idle_ms", _millis(self.idle_timeout)),
-            ("grpc.max_connection_age_ms", _millis(self.max_connection_age)),
-            ("grpc.max_connection_age_grace_ms", _millis(self.max_connection_age_grace)),
-            ("grpc.server_handshake_timeout_ms", _millis(self.handshake_timeout)),
-            ("grpc.max_receive_message_length", self.max_message_size),
-            ("grpc.max_allowed_incoming_connections", self.max_connections),
-        ]
 
 
 class BindError(OSError):
@@ -494,7 +435,7 @@ async def start_grpc_server(
     interceptors.append(RequestGuard(limits.request_timeout, resets))
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=limits.server_options(),
+        options=server_options(limits),
         maximum_concurrent_rpcs=limits.max_calls,
     )
     handlers = auth_method_handlers(service)
@@ -533,9 +474,22 @@ async def start_grpc_server(
     return started
 
 
+def server_options(limits: GrpcLimits) -> list[tuple[str, int]]:
+    """The grpcio channel arguments that enforce `limits`."""
+    return [
+        ("grpc.max_concurrent_streams", limits.max_streams),
+        ("grpc.max_connection_idle_ms", _millis(limits.idle_timeout)),
+        ("grpc.max_connection_age_ms", _millis(limits.max_connection_age)),
+        ("grpc.max_connection_age_grace_ms", _millis(limits.max_connection_age_grace)),
+        ("grpc.server_handshake_timeout_ms", _millis(limits.handshake_timeout)),
+        ("grpc.max_receive_message_length", limits.max_message_size),
+        ("grpc.max_allowed_incoming_connections", limits.max_connections),
+    ]
+
+
 def _millis(seconds: float) -> int:
     """A channel argument in milliseconds: grpcio reads INT_MAX as "no limit"."""
-    return min(_INT_MAX, max(1, round(seconds * 1000)))
+    return min(INT_MAX, max(1, round(seconds * 1000)))
 
 
 def _status(serving: bool) -> int:

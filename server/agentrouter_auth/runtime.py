@@ -39,6 +39,7 @@ class Runtime:
             self.config.grpc_addr.port,
             tls=self.config.tls,
             recorder=self.recorder,
+            limits=self.config.grpc_limits,
         )
         grpc_addr = Address(self.config.grpc_addr.host, self.grpc.port)
         kids = list(self.ring.snapshot().kids)

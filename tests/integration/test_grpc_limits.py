@@ -29,7 +29,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from jwcrypto import jwk
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
-from agentrouter_auth.grpc_server import GrpcLimits, start_grpc_server
+from agentrouter_auth.config import GrpcLimits
+from agentrouter_auth.grpc_server import start_grpc_server
 from agentrouter_auth.service import AuthService
 from agentrouter_auth.snapshot import StaticKeySet, render
 
@@ -334,3 +335,40 @@ def test_streaming_calls_work_and_an_idle_request_stream_times_out(
     assert "agentrouter.auth.v1.AuthService" in names
     assert idle.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "request message was not received within 1s" in str(idle.value.details())
+
+
+def test_limits_flags_reach_every_worker(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`--grpc-max-streams` set on the command line is what a worker advertises."""
+    keys_dir = tmp_path_factory.mktemp("flags") / "keys"
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
+    argv = serve_argv(keys_dir, "--grpc-max-streams", "7", "--grpc-request-timeout", "1s")
+    with ServerProcess(argv) as server:
+        client = HostileClient(server.port)
+        assert client.settings[MAX_CONCURRENT_STREAMS] == 7
+        stream = client.open_stream()  # HEADERS only: the request never comes
+        client.flush()
+        client.read_until(lambda: stream in client.answered(), timeout=10)
+        assert client.status.get(stream) == DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "reason"),
+    [
+        ("--grpc-max-streams", "0", "--grpc-max-streams must be above 0"),
+        ("--grpc-max-calls", "many", "--grpc-max-calls: expected a whole number"),
+        ("--grpc-request-timeout", "soon", "--grpc-request-timeout: 'soon' is not a duration"),
+        ("--grpc-idle-timeout", "0s", "--grpc-idle-timeout must be above 0"),
+    ],
+)
+def test_bad_limits_stop_the_server_with_one_line(
+    tmp_path_factory: pytest.TempPathFactory, flag: str, value: str, reason: str
+) -> None:
+    keys_dir = tmp_path_factory.mktemp("bad") / "keys"
+    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
+    result = subprocess.run(
+        serve_argv(keys_dir, flag, value), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert reason in lines[0]

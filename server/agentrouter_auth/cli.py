@@ -48,7 +48,7 @@ from agentrouter_auth.keys.policy import (
     format_duration,
     parse_duration,
 )
-from agentrouter_auth.keys.ring import Change, KeyRing, SigningError, next_event
+from agentrouter_auth.keys.ring import Change, KeyRing, SigningError, next_events
 from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError
 from agentrouter_auth.logs import FORMATS
 from agentrouter_auth.snapshot import EmptyKeySetError, KeySetError
@@ -489,9 +489,11 @@ def cmd_import(ring: KeyRing, args: argparse.Namespace) -> int:
 def cmd_list(ring: KeyRing, args: argparse.Namespace) -> int:
     """Show every key, its state and its next lifecycle step."""
     rows = []
-    for stored in ring.store.read().keys:
+    key_set = ring.store.read()
+    upcoming_by_kid = next_events(key_set.entries, ring.policy)
+    for stored in key_set.keys:
         record = stored.entry.to_json()
-        upcoming = next_event(stored.entry, ring.policy)
+        upcoming = upcoming_by_kid.get(stored.kid)
         record["next"] = {"event": upcoming[0], "at": upcoming[1]} if upcoming else None
         rows.append(record)
     if args.json:

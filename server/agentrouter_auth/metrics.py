@@ -199,27 +199,11 @@ class KeySetCollector(Collector):
             "1 when the last key-store reload succeeded, 0 while the last good set is served.",
             value=1.0 if status.healthy else 0.0,
         )
-
-
-def next_step_at(entries: Sequence[Entry], policy: Policy) -> float | None:
-    """When the policy first calls for a lifecycle step on these entries (Unix seconds), or
-    None if never: the earliest time at which `due_steps` returns a step.
-
-    Every step is due from a key's time plus a policy duration; each such time is a candidate
-    and `due_steps` itself says which is the first one it acts on. (An active key's successor
-    time, for one, is no step once the successor exists: it is promoted on its own time.)
-    """
-    from agentrouter_auth.keys.ring import due_steps  # noqa: PLC0415 - avoids a cycle
-
-    candidates = set()
-    for entry in entries:
-        since = entry.activated if entry.activated is not None else entry.created
-        retired = entry.retired if entry.retired is not None else entry.created
-        candidates.add(entry.created + policy.publish_ahead)  # promote
-        candidates.add(since + policy.rotation_period - policy.publish_ahead)  # pre-publish
-        candidates.add(retired + policy.retain_after)  # delete
-    # due_steps(t) only grows with t: the first candidate with a step is the first step.
-    return next((at for at in sorted(candidates) if due_steps(entries, at, policy)), None)
+        yield GaugeMetricFamily(
+            "agentrouter_auth_unlisted_key_files",
+            "Key files in the store that its manifest does not list: ignored, never published.",
+            value=float(status.unlisted),
+        )
 
 
 def next_step_seconds(entries: Sequence[Entry], policy: Policy, now: float, grace: float) -> float:
@@ -229,6 +213,8 @@ def next_step_seconds(entries: Sequence[Entry], policy: Policy, now: float, grac
     (that is on schedule); negative once it is later than that (overdue: the store may be
     read-only, or nothing rotates it); NaN when no step will ever be due.
     """
+    from agentrouter_auth.keys.ring import next_step_at  # noqa: PLC0415 - avoids a cycle
+
     at = next_step_at(entries, policy)
     if at is None:
         return math.nan

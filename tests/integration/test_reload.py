@@ -15,6 +15,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jwcrypto import jwk
+from prometheus_client.parser import text_string_to_metric_families
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter_auth.grpc_server import KEYRING_HEALTH_NAME
@@ -106,13 +107,23 @@ def test_a_key_file_the_manifest_does_not_list_is_never_published(tmp_path: Path
         assert kids(server.port) == served
         assert intruder["kid"] not in kids(server.port)
         assert keyring_health(server.port) == health_pb2.HealthCheckResponse.SERVING
+        assert unlisted_gauge(server) == 1
         subprocess.run(
             [*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(keys_dir)], check=True
         )
         assert not dropped.exists()  # the next transaction cleaned it up
         assert len(eventually(lambda: kids(server.port), lambda k: len(k) == 2)) == 2
         assert intruder["kid"] not in kids(server.port)
+        assert unlisted_gauge(server) == 0
         assert server.terminate() == 0
+
+
+def unlisted_gauge(server: ServerProcess) -> float:
+    text = httpx.get(server.base_url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "agentrouter_auth_unlisted_key_files":
+            return float(family.samples[0].value)
+    raise AssertionError("no agentrouter_auth_unlisted_key_files gauge")
 
 
 def _jwks(server: ServerProcess) -> tuple[str, bytes]:

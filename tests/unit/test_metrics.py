@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from agentrouter_auth import metrics
 from agentrouter_auth.keys.policy import HOUR, Policy
-from agentrouter_auth.keys.ring import Action, KeyRing, due_steps
+from agentrouter_auth.keys.ring import Action, KeyRing, due_steps, next_step_at
 from agentrouter_auth.keys.store import DirectoryStore, Entry, Origin, State
 
 
@@ -102,7 +102,7 @@ def test_next_step_gauge_is_never_negative_while_on_schedule(tmp_path: Path) -> 
     clock.now = promote_at + 1.5  # due; the upkeep takes it at its next reload interval
     assert next_step_gauge(collector) == 0.0
     entries = ring.key_set.entries
-    assert metrics.next_step_at(entries, policy) == promote_at
+    assert next_step_at(entries, policy) == promote_at
     assert due_steps(entries, promote_at - 0.001, policy) == []
     assert [step.action for step in due_steps(entries, promote_at, policy)] == [Action.PROMOTE]
 
@@ -166,7 +166,7 @@ def manifests(draw: st.DrawFn) -> list[Entry]:
 )  # fmt: skip
 def test_next_step_is_when_due_steps_first_acts(entries: list[Entry], policy: Policy) -> None:
     """The gauge's step time is exactly where the ring's own rule starts to return a step."""
-    at = metrics.next_step_at(entries, policy)
+    at = next_step_at(entries, policy)
     if at is None:
         assert due_steps(entries, T0 + 10_000 * 86_400, policy) == []
     else:

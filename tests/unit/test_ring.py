@@ -18,8 +18,8 @@ from jwcrypto import jwt as jose_jwt
 
 from agentrouter_auth.keys.material import generate_key
 from agentrouter_auth.keys.policy import DAY, HOUR, Policy
-from agentrouter_auth.keys.ring import KeyRing, SigningError
-from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError, State
+from agentrouter_auth.keys.ring import KeyRing, SigningError, next_events
+from agentrouter_auth.keys.store import DirectoryStore, Entry, KeyStoreError, State
 from agentrouter_auth.snapshot import KeySetError
 
 T0 = 1_700_000_000
@@ -312,3 +312,21 @@ def test_whatever_the_store_holds_no_private_member_is_published(
         for secret in secrets:
             assert secret.encode() not in snapshot.json
             assert secret.encode() not in snapshot.proto
+
+
+def test_next_events_name_what_happens_to_each_key_and_never_a_past_successor() -> None:
+    policy = Policy()
+    t0 = 1_000_000
+    active = Entry("a", "ES256", State.ACTIVE, t0, activated=t0)
+    pending = Entry("p", "ES256", State.PENDING, t0 + 5 * DAY)  # a manual `keys rotate`
+    retired = Entry("r", "ES256", State.RETIRED, t0 - 40 * DAY, activated=t0 - 40 * DAY,
+                    retired=t0)  # fmt: skip
+    imported = Entry("i", "RS256", State.PUBLISHED, t0)
+    promote_at = int(pending.created + policy.publish_ahead)
+    assert next_events([active, pending, retired, imported], policy) == {
+        "p": ("signs", promote_at),
+        "a": ("retires", promote_at),  # not its own successor time, which has passed
+        "r": ("deleted", int(t0 + policy.retain_after)),
+    }
+    alone = next_events([active], policy)
+    assert alone == {"a": ("successor", int(t0 + policy.rotation_period - policy.publish_ahead))}

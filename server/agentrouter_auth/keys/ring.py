@@ -98,48 +98,64 @@ class RingStatus:
     unlisted: int = 0
 
 
-def due_steps(entries: Iterable[Entry], now: float, policy: Policy) -> list[Step]:
-    """The lifecycle steps the policy calls for at `now` (a pure function of the manifest).
+def scheduled_steps(entries: Iterable[Entry], policy: Policy) -> list[tuple[Step, float]]:
+    """Every lifecycle step the policy will call for on this manifest, with the Unix time
+    from which it is due (a pure function of the manifest).
 
     Per algorithm with a generated key: a successor is pre-published `publish_ahead` before the
     active key's `rotation_period` ends, and promoted once it has been published for
     `publish_ahead`, whenever it was created (so a manual rotation is as safe as a scheduled
     one). Retired keys go `retain_after` after they stopped signing.
     """
-    steps: list[Step] = []
+    steps: list[tuple[Step, float]] = []
     entries = sorted(entries, key=lambda e: (e.created, e.kid))
     generated = [e for e in entries if e.origin is Origin.GENERATED]
     for alg in sorted({e.alg for e in generated}):
         pending = [e for e in generated if e.alg == alg and e.state is State.PENDING]
         active = [e for e in generated if e.alg == alg and e.state is State.ACTIVE]
         if pending:
-            if now >= pending[0].created + policy.publish_ahead:
-                steps.append(Step(Action.PROMOTE, pending[0].kid))
+            at = pending[0].created + policy.publish_ahead
+            steps.append((Step(Action.PROMOTE, pending[0].kid), at))
         elif active:
             since = active[0].activated if active[0].activated is not None else active[0].created
-            if now >= since + policy.rotation_period - policy.publish_ahead:
-                steps.append(Step(Action.CREATE, alg))
+            steps.append(
+                (Step(Action.CREATE, alg), since + policy.rotation_period - policy.publish_ahead)
+            )
     for entry in entries:
         if entry.state is State.RETIRED:
             retired = entry.retired if entry.retired is not None else entry.created
-            if now >= retired + policy.retain_after:
-                steps.append(Step(Action.DELETE, entry.kid))
+            steps.append((Step(Action.DELETE, entry.kid), retired + policy.retain_after))
     return steps
 
 
-def next_event(entry: Entry, policy: Policy) -> tuple[str, int] | None:
-    """What the policy does to this key next, and when (Unix seconds); None for never."""
-    if entry.origin is not Origin.GENERATED:
-        return None
-    if entry.state is State.PENDING:
-        return "signs", int(entry.created + policy.publish_ahead)
-    if entry.state is State.ACTIVE:
-        since = entry.activated if entry.activated is not None else entry.created
-        return "successor", int(since + policy.rotation_period - policy.publish_ahead)
-    if entry.state is State.RETIRED:
-        retired = entry.retired if entry.retired is not None else entry.created
-        return "deleted", int(retired + policy.retain_after)
-    return None
+def due_steps(entries: Iterable[Entry], now: float, policy: Policy) -> list[Step]:
+    """The lifecycle steps the policy calls for at `now`."""
+    return [step for step, at in scheduled_steps(entries, policy) if now >= at]
+
+
+def next_step_at(entries: Iterable[Entry], policy: Policy) -> float | None:
+    """When the policy next calls for a lifecycle step (Unix seconds); None for never."""
+    return min((at for _, at in scheduled_steps(entries, policy)), default=None)
+
+
+def next_events(entries: Iterable[Entry], policy: Policy) -> dict[str, tuple[str, int]]:
+    """What the policy does next to each key it will change, and when (Unix seconds), by kid:
+    `signs` (a pending key is promoted), `retires` (its successor is promoted), `successor`
+    (a successor is pre-published), `deleted` (a retired key goes)."""
+    entries = list(entries)
+    active = {e.alg: e.kid for e in entries if e.state is State.ACTIVE}
+    events: dict[str, tuple[str, int]] = {}
+    for step, at in scheduled_steps(entries, policy):
+        if step.action is Action.PROMOTE:
+            events[step.subject] = ("signs", int(at))
+            alg = next(e.alg for e in entries if e.kid == step.subject)
+            if alg in active:
+                events[active[alg]] = ("retires", int(at))
+        elif step.action is Action.CREATE:
+            events[active[step.subject]] = ("successor", int(at))
+        else:
+            events[step.subject] = ("deleted", int(at))
+    return events
 
 
 class KeyRing:

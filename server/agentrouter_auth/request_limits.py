@@ -22,6 +22,7 @@ from typing import Any
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
+_BODILESS = frozenset({"GET", "HEAD"})
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 # google.rpc.Code DEADLINE_EXCEEDED: the body of every error of the HTTP listener is a
 # google.rpc.Status, which Connect clients also read as an error.
@@ -60,6 +61,8 @@ class BodyDeadline:
             return
         deadline = asyncio.get_running_loop().time() + self.seconds
         timed = _TimedReceive(receive, deadline, self.seconds)
+        if scope["method"] not in _BODILESS:
+            send = _ClosingSend(send, timed)
         try:
             await self.app(scope, timed, send)
         except RequestBodyTimeoutError:
@@ -77,16 +80,37 @@ class BodyDeadline:
         await send({"type": "http.response.body", "body": self._body})
 
 
+class _ClosingSend:
+    """`send` that closes the connection after a response to a request whose body timed out.
+
+    Otherwise the server would go on reading the rest of the body after answering, one slow
+    byte at a time, to keep the connection alive. GET and HEAD requests skip this wrapper:
+    nothing reads their body, and the server drops an unread body after the response."""
+
+    __slots__ = ("_send", "_timed")
+
+    def __init__(self, send: Any, timed: _TimedReceive) -> None:  # noqa: ANN401
+        self._send = send
+        self._timed = timed
+
+    async def __call__(self, message: Any) -> None:  # noqa: ANN401 - an ASGI event
+        if self._timed.expired and message["type"] == "http.response.start":
+            headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await self._send(message)
+
+
 class _TimedReceive:
     """`receive` that must deliver the end of the body before `deadline` (loop time)."""
 
-    __slots__ = ("_body_done", "_deadline", "_receive", "_seconds")
+    __slots__ = ("_body_done", "_deadline", "_receive", "_seconds", "expired")
 
     def __init__(self, receive: Any, deadline: float, seconds: float) -> None:  # noqa: ANN401
         self._receive = receive
         self._deadline = deadline
         self._seconds = seconds
         self._body_done = False
+        self.expired = False
 
     async def __call__(self) -> Any:  # noqa: ANN401 - an ASGI event
         if self._body_done:
@@ -96,6 +120,7 @@ class _TimedReceive:
             async with asyncio.timeout(max(remaining, 0.0)):
                 message = await self._receive()
         except TimeoutError:
+            self.expired = True
             raise RequestBodyTimeoutError(self._seconds) from None
         if message["type"] != "http.request" or not message.get("more_body", False):
             self._body_done = True

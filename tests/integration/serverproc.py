@@ -1,7 +1,10 @@
-"""Run the real `agentrouter-auth serve` (or `make run`) as a child process on loopback."""
+"""Run the real `agentrouter-auth serve` (or `make run`) as a child process on loopback, or the
+real gRPC listener in-process; check that a bad configuration is refused in one line."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -12,12 +15,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+
+from agentrouter_auth.config import GrpcLimits
+from agentrouter_auth.grpc_server import start_grpc_server
+from agentrouter_auth.service import AuthService
+from agentrouter_auth.snapshot import Snapshot, StaticKeySet
 
 LISTENING = re.compile(
     r"HTTP listening on (?P<http_host>\S+):(?P<http_port>\d+), "
@@ -168,3 +176,32 @@ class ServerProcess:
     ) -> None:
         if self.returncode is None:
             self.kill()
+
+
+def refused_in_one_line(argv: Sequence[str]) -> str:
+    """Run `argv`, expect it to fail before serving, and return its one line of stderr."""
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "listening" not in lines[0]
+    return lines[0]
+
+
+@contextlib.contextmanager
+def grpc_listener(snapshot: Snapshot, limits: GrpcLimits | None = None) -> Iterator[int]:
+    """The gRPC listener alone, in-process on a free loopback port, serving `snapshot` within
+    `limits`, its event loop in a background thread. Yields the port."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    service = AuthService(StaticKeySet(snapshot))
+    started = start_grpc_server(service, "127.0.0.1", 0, limits=limits)
+    server = asyncio.run_coroutine_threadsafe(started, loop).result(timeout=30)
+    try:
+        yield server.port
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(grace=1), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()

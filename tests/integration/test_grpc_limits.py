@@ -8,7 +8,6 @@ in-process with small `GrpcLimits`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import subprocess
@@ -30,11 +29,14 @@ from jwcrypto import jwk
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter_auth.config import GrpcLimits
-from agentrouter_auth.grpc_server import start_grpc_server
-from agentrouter_auth.service import AuthService
-from agentrouter_auth.snapshot import StaticKeySet, render
+from agentrouter_auth.snapshot import render
 
-from .serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
+from .serverproc import (
+    AGENTROUTER_AUTH,
+    ServerProcess,
+    grpc_listener,
+    serve_argv,
+)
 
 pytestmark = pytest.mark.integration
 DEFAULTS = GrpcLimits()
@@ -253,27 +255,9 @@ def test_a_rapid_reset_client_is_disconnected_and_others_are_served(
     assert failures == []
 
 
-@contextlib.contextmanager
-def grpc_listener(limits: GrpcLimits, keys: list[jwk.JWK]) -> Iterator[int]:
-    """The gRPC listener alone, in-process with `limits`, its event loop in a thread."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    service = AuthService(StaticKeySet(render(keys)))
-    started = start_grpc_server(service, "127.0.0.1", 0, limits=limits)
-    server = asyncio.run_coroutine_threadsafe(started, loop).result(timeout=30)
-    try:
-        yield server.port
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(grace=1), loop).result(timeout=30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=30)
-        loop.close()
-
-
 def test_an_old_connection_gets_goaway_then_closes(key_pool: list[jwk.JWK]) -> None:
     limits = GrpcLimits(max_connection_age=1, max_connection_age_grace=1, request_timeout=60)
-    with grpc_listener(limits, key_pool[:1]) as port:
+    with grpc_listener(render(key_pool[:1]), limits) as port:
         client = HostileClient(port)
         client.open_stream()  # a call in progress: the connection is never idle
         client.flush()
@@ -286,7 +270,7 @@ def test_an_old_connection_gets_goaway_then_closes(key_pool: list[jwk.JWK]) -> N
 
 
 def test_an_idle_connection_gets_goaway(key_pool: list[jwk.JWK]) -> None:
-    with grpc_listener(GrpcLimits(idle_timeout=1), key_pool[:1]) as port:
+    with grpc_listener(render(key_pool[:1]), GrpcLimits(idle_timeout=1)) as port:
         client = HostileClient(port)
         client.read_until(lambda: client.goaway is not None, timeout=10)
         client.close()
@@ -295,7 +279,7 @@ def test_an_idle_connection_gets_goaway(key_pool: list[jwk.JWK]) -> None:
 
 def test_calls_above_the_process_limit_are_refused(key_pool: list[jwk.JWK]) -> None:
     limits = GrpcLimits(max_calls=4, request_timeout=60)
-    with grpc_listener(limits, key_pool[:1]) as port:
+    with grpc_listener(render(key_pool[:1]), limits) as port:
         client = HostileClient(port)
         for _ in range(6):
             client.open_stream()  # calls that hold their slot: they never send a request
@@ -316,7 +300,7 @@ def test_streaming_calls_work_and_an_idle_request_stream_times_out(
         more.wait(timeout=30)  # then send nothing more, without closing the stream
 
     with (
-        grpc_listener(GrpcLimits(request_timeout=1), key_pool[:1]) as port,
+        grpc_listener(render(key_pool[:1]), GrpcLimits(request_timeout=1)) as port,
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         # typeshed's grpcio-health-checking and grpcio-reflection stubs omit client methods.
@@ -349,26 +333,3 @@ def test_limits_flags_reach_every_worker(tmp_path_factory: pytest.TempPathFactor
         client.flush()
         client.read_until(lambda: stream in client.answered(), timeout=10)
         assert client.status.get(stream) == DEADLINE_EXCEEDED
-
-
-@pytest.mark.parametrize(
-    ("flag", "value", "reason"),
-    [
-        ("--grpc-max-streams", "0", "--grpc-max-streams must be above 0"),
-        ("--grpc-max-calls", "many", "--grpc-max-calls: expected a whole number"),
-        ("--grpc-request-timeout", "soon", "--grpc-request-timeout: 'soon' is not a duration"),
-        ("--grpc-idle-timeout", "0s", "--grpc-idle-timeout must be above 0"),
-    ],
-)
-def test_bad_limits_stop_the_server_with_one_line(
-    tmp_path_factory: pytest.TempPathFactory, flag: str, value: str, reason: str
-) -> None:
-    keys_dir = tmp_path_factory.mktemp("bad") / "keys"
-    subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
-    result = subprocess.run(
-        serve_argv(keys_dir, flag, value), capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert reason in lines[0]

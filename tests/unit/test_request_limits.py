@@ -84,3 +84,32 @@ def test_lifespan_passes_through() -> None:
 
     asyncio.run(BodyDeadline(app, 0.1)({"type": "lifespan"}, None, None))
     assert calls == ["lifespan"]
+
+
+def test_an_app_that_answers_the_timeout_itself_gets_its_connection_closed() -> None:
+    """Connect answers deadline_exceeded on its own; the connection must still close, or the
+    server would go on reading the slow body to keep the connection alive."""
+
+    async def answers_errors(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await read_body_app(scope, receive, send)
+        except Exception:  # as connectrpc does with a handler's error
+            headers = [(b"content-type", b"application/json"), (b"connection", b"keep-alive")]
+            await send({"type": "http.response.start", "status": 504, "headers": headers})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+    sent = run(BodyDeadline(answers_errors, 0.2), [{"type": "http.request", "more_body": True}])
+    assert sent[0]["status"] == 504
+    connection = [value for name, value in sent[0]["headers"] if name == b"connection"]
+    assert connection == [b"close"]
+
+
+def test_a_request_in_time_keeps_its_headers() -> None:
+    async def answers(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"connection", b"keep-alive")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent = run(BodyDeadline(answers, 5), [{"type": "http.request", "body": b"{}"}])
+    assert sent[0]["headers"] == [(b"connection", b"keep-alive")]

@@ -318,14 +318,14 @@ def test_next_events_name_what_happens_to_each_key_and_never_a_past_successor() 
     policy = Policy()
     t0 = 1_000_000
     active = Entry("a", "ES256", State.ACTIVE, t0, activated=t0)
-    pending = Entry("p", "ES256", State.PENDING, t0 + 5 * DAY)  # a manual `keys rotate`
-    retired = Entry("r", "ES256", State.RETIRED, t0 - 40 * DAY, activated=t0 - 40 * DAY,
+    pending = Entry("p", "ES256", State.PENDING, t0 + int(5 * DAY))  # a manual `keys rotate`
+    retired = Entry("r", "ES256", State.RETIRED, t0 - int(40 * DAY), activated=t0 - int(40 * DAY),
                     retired=t0)  # fmt: skip
     imported = Entry("i", "RS256", State.PUBLISHED, t0)
     promote_at = int(pending.created + policy.publish_ahead)
     assert next_events([active, pending, retired, imported], policy) == {
         "p": ("signs", promote_at),
-        "a": ("retires", promote_at),  # not its own successor time, which has passed
+        "a": ("retires", promote_at),  # when its successor signs, not its own successor time
         "r": ("deleted", int(t0 + policy.retain_after)),
     }
     alone = next_events([active], policy)

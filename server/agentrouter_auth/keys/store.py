@@ -21,7 +21,8 @@ Reading never creates a file; only transactions write, and only when something c
 The CLI, every worker process and every replica sharing the directory take the same lock, so a
 rotation step runs once however many of them try at the same moment. The ring only depends on
 the `KeyStore` protocol, so another backend (a database shared by replicas on many machines)
-slots in without touching the ring, the snapshot or a transport.
+slots in without touching the ring, the snapshot or a transport: `stores.open_store` chooses
+the backend from the `--key-store` location.
 """
 
 from __future__ import annotations
@@ -60,12 +61,21 @@ TEMP_FILE = re.compile(r"\.(?:manifest\.json|[A-Za-z0-9_-]{1,128}\.jwk\.json)\.[
 
 
 class KeyStoreError(ValueError):
-    """The store cannot be read or written as asked; the message names the file and reason."""
+    """The store cannot be read or written as asked; the message names where and why.
 
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
+    `location` is whatever the store can point at: a file or a directory of the directory
+    store, or a store's location as given (a URL).
+    """
+
+    def __init__(self, location: Path | str, reason: str) -> None:
+        super().__init__(f"{location}: {reason}")
+        self.location = str(location)
         self.reason = reason
+
+    @property
+    def path(self) -> str:
+        """`location`, by the name the `key_set_reload_failed` log field has always had."""
+        return self.location
 
 
 class State(StrEnum):

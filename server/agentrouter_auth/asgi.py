@@ -3,7 +3,10 @@
 `agentrouter-auth serve` runs it under granian (one instance per worker process). Any other
 ASGI server can run it too, for example:
 
-    AGENTROUTER_AUTH_KEYS_DIR=/keys uvicorn --factory agentrouter_auth.asgi:create_app
+    AGENTROUTER_AUTH_KEY_STORE=/keys uvicorn --factory agentrouter_auth.asgi:create_app
+
+The configuration comes from the environment alone (`config.from_environment`): no command
+line is parsed here.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ from __future__ import annotations
 import os
 
 from agentrouter_auth import logs
-from agentrouter_auth.cli import serve_setup_from_environment
+from agentrouter_auth.config import from_environment
 from agentrouter_auth.http_app import HttpApp
+from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.keys.stores import open_store
 from agentrouter_auth.request_limits import BodyDeadline
 from agentrouter_auth.runtime import Runtime
 
 
 def create_app() -> BodyDeadline:
     """Validate the configuration, load the key ring and build the app."""
-    logs.configure(os.environ.get("AGENTROUTER_AUTH_LOG_FORMAT", "json"))
-    config, ring = serve_setup_from_environment()
+    config = from_environment(os.environ)
+    logs.configure(config.log_format)
+    ring = KeyRing(open_store(config.key_store), config.policy, rsa_bits=config.rsa_bits)
+    ring.load()
     return BodyDeadline(HttpApp(Runtime(config, ring)), config.http_limits.body_timeout)

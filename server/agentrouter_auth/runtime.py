@@ -54,7 +54,7 @@ class Runtime:
                 "http": str(self.config.http_addr),
                 "grpc": str(grpc_addr),
                 "tls": self.config.tls is not None,
-                "keys_dir": str(self.config.keys_dir),
+                "key_store": self.ring.store.description,
                 "kids": kids,
                 "policy": asdict(self.ring.policy),
             },

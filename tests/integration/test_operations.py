@@ -278,7 +278,7 @@ def test_logs_are_json_and_hold_no_secret(workers: ServerProcess) -> None:
     assert {"rest", "connect", "grpcweb"} <= {e["protocol"] for e in access}
     assert all("?" not in e["route"] and "path" not in e for e in access)
     (listening, *others) = workers.events("listening")
-    assert {"http", "grpc", "keys_dir", "kids", "policy", "pid"} <= set(listening)
+    assert {"http", "grpc", "key_store", "kids", "policy", "pid"} <= set(listening)
     assert len(others) == 1  # one per worker
 
 

@@ -8,7 +8,6 @@ content types and bodies.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 import pytest
@@ -30,7 +29,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> HttpApp:
     ring.init(["ES256", "EdDSA"])
     ring.load()
     config = ServeConfig(
-        keys_dir=Path(keys),
+        key_store=str(keys),
         http_addr=Address("127.0.0.1", 8080),
         grpc_addr=Address("127.0.0.1", 9090),
         grace_seconds=1,

@@ -3,12 +3,15 @@ any other scheme is refused in one line naming the supported ones."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
 from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError
 from agentrouter_auth.keys.stores import check_location, open_store, redacted
+
+SERVER = Path(__file__).resolve().parents[2] / "server" / "agentrouter_auth"
 
 
 @pytest.mark.parametrize(
@@ -67,3 +70,18 @@ def test_a_store_error_names_a_location_not_only_a_file() -> None:
     assert (err.location, err.reason) == ("postgresql://db.internal/keys", "connection refused")
     assert err.path == err.location  # the `key_set_reload_failed` log field's name
     assert KeyStoreError(Path("/keys/manifest.json"), "corrupt").location == "/keys/manifest.json"
+
+
+def test_open_store_is_the_only_place_a_store_is_constructed() -> None:
+    """Outside tests, nothing but `keys.stores` builds a store: a new backend is chosen in one
+    place."""
+    builders = {"DirectoryStore"}
+    found = []
+    for path in sorted(SERVER.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", getattr(node.func, "attr", None))
+                if name in builders:
+                    found.append(f"{path.relative_to(SERVER)}:{node.lineno}")
+    assert found
+    assert {place.partition(":")[0] for place in found} == {"keys/stores.py"}, found

@@ -11,13 +11,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import jwt as pyjwt
 import pytest
 from jwcrypto import jwk
 
 from agentrouter_auth.keys.store import MANIFEST, DirectoryStore
 
-from .serverproc import AGENTROUTER_AUTH
+from .serverproc import AGENTROUTER_AUTH, ServerProcess, refused_in_one_line
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +225,42 @@ def test_rotate_killed_at_any_moment_leaves_the_old_store_or_the_new(tmp_path: P
         assert sorted(p.name for p in keys_dir.iterdir()) == sorted(
             [MANIFEST, ".lock", *(f"{kid}.jwk.json" for kid in listed)]
         ), where
+
+
+def test_serve_takes_a_file_url_and_hands_the_store_to_its_workers(tmp_path: Path) -> None:
+    """The workers build their configuration from the environment `serve` exports: the
+    store the flag chose reaches them, even under a stale variable of its other name."""
+    keys_dir = tmp_path / "keys"
+    location = f"file://{keys_dir}"
+    cli("keys", "init", "--key-store", location, "--alg", "EdDSA")
+    (key,) = listing(keys_dir)
+    argv = [*AGENTROUTER_AUTH, "serve", "--key-store", location, "--rotation", "off",
+            "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"]  # fmt: skip
+    env = os.environ | {"AGENTROUTER_AUTH_KEYS_DIR": str(tmp_path / "stale")}
+    with ServerProcess(argv, env=env) as server:
+        served = httpx.get(f"{server.base_url}/.well-known/jwks.json", timeout=10).json()
+        assert [k["kid"] for k in served["keys"]] == [key["kid"]]
+        (listening,) = server.events("listening")
+        assert listening["key_store"] == str(keys_dir)
+        assert server.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--key-store", "/srv/a", "--keys-dir", "/srv/b"],
+         "agentrouter-auth: error: --key-store and --keys-dir are given different values: "
+         "give one"),
+        (["--key-store", "postgresql://db.internal/keys"],
+         "agentrouter-auth: error: --key-store: postgresql://db.internal/keys: unknown key store "
+         "scheme 'postgresql': use a directory path or one of file:"),
+        (["--key-store", "file://elsewhere/keys"],
+         "agentrouter-auth: error: --key-store: file://elsewhere/keys: a file: URL names a "
+         "directory on this machine, not on 'elsewhere'"),
+    ],
+)  # fmt: skip
+def test_a_store_no_backend_takes_is_one_line_for_every_command(
+    args: list[str], message: str
+) -> None:
+    for command in (["serve"], ["keys", "list"], ["token", "sign", "--claims", "{}"]):
+        assert refused_in_one_line([*AGENTROUTER_AUTH, *command, *args]) == message

@@ -15,10 +15,10 @@ import os
 
 from agentrouter_auth import logs
 from agentrouter_auth.config import from_environment
-from agentrouter_auth.http_app import HttpApp
+from agentrouter_auth.http.app import HttpApp
+from agentrouter_auth.http.limits import BodyDeadline
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.stores import open_store
-from agentrouter_auth.request_limits import BodyDeadline
 from agentrouter_auth.runtime import Runtime
 
 

@@ -1,20 +1,27 @@
-"""Connect and gRPC-Web for AuthService: the generated connectrpc ASGI app, with codecs that
-write the snapshot's pre-rendered bytes instead of serializing the response per request.
+"""Connect and gRPC-Web: the generated connectrpc ASGI app, serving the servicer's coroutines
+and writing a rendered answer's stored bytes instead of serializing it per request.
 
-connectrpc's default JSON codec pretty-prints; these write compact proto3 JSON, which for the
-JWKS response is exactly the RFC 7517 document REST serves.
+The generated app calls `get_jwks(request, ctx)`; the servicer's coroutines take the request
+alone, so the app gets one endpoint per RPC of the service descriptor (`rpc.bind`), which calls
+the coroutine and turns an `RpcError` into a ConnectError. An endpoint returns what the
+coroutine returned: connectrpc hands it to the codec untouched, and these codecs write a
+`Rendered` answer's stored bytes (protobuf, or compact proto3 JSON: for the JWKS response,
+exactly the RFC 7517 document REST serves). connectrpc's default JSON codec pretty-prints.
 
 `ConnectApp` wraps the generated app where connectrpc 0.13 is more lenient than the Connect
 protocol: it decodes a GET request's base64 `message` without validation (`!!!` decodes to an
 empty message), and it reports a request body that ends in `http.disconnect` as `canceled`,
 although that is also how ASGI servers report a body they could not parse (granian turns a
 malformed chunk-size line into exactly the same event). Both are `invalid_argument` here.
+It also names each request's RPC in `scope["route"]` for metrics and logs (see
+http.recording), and this module says where a Connect or gRPC-Web answer carries its code.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
@@ -24,49 +31,48 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from agentrouter.auth.v1.auth_connect import AuthServiceASGIApplication
+from agentrouter_auth import status
+from agentrouter_auth.asgi_types import Message as Event
+from agentrouter_auth.asgi_types import Receive, Scope, Send, content_length, respond
 from agentrouter_auth.protojson import compact_json
-from agentrouter_auth.service import AuthService
-from agentrouter_auth.snapshot import Snapshot, SnapshotSource
-from agentrouter_auth.transcode import ASGIReceive, ASGIScope, ASGISend
+from agentrouter_auth.rendered import Rendered
+from agentrouter_auth.rpc import Call, Servicer, bind, python_name
+from agentrouter_auth.status import RpcError
 
-CONNECT_PATH_PREFIX = "/agentrouter.auth.v1.AuthService/"
 DEFAULT_READ_MAX_BYTES = 64 * 1024
 M = TypeVar("M", bound=Message)
 
 
-class _SnapshotCodec:
-    """A Connect codec that writes the current snapshot's message as its stored bytes."""
+class _RenderedCodec:
+    """A Connect codec that writes a rendered answer's stored bytes, and serializes any other
+    message."""
 
     codec_name = ""
-
-    def __init__(self, source: SnapshotSource) -> None:
-        self._source = source
 
     def name(self) -> str:
         """The Connect codec name."""
         return self.codec_name
 
-    def encode(self, message: Message) -> bytes:
-        """The stored bytes when `message` is the snapshot's own, else a fresh encoding."""
-        snapshot = self._source.snapshot()
-        if message is snapshot.message:
-            return self._stored(snapshot)
+    def encode(self, message: Any) -> bytes:  # noqa: ANN401 - a message or a Rendered answer
+        """The bytes of `message`."""
+        if isinstance(message, Rendered):
+            return self._stored(message)
         return self._serialize(message)
 
-    def _stored(self, snapshot: Snapshot) -> bytes:
+    def _stored(self, rendered: Rendered[Any]) -> bytes:
         raise NotImplementedError
 
     def _serialize(self, message: Message) -> bytes:
         raise NotImplementedError
 
 
-class SnapshotProtoCodec(_SnapshotCodec):
+class RenderedProtoCodec(_RenderedCodec):
     """Protobuf binary."""
 
     codec_name = "proto"
 
-    def _stored(self, snapshot: Snapshot) -> bytes:
-        return snapshot.proto
+    def _stored(self, rendered: Rendered[Any]) -> bytes:
+        return rendered.proto
 
     def _serialize(self, message: Message) -> bytes:
         return message.SerializeToString()
@@ -76,13 +82,13 @@ class SnapshotProtoCodec(_SnapshotCodec):
         return message_class.FromString(bytes(data))
 
 
-class SnapshotJSONCodec(_SnapshotCodec):
+class RenderedJSONCodec(_RenderedCodec):
     """Compact proto3 JSON."""
 
     codec_name = "json"
 
-    def _stored(self, snapshot: Snapshot) -> bytes:
-        return snapshot.json
+    def _stored(self, rendered: Rendered[Any]) -> bytes:
+        return rendered.json
 
     def _serialize(self, message: Message) -> bytes:
         return compact_json(message)
@@ -102,27 +108,42 @@ class SnapshotJSONCodec(_SnapshotCodec):
         return message
 
 
-def connect_app(
-    service: AuthService, *, read_max_bytes: int = DEFAULT_READ_MAX_BYTES
-) -> ConnectApp:
-    """The Connect + gRPC-Web application for AuthService."""
-    return ConnectApp(
-        AuthServiceASGIApplication(
-            service,
-            codecs=[SnapshotProtoCodec(service.source), SnapshotJSONCodec(service.source)],
-            read_max_bytes=read_max_bytes,
-        )
+def connect_app(servicer: Servicer, *, read_max_bytes: int = DEFAULT_READ_MAX_BYTES) -> ConnectApp:
+    """The Connect + gRPC-Web application of `servicer`, one endpoint per RPC."""
+    methods = bind(servicer)
+    endpoints = SimpleNamespace(**{python_name(m.name): _endpoint(m.call) for m in methods})
+    generated = AuthServiceASGIApplication(
+        endpoints,  # the generated Protocol: one coroutine per RPC, by name
+        codecs=[RenderedProtoCodec(), RenderedJSONCodec()],
+        read_max_bytes=read_max_bytes,
     )
+    return ConnectApp(generated, {m.path: (m.name, m.path) for m in methods})
+
+
+def _endpoint(call: Call) -> Any:  # noqa: ANN401 - connectrpc's endpoint function
+    """The endpoint the generated app calls for an RPC: `call(request)`, errors as Connect's."""
+
+    async def endpoint(request: Message, ctx: object, /) -> object:
+        try:
+            return await call(request)
+        except RpcError as err:
+            raise ConnectError(Code(status.connect_name(err.code)), err.message) from None
+
+    return endpoint
 
 
 class ConnectApp:
     """The generated Connect app, held to the protocol where connectrpc is lenient."""
 
-    def __init__(self, app: AuthServiceASGIApplication) -> None:
+    def __init__(self, app: AuthServiceASGIApplication, routes: dict[str, tuple[str, str]]) -> None:
         self.app = app
+        self._routes = routes  # path -> (RPC name, path): what scope["route"] says
 
-    async def __call__(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point (HTTP requests only)."""
+        route = self._routes.get(scope["path"])
+        if route is not None:
+            scope["route"] = route
         if scope["method"] == "GET":
             problem = _get_request_problem(scope.get("query_string") or b"")
             if problem is not None:
@@ -145,7 +166,7 @@ class _BodyReceive:
 
     __slots__ = ("_done", "_receive")
 
-    def __init__(self, receive: ASGIReceive) -> None:
+    def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._done = False
 
@@ -207,9 +228,65 @@ def _first_values(query: str, wanted: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
-async def _send_invalid_argument(send: ASGISend, message: str) -> None:
+async def _send_invalid_argument(send: Send, message: str) -> None:
     """A Connect unary `invalid_argument` error, as connectrpc writes one."""
-    body = json.dumps({"code": Code.INVALID_ARGUMENT.value, "message": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 400, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    code = status.Code.INVALID_ARGUMENT
+    body = json.dumps({"code": status.connect_name(code), "message": message}).encode()
+    headers = [(b"content-type", b"application/json"), content_length(body)]
+    await respond(send, status.http_status(code), headers, body)
+
+
+# -- where the client reads the code (for http.recording) --------------------------------------
+
+
+def connect_code_at_start(http_status: int, start: Event) -> status.Code | None:
+    """A Connect answer is OK when its status is 200; an error's code is in its body."""
+    return status.Code.OK if http_status == 200 else None
+
+
+def connect_code_in_body(body: bytes) -> status.Code | None:
+    """The code of a Connect error body (`{"code": "resource_exhausted", ...}`), or None."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    name = document.get("code") if isinstance(document, dict) else None
+    return status.from_connect_name(name) if isinstance(name, str) else None
+
+
+def code_of_bare_status(http_status: int) -> status.Code:
+    """The code of an answer without a Connect error body: connectrpc's bare 404 (no such
+    procedure), 405 and 415, and anything else by its HTTP status."""
+    if http_status == 404:
+        return status.Code.UNIMPLEMENTED
+    return status.from_http(http_status)
+
+
+_GRPC_WEB_TRAILERS_FLAG = 0x80
+
+
+def grpc_web_code_at_start(http_status: int, start: Event) -> status.Code | None:
+    """The `grpc-status` header of a trailers-only gRPC-Web answer; else it is in the body."""
+    for name, value in start.get("headers", ()):
+        if name == b"grpc-status":
+            return _grpc_status(value)
+    return None
+
+
+def grpc_web_code_in_body(body: bytes) -> status.Code | None:
+    """The `grpc-status` of a gRPC-Web trailers frame (flag 0x80; connectrpc writes it as the
+    body's last event), or None for any other piece of the body."""
+    if not (body[:1] and body[0] & _GRPC_WEB_TRAILERS_FLAG):
+        return None
+    for line in body[5:].split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"grpc-status":
+            return _grpc_status(value.strip())
+    return None
+
+
+def _grpc_status(value: bytes) -> status.Code:
+    try:
+        return status.from_number(int(value))
+    except ValueError:
+        return status.Code.UNKNOWN

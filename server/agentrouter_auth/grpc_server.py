@@ -1,4 +1,8 @@
-"""The native gRPC transport (grpcio aio): AuthService, grpc.health.v1 and reflection.
+"""The native gRPC transport (grpcio aio): the servicer's RPCs, grpc.health.v1 and reflection.
+
+The servicer's handlers are built from its service descriptor (`rpc.bind`): each calls the
+coroutine named after the RPC, turns an `RpcError` into the call's status, and its response
+serializer writes a `Rendered` answer's stored protobuf bytes, so no call serializes.
 
 The listener faces clients that may be hostile, so everything a client can hold has a bound
 (`GrpcLimits`): HTTP/2 streams per connection, calls per process, the time a call gets to
@@ -26,13 +30,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 import grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agentrouter.auth.v1 import auth_pb2
+from agentrouter_auth import status
 from agentrouter_auth.config import INT_MAX, GrpcLimits, TLSConfig
+from agentrouter_auth.rendered import Answer, Rendered
+from agentrouter_auth.rpc import Call, Servicer, bind
 from agentrouter_auth.service import AuthService
+from agentrouter_auth.status import RpcError
 
 if TYPE_CHECKING:  # imported by the workers only: prometheus-client must first see
     # PROMETHEUS_MULTIPROC_DIR, which `serve` sets after its own imports.
@@ -40,10 +47,10 @@ if TYPE_CHECKING:  # imported by the workers only: prometheus-client must first 
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-AUTH_SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+PROTOCOL = "grpc"  # the `protocol` label of native gRPC calls in metrics
 # Health entry that turns NOT_SERVING while the last key-store reload failed. The server keeps
 # serving the last good set meanwhile, so "" and AuthService stay SERVING.
-KEYRING_HEALTH_NAME = "agentrouter.auth.v1.AuthService/keyring"
+KEYRING_HEALTH_NAME = f"{AuthService.SERVICE.full_name}/keyring"
 # The window over which `GrpcLimits.max_resets` is counted.
 RESET_WINDOW_SECONDS = 10.0
 # How long a call that ended before its first request message waits to learn whether its
@@ -62,15 +69,20 @@ class GrpcServer:
     """A started grpcio server and the port it bound."""
 
     def __init__(
-        self, server: grpc.aio.Server, port: int, health: health.aio.HealthServicer
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        health: health.aio.HealthServicer,
+        service_name: str,
     ) -> None:
         self.server = server
         self.port = port
         self.health = health
+        self.service_name = service_name
 
     async def set_serving(self, serving: bool) -> None:
-        """Report SERVING or NOT_SERVING for the whole server and for AuthService."""
-        for name in ("", AUTH_SERVICE_NAME):
+        """Report SERVING or NOT_SERVING for the whole server and for its service."""
+        for name in ("", self.service_name):
             await self.health.set(name, _status(serving))
 
     async def set_keyring_health(self, healthy: bool) -> None:
@@ -83,25 +95,34 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def auth_method_handlers(service: AuthService) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
-    """AuthService's handlers, as the generated `add_AuthServiceServicer_to_server` builds
-    them, except that the response serializer writes the snapshot's stored bytes when the
-    response is the snapshot's own message: no serialization per request."""
-    source = service.source
-
-    def serialize(message: Message) -> bytes:
-        snapshot = source.snapshot()
-        if message is snapshot.message:
-            return snapshot.proto
-        return message.SerializeToString()
-
+def method_handlers(servicer: Servicer) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """The servicer's handlers by RPC name, as the generated `add_…Servicer_to_server` builds
+    them, except that each behavior calls the servicer's coroutine with the request alone and
+    the response serializer writes a rendered answer's stored bytes."""
     return {
-        "GetJWKS": grpc.unary_unary_rpc_method_handler(
-            service.GetJWKS,
-            request_deserializer=auth_pb2.GetJWKSRequest.FromString,
-            response_serializer=serialize,
+        method.name: grpc.unary_unary_rpc_method_handler(
+            _behavior(method.call),
+            request_deserializer=method.request_class.FromString,
+            response_serializer=_serialize,
         )
+        for method in bind(servicer)
     }
+
+
+def _behavior(call: Call) -> Callable[..., Awaitable[Answer]]:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Answer:  # noqa: ANN401
+        try:
+            return await call(request)
+        except RpcError as err:
+            await context.abort(err.code, err.message)
+
+    return behavior
+
+
+def _serialize(answer: Answer) -> bytes:
+    if isinstance(answer, Rendered):
+        return answer.proto
+    return answer.SerializeToString()
 
 
 class HandlerWrapper(grpc.aio.ServerInterceptor):
@@ -138,18 +159,19 @@ class HandlerWrapper(grpc.aio.ServerInterceptor):
 
 
 class MetricsInterceptor(HandlerWrapper):
-    """Counts answered AuthService calls and their latency for /metrics."""
+    """Counts the answered calls of one service (`service_name`) and their latency."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, service_name: str) -> None:
         super().__init__()
         self._recorder = recorder
+        self._service_name = service_name
 
     def wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        """Count AuthService's request-unary handlers; leave health and reflection alone."""
+        """Count the service's request-unary handlers; leave health and reflection alone."""
         service, _, name = method.lstrip("/").partition("/")
-        if service != AUTH_SERVICE_NAME:
+        if service != self._service_name:
             return handler
         kinds: tuple[tuple[Any, Callable[..., grpc.RpcMethodHandler[Any, Any]]], ...] = (
             (handler.unary_unary, grpc.unary_unary_rpc_method_handler),
@@ -174,20 +196,21 @@ class MetricsInterceptor(HandlerWrapper):
             except asyncio.CancelledError:
                 raise  # the client left: nothing was answered
             except BaseException:
-                record("grpc", name, _code_name(context, "UNKNOWN"), started)
+                record(PROTOCOL, name, _code_name(context, status.Code.UNKNOWN), started)
                 raise
-            record("grpc", name, _code_name(context, "OK"), started)
+            record(PROTOCOL, name, _code_name(context, status.Code.OK), started)
             return response
 
         return counted
 
 
-def _code_name(context: Any, default: str) -> str:  # noqa: ANN401 - a grpc.aio ServicerContext
-    """The status code the handler set on `context` (by `abort` or `set_code`), or `default`."""
-    status = context.code()
-    if status is None or status == grpc.StatusCode.OK:
-        return default
-    return str(status.name)
+def _code_name(context: Any, default: status.Code) -> str:  # noqa: ANN401 - a ServicerContext
+    """The label of the code the handler set on `context` (by `abort` or `set_code`), or of
+    `default`."""
+    code = context.code()
+    if code is None or code == status.Code.OK:
+        code = default
+    return status.label(code)
 
 
 class _RequestTimedOut(BaseException):
@@ -416,7 +439,7 @@ def _is_async(behavior: Callable[..., Any]) -> bool:
 
 
 async def start_grpc_server(
-    service: AuthService,
+    service: Servicer,
     host: str,
     port: int,
     *,
@@ -429,25 +452,24 @@ async def start_grpc_server(
     limits = limits or GrpcLimits()
     resets = ResetMonitor(limits.max_resets)
     # The guard innermost: metrics then count the answers it gives.
+    service_name = service.SERVICE.full_name
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if recorder is not None:
-        interceptors.append(MetricsInterceptor(recorder))
+        interceptors.append(MetricsInterceptor(recorder, service_name))
     interceptors.append(RequestGuard(limits.request_timeout, resets))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=server_options(limits),
         maximum_concurrent_rpcs=limits.max_calls,
     )
-    handlers = auth_method_handlers(service)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(AUTH_SERVICE_NAME, handlers),)
-    )
-    server.add_registered_method_handlers(AUTH_SERVICE_NAME, handlers)
+    handlers = method_handlers(service)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
+    server.add_registered_method_handlers(service_name, handlers)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
-            AUTH_SERVICE_NAME,
+            service_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -468,7 +490,7 @@ async def start_grpc_server(
         raise BindError(f"cannot listen for gRPC on {target}: {err}") from err
     resets.port = bound
     await server.start()
-    started = GrpcServer(server, bound, health_servicer)
+    started = GrpcServer(server, bound, health_servicer, service_name)
     await started.set_serving(True)
     await started.set_keyring_health(True)
     return started

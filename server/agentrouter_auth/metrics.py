@@ -15,10 +15,9 @@ import bisect
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-import grpc
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
     from agentrouter_auth.keys.ring import KeyRing
 
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
-PROTOCOLS = ("rest", "connect", "grpcweb", "grpc")
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 REQUESTS = Counter(
@@ -80,12 +78,6 @@ WORKER = Gauge(
     multiprocess_mode="liveall",
 )
 
-# gRPC status code names by number, for the `code` label.
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
-# ... and by Connect name: gRPC's in lower case, except that Connect spells CANCELLED "canceled".
-_CODE_NAMES_BY_CONNECT = {code.name.lower(): code.name for code in grpc.StatusCode} | {
-    "canceled": grpc.StatusCode.CANCELLED.name
-}
 STEP_GRACE_SECONDS = 10.0
 """Besides two reload intervals, how late a due lifecycle step may be taken and seen by every
 worker (an RSA key is generated in that time) before the next-step gauge calls it overdue."""
@@ -100,13 +92,17 @@ class Recorder:
     bucket index), and `flush` adds them to the shared metrics: the upkeep loop calls it every
     reload interval, and /metrics calls it before answering. Only the event-loop thread
     touches a Recorder.
+
+    `protocols` are the values of the `protocol` label: the HTTP listener's dispatch table
+    names its protocols, and the gRPC listener adds its own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, protocols: Iterable[str]) -> None:
+        self.protocols = tuple(protocols)
         self._bounds = (*tuple(DURATION_BUCKETS), float("inf"))
         self._counts: dict[tuple[str, str, str], int] = {}
-        self._buckets = {protocol: [0] * len(self._bounds) for protocol in PROTOCOLS}
-        self._sums = dict.fromkeys(PROTOCOLS, 0.0)
+        self._buckets = {protocol: [0] * len(self._bounds) for protocol in self.protocols}
+        self._sums = dict.fromkeys(self.protocols, 0.0)
         self._not_modified = 0
 
     def record(self, protocol: str, method: str, code: str, started: float) -> None:
@@ -248,13 +244,3 @@ def worker_stopped() -> None:
     """Drop this process's live gauges from the multiprocess files."""
     if MULTIPROCESS:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
-
-
-def code_name(number: int) -> str:
-    """The gRPC status name of `number`."""
-    return _CODE_NAMES.get(number, "UNKNOWN")
-
-
-def connect_code_name(name: str) -> str:
-    """The gRPC status name of a Connect error code (`resource_exhausted`, `canceled`, …)."""
-    return _CODE_NAMES_BY_CONNECT.get(name, "UNKNOWN")

@@ -11,9 +11,11 @@ from dataclasses import asdict
 
 from agentrouter_auth import metrics
 from agentrouter_auth.config import Address, ServeConfig
-from agentrouter_auth.grpc_server import GrpcServer, start_grpc_server
+from agentrouter_auth.grpc_server import PROTOCOL, GrpcServer, start_grpc_server
+from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreError
+from agentrouter_auth.rendered import Freshness
 from agentrouter_auth.service import AuthService
 
 log = logging.getLogger("agentrouter-auth")
@@ -25,8 +27,12 @@ class Runtime:
     def __init__(self, config: ServeConfig, ring: KeyRing) -> None:
         self.config = config
         self.ring = ring
-        self.service = AuthService(ring, cache_control=ring.policy.cache_control)
-        self.recorder = metrics.Recorder()
+        policy = ring.policy
+        freshness = Freshness(
+            policy.cache_max_age, policy.stale_while_revalidate, policy.stale_if_error
+        )
+        self.service = AuthService(ring, freshness=freshness)
+        self.recorder = metrics.Recorder((*PROTOCOLS, PROTOCOL))
         self.grpc: GrpcServer | None = None
         self.draining = False
         self._upkeep: asyncio.Task[None] | None = None

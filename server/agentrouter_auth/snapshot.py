@@ -7,18 +7,18 @@ take a lock, and a half-written key file can never reach the wire.
 
 from __future__ import annotations
 
-import base64
-import gzip
-import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from google.protobuf import json_format
 from jwcrypto import jwk
 
 from agentrouter.auth.v1 import auth_pb2
-from agentrouter_auth.protojson import compact_json
+from agentrouter_auth.rendered import Rendered, render_message
+
+T = TypeVar("T")
+JWK_SET_MEDIA_TYPE = "application/jwk-set+json"  # RFC 7517 §8.5.1
 
 # RFC 7517/7518 members that carry private or symmetric key material. None of them has a
 # field in the contract's JWK message, and rendering refuses any key that would leak one.
@@ -38,17 +38,33 @@ class EmptyKeySetError(KeySetError):
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One version of the public key set, pre-rendered for every protocol.
+    """One version of the public key set, rendered once for every protocol.
 
-    `message` is shared by every request and must never be mutated.
+    `jwks.message` is shared by every request and must never be mutated.
     """
 
     version: int
-    message: auth_pb2.GetJWKSResponse
-    proto: bytes
-    json: bytes
-    json_gzip: bytes
-    etag: str
+    jwks: Rendered[auth_pb2.GetJWKSResponse]
+
+    @property
+    def message(self) -> auth_pb2.GetJWKSResponse:
+        """The GetJWKS response."""
+        return self.jwks.message
+
+    @property
+    def proto(self) -> bytes:
+        """The response's protobuf bytes."""
+        return self.jwks.proto
+
+    @property
+    def json(self) -> bytes:
+        """The RFC 7517 document: the response's compact proto3 JSON."""
+        return self.jwks.json
+
+    @property
+    def etag(self) -> str:
+        """The strong ETag of `json`."""
+        return self.jwks.etag
 
     @property
     def kids(self) -> tuple[str, ...]:
@@ -62,6 +78,27 @@ class SnapshotSource(Protocol):
     def snapshot(self) -> Snapshot:
         """The snapshot to serve now."""
         ...
+
+
+class PerSnapshot(Generic[T]):
+    """A value derived from the current snapshot, built once per key-set version.
+
+    For answers that depend on the key set and on settings the snapshot does not hold (a cache
+    lifetime, an issuer): the first request after a reload builds it, the others reuse it.
+    """
+
+    def __init__(self, source: SnapshotSource, build: Callable[[Snapshot], T]) -> None:
+        self._source = source
+        self._build = build
+        self._cached: tuple[Snapshot, T] | None = None
+
+    def current(self) -> T:
+        """The value for the snapshot being served now."""
+        snapshot = self._source.snapshot()
+        cached = self._cached
+        if cached is None or cached[0] is not snapshot:
+            cached = self._cached = (snapshot, self._build(snapshot))
+        return cached[1]
 
 
 class StaticKeySet:
@@ -110,13 +147,4 @@ def render(keys: Iterable[jwk.JWK], version: int = 0) -> Snapshot:
     if not by_kid:
         raise EmptyKeySetError("the key set is empty: there is nothing to verify tokens with")
     message = auth_pb2.GetJWKSResponse(keys=[by_kid[kid] for kid in sorted(by_kid)])
-    body = compact_json(message)
-    digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
-    return Snapshot(
-        version=version,
-        message=message,
-        proto=message.SerializeToString(deterministic=True),
-        json=body,
-        json_gzip=gzip.compress(body, compresslevel=9, mtime=0),
-        etag=f'"{digest}"',
-    )
+    return Snapshot(version, render_message(message, media_types=(JWK_SET_MEDIA_TYPE,)))

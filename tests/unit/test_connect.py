@@ -1,10 +1,14 @@
-"""The Connect adapter's own checks: base64 exactly as the protocol allows it, and a JSON
-message that must be an object."""
+"""connect: the Connect and gRPC-Web adapter. Base64 exactly as the protocol allows it, a JSON
+message that must be an object, rendered answers written from their stored bytes, errors in
+Connect's terms, and where a Connect or gRPC-Web answer carries its code."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import json
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
@@ -12,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentrouter.auth.v1 import auth_pb2
-from agentrouter_auth.connect import SnapshotJSONCodec, _first_values, is_base64
-from agentrouter_auth.snapshot import Snapshot
+from agentrouter_auth import connect
+from agentrouter_auth.connect import RenderedJSONCodec, RenderedProtoCodec, _first_values, is_base64
+from agentrouter_auth.rendered import render_message
+from agentrouter_auth.status import Code, RpcError
 
 
 def decodes_strictly(text: str) -> bool:
@@ -60,16 +66,102 @@ def test_query_parameters_are_read_as_connectrpc_reads_them(query: str) -> None:
     assert _first_values(query, ("base64", "message")) == expected
 
 
-class _Source:
-    def snapshot(self) -> Snapshot:
-        raise AssertionError("decoding needs no snapshot")
-
-
 @pytest.mark.parametrize("text", [b"[]", b'"x"', b" [] ", b"1", b"null", b"\xef\xbb\xbf{}"])
 def test_a_json_message_must_be_an_object(text: bytes) -> None:
-    codec = SnapshotJSONCodec(_Source())
+    codec = RenderedJSONCodec()
     with pytest.raises(ValueError):  # noqa: PT011 - connectrpc turns any error into a 400
         codec.decode(text, auth_pb2.GetJWKSRequest)
     assert codec.decode(b' \n{"ignored": [1]} ', auth_pb2.GetJWKSRequest) == (
         auth_pb2.GetJWKSRequest()
     )
+
+
+def test_codecs_write_a_rendered_answers_stored_bytes() -> None:
+    response = auth_pb2.GetJWKSResponse(keys=[auth_pb2.JWK(kid="k", kty="OKP")])
+    rendered = render_message(response)
+    object.__setattr__(rendered, "json", b"stored json")  # what is written is what is stored
+    object.__setattr__(rendered, "proto", b"stored proto")
+    assert RenderedJSONCodec().encode(rendered) == b"stored json"
+    assert RenderedProtoCodec().encode(rendered) == b"stored proto"
+    assert RenderedJSONCodec().encode(response) == b'{"keys":[{"kty":"OKP","kid":"k"}]}'
+    assert RenderedProtoCodec().encode(response) == response.SerializeToString()
+
+
+class Servicer:
+    SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+
+    def __init__(self, error: RpcError | None = None) -> None:
+        self.error = error
+
+    async def get_jwks(self, request: auth_pb2.GetJWKSRequest) -> object:
+        if self.error is not None:
+            raise self.error
+        return render_message(auth_pb2.GetJWKSResponse(keys=[auth_pb2.JWK(kid="k")]))
+
+
+def post(servicer: Servicer, path: str = "/agentrouter.auth.v1.AuthService/GetJWKS") -> Any:
+    """One Connect JSON call through the app: (status, body, scope afterwards)."""
+    scope: dict[str, Any] = {
+        "type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
+        "query_string": b"", "headers": [(b"content-type", b"application/json")],
+        "http_version": "1.1", "scheme": "http", "server": ("test", 80), "root_path": "",
+    }  # fmt: skip
+    sent: list[Any] = []
+    events = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def receive() -> Any:
+        if events:
+            return events.pop(0)
+        await asyncio.Event().wait()
+        return None
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(connect.connect_app(servicer)(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), scope
+
+
+def test_the_app_calls_the_servicer_and_names_the_route() -> None:
+    status, body, scope = post(Servicer())
+    assert (status, body) == (200, b'{"keys":[{"kid":"k"}]}')
+    assert scope["route"] == ("GetJWKS", "/agentrouter.auth.v1.AuthService/GetJWKS")
+
+
+def test_an_rpc_error_is_a_connect_error_with_its_code() -> None:
+    status, body, _ = post(Servicer(RpcError(Code.PERMISSION_DENIED, "no")))
+    assert status == 403
+    assert json.loads(body) == {"code": "permission_denied", "message": "no"}
+
+
+def test_an_unknown_procedure_names_no_route() -> None:
+    status, _, scope = post(Servicer(), "/agentrouter.auth.v1.AuthService/Nope")
+    assert status == 404
+    assert "route" not in scope
+
+
+@pytest.mark.parametrize(
+    ("http", "body", "code"),
+    [(200, b"", Code.OK), (429, b'{"code":"resource_exhausted","message":"big"}',
+                           Code.RESOURCE_EXHAUSTED),
+     (499, b'{"code":"canceled"}', Code.CANCELLED), (404, b"", Code.UNIMPLEMENTED),
+     (415, b"", Code.UNIMPLEMENTED), (400, b"not json", Code.INVALID_ARGUMENT)],
+)  # fmt: skip
+def test_a_connect_answers_code_is_read_from_its_error_body(
+    http: int, body: bytes, code: Code
+) -> None:
+    read = connect.connect_code_at_start(http, {"status": http, "headers": []})
+    if read is None:
+        read = connect.connect_code_in_body(body) or connect.code_of_bare_status(http)
+    assert read is code
+
+
+def test_a_grpc_web_answers_code_is_in_its_headers_or_trailers() -> None:
+    trailers_only = {"status": 200, "headers": [(b"grpc-status", b"8")]}
+    assert connect.grpc_web_code_at_start(200, trailers_only) is Code.RESOURCE_EXHAUSTED
+    assert connect.grpc_web_code_at_start(200, {"status": 200, "headers": []}) is None
+    data = b"\x00\x00\x00\x00\x02{}"
+    trailers = b"\x80\x00\x00\x00\x1egrpc-status: 5\r\ngrpc-message: x\r\n"
+    assert connect.grpc_web_code_in_body(data) is None
+    assert connect.grpc_web_code_in_body(trailers) is Code.NOT_FOUND
+    assert connect.grpc_web_code_in_body(b"\x80\x00\x00\x00\x0fgrpc-status: x\r\n") is Code.UNKNOWN

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentrouter_auth.config import Address, ServeConfig
-from agentrouter_auth.http_app import HttpApp
+from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import DirectoryStore

@@ -32,7 +32,7 @@ def test_flushed_batches_equal_per_request_observations(monkeypatch: pytest.Monk
         "reference_seconds", "", ["protocol"], buckets=metrics.DURATION_BUCKETS,
         registry=CollectorRegistry(),
     )  # fmt: skip
-    recorder = metrics.Recorder()
+    recorder = metrics.Recorder(("rest", "grpcweb"))
     before = sample_values(metrics.DURATION, "grpcweb")
     requests_before = metrics.REQUESTS.labels("grpcweb", "GetJWKS", "OK")._value.get()
     delays = [0.00005, 0.0003, 0.002, 0.02, 0.3, 2.0, 0.0001, 0.001]
@@ -53,6 +53,13 @@ def test_flushed_batches_equal_per_request_observations(monkeypatch: pytest.Monk
     assert requests_after - requests_before == len(delays)
     recorder.flush()  # a second flush adds nothing
     assert sample_values(metrics.DURATION, "grpcweb") == after
+
+
+def test_the_recorder_takes_only_the_protocols_it_was_given() -> None:
+    recorder = metrics.Recorder(("rest", "grpc"))
+    assert recorder.protocols == ("rest", "grpc")
+    with pytest.raises(KeyError):
+        recorder.record("carrier-pigeon", "GetJWKS", "OK", time.perf_counter())
 
 
 # -- the next-step gauge ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from jwcrypto import jwk
 
 from agentrouter.auth.v1 import auth_pb2
-from agentrouter_auth.snapshot import KeySetError, render
+from agentrouter_auth.snapshot import KeySetError, PerSnapshot, Snapshot, render
 
 PRIVATE = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 pool_settings = settings(
@@ -109,3 +110,36 @@ def test_duplicate_kid_is_refused(key_pool: list[jwk.JWK]) -> None:
 def test_empty_set_is_refused() -> None:
     with pytest.raises(KeySetError, match="empty"):
         render([])
+
+
+def test_the_set_is_rendered_once_as_a_jwk_set(key_pool: list[jwk.JWK]) -> None:
+    snapshot = render(key_pool[:2])
+    assert snapshot.jwks.media_types == ("application/jwk-set+json",)
+    assert gzip.decompress(snapshot.jwks.json_gzip) == snapshot.json
+    assert auth_pb2.GetJWKSResponse.FromString(snapshot.proto) == snapshot.message
+
+
+class Flipping:
+    """A snapshot source whose current snapshot the test sets."""
+
+    def __init__(self, current: Snapshot) -> None:
+        self.current = current
+
+    def snapshot(self) -> Snapshot:
+        return self.current
+
+
+def test_a_value_per_snapshot_is_built_once_per_version(key_pool: list[jwk.JWK]) -> None:
+    first, second = render(key_pool[:1], version=1), render(key_pool[:2], version=2)
+    source = Flipping(first)
+    built: list[int] = []
+
+    def build(snapshot: Snapshot) -> int:
+        built.append(snapshot.version)
+        return snapshot.version * 10
+
+    derived = PerSnapshot(source, build)
+    assert [derived.current() for _ in range(3)] == [10, 10, 10]
+    source.current = second
+    assert [derived.current() for _ in range(2)] == [20, 20]
+    assert built == [1, 2]

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
+from agentrouter_auth import status
+from agentrouter_auth.asgi_types import App, Message, Receive, Scope, Send, respond
+from agentrouter_auth.http.representation import uncached
+from agentrouter_auth.transcode.errors import status_json
+
 _BODILESS = frozenset({"GET", "HEAD"})
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
-# google.rpc.Code DEADLINE_EXCEEDED: the body of every error of the HTTP listener is a
-# google.rpc.Status, which Connect clients also read as an error.
-_DEADLINE_EXCEEDED = 4
 
 
 class RequestBodyTimeoutError(ConnectError):
@@ -39,22 +37,23 @@ class RequestBodyTimeoutError(ConnectError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(
-            Code.DEADLINE_EXCEEDED, f"the request body was not received within {seconds:g}s"
+            Code(status.connect_name(status.Code.DEADLINE_EXCEEDED)),
+            f"the request body was not received within {seconds:g}s",
         )
 
 
 class BodyDeadline:
     """Answer 408 to a request that does not send its whole body within `seconds`."""
 
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
+    def __init__(self, app: App, seconds: float) -> None:
         self.app = app
         self.seconds = seconds
+        # A google.rpc.Status, as every error of the HTTP listener: Connect clients read it too.
         message = RequestBodyTimeoutError(seconds).message
-        self._body = json.dumps(
-            {"code": _DEADLINE_EXCEEDED, "message": message, "details": []}
-        ).encode()
+        self._body = status_json(status.Code.DEADLINE_EXCEEDED, message)
+        self._headers = [*uncached("application/json", self._body), (b"connection", b"close")]
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point: HTTP requests get a body deadline, anything else passes."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -69,15 +68,8 @@ class BodyDeadline:
             with contextlib.suppress(Exception):  # fails if the response had started
                 await self._answer(send)
 
-    async def _answer(self, send: Any) -> None:  # noqa: ANN401 - the ASGI send callable
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(self._body)).encode()),
-            (b"connection", b"close"),
-            (b"cache-control", b"no-store"),
-        ]
-        await send({"type": "http.response.start", "status": 408, "headers": headers})
-        await send({"type": "http.response.body", "body": self._body})
+    async def _answer(self, send: Send) -> None:
+        await respond(send, 408, self._headers, self._body)
 
 
 class _ClosingSend:
@@ -89,11 +81,11 @@ class _ClosingSend:
 
     __slots__ = ("_send", "_timed")
 
-    def __init__(self, send: Any, timed: _TimedReceive) -> None:  # noqa: ANN401
+    def __init__(self, send: Send, timed: _TimedReceive) -> None:
         self._send = send
         self._timed = timed
 
-    async def __call__(self, message: Any) -> None:  # noqa: ANN401 - an ASGI event
+    async def __call__(self, message: Message) -> None:
         if self._timed.expired and message["type"] == "http.response.start":
             headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
             message = {**message, "headers": [*headers, (b"connection", b"close")]}
@@ -105,14 +97,14 @@ class _TimedReceive:
 
     __slots__ = ("_body_done", "_deadline", "_receive", "_seconds", "expired")
 
-    def __init__(self, receive: Any, deadline: float, seconds: float) -> None:  # noqa: ANN401
+    def __init__(self, receive: Receive, deadline: float, seconds: float) -> None:
         self._receive = receive
         self._deadline = deadline
         self._seconds = seconds
         self._body_done = False
         self.expired = False
 
-    async def __call__(self) -> Any:  # noqa: ANN401 - an ASGI event
+    async def __call__(self) -> Message:
         if self._body_done:
             return await self._receive()
         remaining = self._deadline - asyncio.get_running_loop().time()

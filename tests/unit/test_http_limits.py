@@ -1,5 +1,5 @@
-"""BodyDeadline: a request body that does not arrive in time is answered 408, and nothing else
-about the request changes."""
+"""http.limits: a request body that does not arrive in time is answered 408, and nothing
+else about the request changes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from agentrouter_auth.request_limits import BodyDeadline
+from agentrouter_auth.http.limits import BodyDeadline
 
 SCOPE = {"type": "http", "method": "POST", "path": "/v1/things", "headers": []}
 
@@ -82,7 +82,10 @@ def test_lifespan_passes_through() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         calls.append(scope["type"])
 
-    asyncio.run(BodyDeadline(app, 0.1)({"type": "lifespan"}, None, None))
+    async def unused(*_: Any) -> Any:
+        raise AssertionError("not called")
+
+    asyncio.run(BodyDeadline(app, 0.1)({"type": "lifespan"}, unused, unused))
     assert calls == ["lifespan"]
 
 

@@ -1,0 +1,9 @@
+"""The HTTP listener: protocol dispatch, the representation of answers, health and metrics.
+
+- `app`: the ASGI app (lifespan, and dispatch by the table of `dispatch`);
+- `dispatch`: which handler answers a request: by path prefix and content type, one table;
+- `recording`: the middleware that records every request (metrics, access log);
+- `representation`: every response header of an answer (ETag, caching, gzip, CORS, media type);
+- `health`, `metrics_endpoint`: /healthz, /readyz and /metrics;
+- `limits`: the request body deadline around the whole app.
+"""

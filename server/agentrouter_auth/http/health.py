@@ -1,0 +1,49 @@
+"""/healthz and /readyz: whether this worker lives, and whether it should get traffic.
+
+/readyz says `draining` (503) once shutdown has begun, and `keyring: error` while the last
+key-store reload was refused; it is still ready then, since the last good set is served. The
+reason names files, so it goes to the log (`key_set_reload_failed`), never to whoever asks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from agentrouter_auth.asgi_types import App, Receive, Scope, Send, respond
+from agentrouter_auth.http.representation import uncached
+
+if TYPE_CHECKING:
+    from agentrouter_auth.runtime import Runtime
+
+
+def liveness(runtime: Runtime) -> App:
+    """/healthz: 200 with this worker's pid while its event loop answers."""
+
+    async def healthz(scope: Scope, receive: Receive, send: Send) -> None:
+        await _json(send, 200, {"status": "ok", "pid": os.getpid()})
+
+    return healthz
+
+
+def readiness(runtime: Runtime) -> App:
+    """/readyz: 200 while serving, 503 while draining; never a path or a key id."""
+
+    async def readyz(scope: Scope, receive: Receive, send: Send) -> None:
+        ring_status = runtime.ring.status()
+        body: dict[str, Any] = {"status": "ready", "keys": ring_status.version, "keyring": "ok"}
+        code = 200
+        if runtime.draining:
+            body["status"], code = "draining", 503
+        if ring_status.error:
+            body["keyring"] = "error"
+            body["reason"] = "a change to the key store was refused; see the server log"
+        await _json(send, code, body)
+
+    return readyz
+
+
+async def _json(send: Send, status: int, document: dict[str, Any]) -> None:
+    body = json.dumps(document).encode()
+    await respond(send, status, uncached("application/json", body), body)

@@ -1,0 +1,176 @@
+"""How an answer is represented over HTTP: every response header of the REST routes.
+
+One module decides them all, so changing a caching or CORS header is a change here (and, for a
+cache lifetime, to the rotation policy that sets it):
+
+- a `Rendered` answer: its stored bytes with a strong `ETag`, `If-None-Match` → 304, the gzip
+  form when the client accepts it (`Vary: Accept-Encoding`), `Cache-Control` from the answer's
+  freshness, and a more specific media type (`application/jwk-set+json`) when the client's
+  Accept asks for exactly that one (`Vary: Accept` too); HEAD gets the same headers, no body;
+- a plain message: compact proto3 JSON; an error: `google.rpc.Status` JSON;
+- every answer: `Access-Control-Allow-Origin: *` (the routes are public), and OPTIONS answers
+  a CORS preflight;
+- the service's own endpoints (health, metrics, a 408) are never cached: `no-store`.
+
+Header lists of a rendered answer are built once per answer and representation, and kept in
+`Rendered.derived`: a request only picks one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentrouter_auth.asgi_types import Headers, Scope, Send, content_length, header, respond
+from agentrouter_auth.rendered import Freshness, Rendered
+from agentrouter_auth.transcode import JSONResponder
+
+JSON = "application/json"
+CORS: Headers = (
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", b"etag, content-length"),
+)
+PREFLIGHT_MAX_AGE = 86400  # seconds a browser may reuse a preflight answer
+
+
+class Representation(JSONResponder):
+    """The transcoder's responder for this service's REST routes."""
+
+    headers = CORS
+
+    async def answer(self, scope: Scope, send: Send, answer: object, *, head: bool) -> None:
+        """Write a rendered answer from its stored bytes, any other message as JSON."""
+        if isinstance(answer, Rendered):
+            await _send_rendered(send, answer, scope.get("headers") or (), head=head)
+        else:
+            await super().answer(scope, send, answer, head=head)
+
+    async def options(self, scope: Scope, send: Send, allow: bytes) -> None:
+        """A CORS preflight: any origin, the path's methods, the headers asked for."""
+        headers = [
+            (b"allow", allow),
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-allow-methods", allow),
+            (b"access-control-max-age", str(PREFLIGHT_MAX_AGE).encode()),
+        ]
+        requested = header(scope, b"access-control-request-headers")
+        if requested:
+            headers.append((b"access-control-allow-headers", requested))
+        headers.append(content_length(b""))
+        await respond(send, 204, headers, b"")
+
+
+def cache_control(freshness: Freshness) -> bytes:
+    """The `Cache-Control` of an answer a shared cache may keep for `freshness`."""
+    return (
+        f"public, max-age={int(freshness.max_age)}, "
+        f"stale-while-revalidate={int(freshness.stale_while_revalidate)}, "
+        f"stale-if-error={int(freshness.stale_if_error)}"
+    ).encode()
+
+
+def uncached(content_type: str, body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of an answer no cache may keep (health, metrics, a request limit's)."""
+    return [
+        (b"content-type", content_type.encode()),
+        content_length(body),
+        (b"cache-control", b"no-store"),
+    ]
+
+
+async def _send_rendered(
+    send: Send, rendered: Rendered[Any], request_headers: Headers, *, head: bool
+) -> None:
+    if_none_match = accept = accept_encoding = None
+    for name, value in request_headers:
+        if name == b"if-none-match":
+            if_none_match = value
+        elif name == b"accept":
+            accept = value
+        elif name == b"accept-encoding":
+            accept_encoding = value
+    if if_none_match is not None and _etag_matches(if_none_match, rendered.etag):
+        status, headers, body = 304, _variant(rendered, None, gzipped=False), b""
+    else:
+        gzipped = accept_encoding is not None and _accepts_gzip(accept_encoding)
+        status = 200
+        headers = _variant(rendered, _negotiated_type(accept, rendered), gzipped=gzipped)
+        body = b"" if head else rendered.json_gzip if gzipped else rendered.json
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _variant(
+    rendered: Rendered[Any], content_type: str | None, *, gzipped: bool
+) -> list[tuple[bytes, bytes]]:
+    """The headers of one representation of `rendered`, built once and reused.
+
+    `content_type` None is the 304 form: validators and caching headers, no entity ones.
+    """
+    key = (content_type, gzipped)
+    headers: list[tuple[bytes, bytes]] | None = rendered.derived.get(key)
+    if headers is None:
+        vary = b"Accept, Accept-Encoding" if rendered.media_types else b"Accept-Encoding"
+        headers = [(b"etag", rendered.etag.encode()), (b"vary", vary), *CORS]
+        if rendered.freshness is not None:
+            headers.append((b"cache-control", cache_control(rendered.freshness)))
+        if content_type is not None:
+            headers.append((b"content-type", content_type.encode()))
+            if gzipped:
+                headers.append((b"content-encoding", b"gzip"))
+            headers.append(content_length(rendered.json_gzip if gzipped else rendered.json))
+        rendered.derived[key] = headers
+    return headers
+
+
+def _etag_matches(if_none_match: bytes, etag: str) -> bool:
+    """RFC 9110 §13.1.2: weak comparison against a list, or `*`."""
+    wanted = etag.removeprefix("W/")
+    for item in if_none_match.decode("latin-1").split(","):
+        candidate = item.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == wanted:
+            return True
+    return False
+
+
+# Clients send the same few Accept and Accept-Encoding values over and over: parse each once.
+_PARSED_CACHE_LIMIT = 512
+_GZIP_ACCEPTED: dict[bytes, bool] = {}
+_NEGOTIATED: dict[tuple[bytes, tuple[str, ...]], str] = {}
+
+
+def _accepts_gzip(accept_encoding: bytes) -> bool:
+    accepted = _GZIP_ACCEPTED.get(accept_encoding)
+    if accepted is None:
+        if len(_GZIP_ACCEPTED) >= _PARSED_CACHE_LIMIT:
+            _GZIP_ACCEPTED.clear()
+        accepted = _GZIP_ACCEPTED[accept_encoding] = _parse_accepts_gzip(accept_encoding)
+    return accepted
+
+
+def _parse_accepts_gzip(accept_encoding: bytes) -> bool:
+    for item in accept_encoding.decode("latin-1").lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() in ("gzip", "x-gzip", "*"):
+            quality = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
+            try:
+                return float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def _negotiated_type(accept: bytes | None, rendered: Rendered[Any]) -> str:
+    """The answer's media type: one of its specific ones when Accept names exactly that one."""
+    if not accept or not rendered.media_types:
+        return JSON
+    key = (accept, rendered.media_types)
+    chosen = _NEGOTIATED.get(key)
+    if chosen is None:
+        if len(_NEGOTIATED) >= _PARSED_CACHE_LIMIT:
+            _NEGOTIATED.clear()
+        ranges = [
+            part.split(";")[0].strip().lower() for part in accept.decode("latin-1").split(",")
+        ]
+        single = len(ranges) == 1 and ranges[0] in rendered.media_types
+        chosen = _NEGOTIATED[key] = ranges[0] if single else JSON
+    return chosen

@@ -1,0 +1,161 @@
+"""The transcoder's ASGI app: find the route, build the request, call the handler, hand the
+answer to a responder.
+
+How an answer is written (its headers, caching, CORS) is the responder's business, not the
+transcoder's: `JSONResponder` writes a message as compact proto3 JSON and an error as
+`google.rpc.Status` JSON, and an application passes its own responder for anything more.
+The app names the route a request matched in `scope["route"]` as (RPC name, or "" when no
+method of the path answers; the path template), so that metrics and logs can name it without
+ever recording the raw path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from agentrouter_auth.asgi_types import Headers, Receive, Scope, Send, content_length, respond
+from agentrouter_auth.protojson import compact_json
+from agentrouter_auth.status import Code, RpcError
+from agentrouter_auth.transcode.errors import TranscodeError, body_too_large, status_json
+from agentrouter_auth.transcode.fields import assign, merge_body, merge_query, message_class
+from agentrouter_auth.transcode.routes import Bindings, Route, Router
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+_JSON = (b"content-type", b"application/json")
+
+
+class Responder(Protocol):
+    """Writes the transcoder's answers."""
+
+    async def answer(self, scope: Scope, send: Send, answer: object, *, head: bool) -> None:
+        """Write what a handler returned (`head`: headers only)."""
+
+    async def error(self, scope: Scope, send: Send, error: TranscodeError, *, head: bool) -> None:
+        """Write an error."""
+
+    async def options(self, scope: Scope, send: Send, allow: bytes) -> None:
+        """Answer an OPTIONS request on a path whose methods are `allow`."""
+
+
+class JSONResponder:
+    """Messages as compact proto3 JSON, errors as `google.rpc.Status` JSON, OPTIONS as 204
+    with `Allow`; `headers` are added to each of them."""
+
+    headers: Headers = ()
+
+    async def answer(self, scope: Scope, send: Send, answer: object, *, head: bool) -> None:
+        """Write a message."""
+        if not isinstance(answer, Message):
+            raise TypeError(f"a handler returned {type(answer).__name__}, not a message")
+        body = compact_json(answer)
+        headers = [_JSON, *self.headers, content_length(body)]
+        await respond(send, 200, headers, b"" if head else body)
+
+    async def error(self, scope: Scope, send: Send, error: TranscodeError, *, head: bool) -> None:
+        """Write `error` as google.rpc.Status JSON."""
+        body = status_json(error.code, error.message)
+        headers = [_JSON, *self.headers, *error.headers, content_length(body)]
+        await respond(send, error.http_status, headers, b"" if head else body)
+
+    async def options(self, scope: Scope, send: Send, allow: bytes) -> None:
+        """204 with the path's `Allow`."""
+        headers = [(b"allow", allow), *self.headers, content_length(b"")]
+        await respond(send, 204, headers, b"")
+
+
+class Transcoder:
+    """An ASGI app that answers the REST bindings of its routes."""
+
+    def __init__(
+        self,
+        routes: Iterable[Route],
+        *,
+        responder: Responder | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        self.routes = tuple(routes)
+        self.responder: Responder = responder if responder is not None else JSONResponder()
+        self.max_body_bytes = max_body_bytes
+        self._router = Router(self.routes)
+        self._literal = self._router.literal  # one dict lookup finds most requests' resource
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one HTTP request (the ASGI entry point)."""
+        try:
+            await self._handle(scope, receive, send)
+        except RpcError as err:
+            error = TranscodeError.of(err)
+            await self.responder.error(scope, send, error, head=scope["method"] == "HEAD")
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        matches = None
+        resource = self._literal.get(scope["path"])
+        if resource is None:
+            resource, matches = self._router.match(scope)
+        route = resource.methods.get("GET" if method == "HEAD" else method)
+        if route is None:
+            scope["route"] = resource.name
+            if method == "OPTIONS":
+                await self.responder.options(scope, send, resource.allow)
+                return
+            raise TranscodeError(
+                Code.UNIMPLEMENTED,
+                f"method {method} is not allowed on {scope['path']}",
+                [(b"allow", resource.allow)],
+                http_status=405,
+            )
+        scope["route"] = route.name
+        request = route.shared_request
+        if request is None:
+            bound = {} if matches is None else next(b for r, b in matches if r is route)
+            request = await self._build_request(route, bound, scope, receive)
+        answer = await route.handler(request)
+        if route.response_body:
+            if not isinstance(answer, Message):
+                rpc = route.name[0]
+                raise TranscodeError(Code.INTERNAL, f"{rpc}: response_body needs a message")
+            answer = getattr(answer, route.response_body)
+        await self.responder.answer(scope, send, answer, head=method == "HEAD")
+
+    async def _build_request(
+        self, route: Route, bound: Bindings, scope: Scope, receive: Receive
+    ) -> Message:
+        request = message_class(route.rpc.input_type)()
+        query = scope.get("query_string", b"")
+        if not route.body and not bound and not query:
+            return request
+        if route.body:
+            raw = await self._read_body(scope, receive)
+            merge_body(raw, request if route.body == "*" else getattr(request, route.body))
+        for path, value in bound.items():
+            assign(request, path, [value], source="path")
+        if route.body != "*" and query:
+            merge_query(request, query, body_field=route.body)
+        return request
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for name, value in scope.get("headers") or ():
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    problem = "malformed Content-Length"
+                    raise TranscodeError(Code.INVALID_ARGUMENT, problem) from None
+                if declared > self.max_body_bytes:
+                    raise body_too_large(self.max_body_bytes)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise TranscodeError(Code.CANCELLED, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise body_too_large(self.max_body_bytes)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)

@@ -1,0 +1,60 @@
+"""Transcoder errors, answered as `google.rpc.Status` JSON with the code's HTTP status.
+
+`{"code": 5, "message": "…", "details": []}`: the code's number, as grpc-gateway and Envoy's
+grpc_json_transcoder write it, with the HTTP status of `status.http_status`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from agentrouter_auth import status
+from agentrouter_auth.status import Code, RpcError
+
+
+class TranscodeError(RpcError):
+    """An RPC error with what HTTP adds: extra response headers and, where HTTP has a more
+    precise status than the code's (405, 413), that status."""
+
+    def __init__(
+        self,
+        code: Code,
+        message: str,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        *,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(code, message)
+        self.headers = tuple(headers)
+        self.http_status = http_status or status.http_status(code)
+
+    @classmethod
+    def of(cls, error: RpcError) -> TranscodeError:
+        """`error` as a TranscodeError (itself when it is one)."""
+        return error if isinstance(error, TranscodeError) else cls(error.code, error.message)
+
+
+def status_json(code: Code, message: str) -> bytes:
+    """The `google.rpc.Status` JSON of an error."""
+    document = {"code": status.number(code), "message": message, "details": []}
+    return json.dumps(document).encode()
+
+
+def code_of_status_json(body: bytes) -> Code | None:
+    """The code of a `google.rpc.Status` JSON body, or None when `body` is not one."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    number = document.get("code") if isinstance(document, dict) else None
+    if not isinstance(number, int) or isinstance(number, bool):
+        return None
+    return status.from_number(number)
+
+
+def body_too_large(limit: int) -> TranscodeError:
+    """The error for a request body over `limit` bytes: RESOURCE_EXHAUSTED, HTTP 413."""
+    return TranscodeError(
+        Code.RESOURCE_EXHAUSTED, f"request body is larger than {limit} bytes", http_status=413
+    )

@@ -1,0 +1,63 @@
+"""Fixtures of the unit tests: the transcoder's test-only service, compiled once per run, and
+a way to call an ASGI app in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from grpc_tools import protoc
+
+import contract
+
+PROTOS = Path(__file__).resolve().parent.parent / "protos"
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    """tests/protos/transcodetest/v1/library.proto (a service that uses the whole
+    google.api.http grammar), compiled now with the same protoc and googleapis as the
+    contract."""
+    out = tmp_path_factory.mktemp("library_gen")
+    well_known = Path(protoc.__file__).parent / "_proto"
+    status = protoc.main(
+        [
+            "protoc",
+            f"--proto_path={PROTOS}",
+            f"--proto_path={contract.googleapis_root()}",
+            f"--proto_path={well_known}",
+            f"--python_out={out}",
+            str(PROTOS / "transcodetest/v1/library.proto"),
+        ]
+    )
+    assert status == 0
+    sys.path.insert(0, str(out))
+    try:
+        yield importlib.import_module("transcodetest.v1.library_pb2")
+    finally:
+        sys.path.remove(str(out))
+
+
+Call = Callable[..., httpx.Response]
+
+
+@pytest.fixture(scope="session")
+def call() -> Call:
+    """`call(app, method, url, **httpx_kwargs)`: one request to an ASGI app, in-process."""
+
+    def call(app: Any, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await client.request(method, url, **kwargs)
+
+        return asyncio.run(go())
+
+    return call

@@ -1,0 +1,181 @@
+"""http.representation: every response header of a REST answer, decided in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from typing import Any
+
+import pytest
+
+from agentrouter.auth.v1 import auth_pb2
+from agentrouter_auth.http.representation import Representation, cache_control, uncached
+from agentrouter_auth.rendered import Freshness, Rendered, render_message
+from agentrouter_auth.status import Code
+from agentrouter_auth.transcode import TranscodeError
+
+JWK_SET = "application/jwk-set+json"
+
+
+POLICY = Freshness(120, 30, 7200)
+
+
+def rendered(freshness: Freshness | None = POLICY) -> Rendered[Any]:
+    keys = [auth_pb2.JWK(kty="OKP", kid=f"k{n}", use="sig", alg="EdDSA", x="A" * 43)
+            for n in range(20)]  # fmt: skip
+    return render_message(
+        auth_pb2.GetJWKSResponse(keys=keys), freshness=freshness, media_types=(JWK_SET,)
+    )
+
+
+def answer(
+    answer: object, headers: dict[str, str] | None = None, *, method: str = "GET"
+) -> tuple[int, dict[str, str], bytes]:
+    """What Representation writes for `answer`: (status, headers, body)."""
+    scope = {"type": "http", "method": method,
+             "headers": [(k.encode(), v.encode()) for k, v in (headers or {}).items()]}  # fmt: skip
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(Representation().answer(scope, send, answer, head=method == "HEAD"))
+    start, body = sent
+    written = {name.decode(): value.decode() for name, value in start["headers"]}
+    assert len(written) == len(start["headers"]), "a header written twice"
+    return start["status"], written, body["body"]
+
+
+def test_a_rendered_answer_is_its_stored_json_with_validators_and_freshness() -> None:
+    document = rendered()
+    status, headers, body = answer(document)
+    assert (status, body) == (200, document.json)
+    assert headers == {
+        "etag": document.etag,
+        "vary": "Accept, Accept-Encoding",
+        "access-control-allow-origin": "*",
+        "access-control-expose-headers": "etag, content-length",
+        "cache-control": "public, max-age=120, stale-while-revalidate=30, stale-if-error=7200",
+        "content-type": "application/json",
+        "content-length": str(len(document.json)),
+    }
+
+
+def test_an_answer_without_freshness_has_no_cache_control() -> None:
+    _, headers, _ = answer(rendered(freshness=None))
+    assert "cache-control" not in headers
+
+
+@pytest.mark.parametrize("if_none_match", ["{etag}", "W/{etag}", '"other", {etag}', "*"])
+def test_a_matching_if_none_match_is_304_with_validators_only(if_none_match: str) -> None:
+    document = rendered()
+    status, headers, body = answer(
+        document, {"if-none-match": if_none_match.format(etag=document.etag)}
+    )
+    assert (status, body) == (304, b"")
+    assert headers["etag"] == document.etag
+    assert headers["cache-control"].startswith("public, max-age=120")
+    assert "content-type" not in headers
+    assert "content-length" not in headers
+
+
+def test_a_stale_if_none_match_gets_the_document() -> None:
+    assert answer(rendered(), {"if-none-match": '"stale"'})[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [("gzip", True), ("br, gzip;q=0.5", True), ("*", True), ("gzip;q=0", False),
+     ("identity", False), ("gzip;q=bogus", False)],
+)  # fmt: skip
+def test_gzip_when_the_client_accepts_it(accept_encoding: str, gzipped: bool) -> None:
+    document = rendered()
+    _, headers, body = answer(document, {"accept-encoding": accept_encoding})
+    assert ("content-encoding" in headers) is gzipped
+    assert (gzip.decompress(body) if gzipped else body) == document.json
+    assert headers["content-length"] == str(len(body))
+    assert "Accept-Encoding" in headers["vary"]
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [(JWK_SET, JWK_SET), (f"{JWK_SET}; q=1", JWK_SET),
+     (f"{JWK_SET}, application/json", "application/json"), ("*/*", "application/json"),
+     ("application/json", "application/json")],
+)  # fmt: skip
+def test_the_specific_media_type_when_accept_asks_exactly_for_it(
+    accept: str, content_type: str
+) -> None:
+    document = rendered()
+    _, headers, body = answer(document, {"accept": accept})
+    assert headers["content-type"] == content_type
+    assert body == document.json
+
+
+def test_head_has_the_headers_and_no_body() -> None:
+    document = rendered()
+    _, get, _ = answer(document)
+    status, head, body = answer(document, method="HEAD")
+    assert (status, body, head) == (200, b"", get)
+
+
+def test_header_lists_are_built_once_per_answer() -> None:
+    document = rendered()
+    answer(document)
+    built = dict(document.derived)
+    answer(document)
+    assert document.derived == built
+    assert all(document.derived[key] is headers for key, headers in built.items())
+
+
+def test_a_plain_message_is_compact_json_with_cors() -> None:
+    status, headers, body = answer(auth_pb2.GetJWKSResponse(keys=[auth_pb2.JWK(kid="k")]))
+    assert (status, body) == (200, b'{"keys":[{"kid":"k"}]}')
+    assert headers["access-control-allow-origin"] == "*"
+    assert "etag" not in headers
+
+
+def run(coroutine: Any) -> tuple[int, dict[str, str], bytes]:
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(coroutine(send))
+    start, body = sent
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body["body"]
+
+
+def test_an_error_is_google_rpc_status_with_cors() -> None:
+    error = TranscodeError(Code.UNIMPLEMENTED, "no", [(b"allow", b"GET")], http_status=405)
+    status, headers, body = run(
+        lambda send: Representation().error({"method": "PUT"}, send, error, head=False)
+    )
+    assert status == 405
+    assert json.loads(body) == {"code": 12, "message": "no", "details": []}
+    assert (headers["allow"], headers["access-control-allow-origin"]) == ("GET", "*")
+
+
+def test_options_is_a_cors_preflight() -> None:
+    scope = {"headers": [(b"access-control-request-headers", b"authorization, x-trace")]}
+    status, headers, body = run(
+        lambda send: Representation().options(scope, send, b"GET, HEAD, OPTIONS")
+    )
+    assert (status, body) == (204, b"")
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["access-control-allow-methods"] == headers["allow"] == "GET, HEAD, OPTIONS"
+    assert headers["access-control-allow-headers"] == "authorization, x-trace"
+    assert headers["access-control-max-age"] == "86400"
+
+
+def test_cache_control_is_written_from_the_freshness_in_whole_seconds() -> None:
+    assert cache_control(Freshness(299.9, 60, 86400)) == (
+        b"public, max-age=299, stale-while-revalidate=60, stale-if-error=86400"
+    )
+
+
+def test_the_services_own_endpoints_are_never_cached() -> None:
+    assert uncached("text/plain", b"abc") == [
+        (b"content-type", b"text/plain"), (b"content-length", b"3"), (b"cache-control", b"no-store")
+    ]  # fmt: skip

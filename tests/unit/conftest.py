@@ -1,5 +1,5 @@
-"""Fixtures of the unit tests: the transcoder's test-only service, compiled once per run, and
-a way to call an ASGI app in-process."""
+"""Fixtures of the unit tests: the transcoder's test-only service, compiled once per run, a
+worker's whole HTTP app, and a way to call an ASGI app in-process."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ import pytest
 from grpc_tools import protoc
 
 import contract
+from agentrouter_auth.config import Address, ServeConfig
+from agentrouter_auth.http.app import HttpApp
+from agentrouter_auth.keys.policy import Policy
+from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.keys.store import DirectoryStore
+from agentrouter_auth.runtime import Runtime
 
 PROTOS = Path(__file__).resolve().parent.parent / "protos"
 
@@ -43,6 +49,25 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
         yield importlib.import_module("transcodetest.v1.library_pb2")
     finally:
         sys.path.remove(str(out))
+
+
+@pytest.fixture(scope="session")
+def http_app(tmp_path_factory: pytest.TempPathFactory) -> HttpApp:
+    """The whole HTTP app of a worker (not started: no gRPC listener), on a real key ring."""
+    keys = tmp_path_factory.mktemp("http_app") / "keys"
+    ring = KeyRing(DirectoryStore(keys), Policy())
+    ring.init(["ES256", "EdDSA"])
+    ring.load()
+    config = ServeConfig(
+        key_store=str(keys),
+        http_addr=Address("127.0.0.1", 8080),
+        grpc_addr=Address("127.0.0.1", 9090),
+        grace_seconds=1,
+        reload_interval=1,
+        auto_rotate=False,
+        policy=ring.policy,
+    )
+    return HttpApp(Runtime(config, ring))
 
 
 Call = Callable[..., httpx.Response]

@@ -1,4 +1,4 @@
-"""Whatever arrives over HTTP, the app answers with a proper status, never a 500.
+"""http.app: whatever arrives over HTTP, the app answers with a proper status, never a 500.
 
 The whole HTTP app (transcoder, Connect, gRPC-Web, health, metrics) is driven in-process with
 generated requests: methods, paths with percent-escapes and invalid UTF-8, query strings,
@@ -7,38 +7,12 @@ content types and bodies.
 
 from __future__ import annotations
 
-import asyncio
-
-import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
-from agentrouter_auth.keys.policy import Policy
-from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import DirectoryStore
-from agentrouter_auth.runtime import Runtime
 
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> HttpApp:
-    keys = tmp_path_factory.mktemp("fuzz") / "keys"
-    ring = KeyRing(DirectoryStore(keys), Policy())
-    ring.init(["ES256", "EdDSA"])
-    ring.load()
-    config = ServeConfig(
-        key_store=str(keys),
-        http_addr=Address("127.0.0.1", 8080),
-        grpc_addr=Address("127.0.0.1", 9090),
-        grace_seconds=1,
-        reload_interval=1,
-        auto_rotate=False,
-        policy=ring.policy,
-    )
-    return HttpApp(Runtime(config, ring))
-
+from .conftest import Call
 
 segment = st.one_of(
     st.sampled_from([".well-known", "jwks.json", "agentrouter.auth.v1.AuthService", "GetJWKS",
@@ -67,7 +41,8 @@ content_types = st.sampled_from(
     encoding=st.sampled_from(["", "gzip", "br", "gzip;q=0", "identity, *;q=0", "bogus"]),
 )  # fmt: skip
 def test_no_request_gets_a_500(
-    app: HttpApp,
+    http_app: HttpApp,
+    call: Call,
     method: str,
     path: str,
     query: str,
@@ -82,17 +57,9 @@ def test_no_request_gets_a_500(
         if value:
             headers[name] = value
     url = path + ("?" + query if query else "")
-    response = asyncio.run(_request(app, method, url, headers, body))
+    response = call(http_app, method, "http://fuzz" + url, headers=headers, content=body)
     assert response.status_code < 500 or response.status_code == 501, (
         method,
         url,
     )  # 501: UNIMPLEMENTED
     assert 100 <= response.status_code < 600
-
-
-async def _request(
-    app: HttpApp, method: str, url: str, headers: dict[str, str], body: bytes
-) -> httpx.Response:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport) as client:
-        return await client.request(method, "http://fuzz" + url, headers=headers, content=body)

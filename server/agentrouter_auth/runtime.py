@@ -87,8 +87,7 @@ class Runtime:
     async def _maintain(self) -> None:
         """Every reload interval: take due rotation steps, then pick up any store change.
 
-        The store is only written when the loaded set says a step is due (or unlisted key
-        files wait to be removed): a transaction re-reads the store under its exclusive lock,
+        The store is only written when the loaded set says a step is due: a transaction re-reads the store under its exclusive lock,
         which every other worker's reload would wait for, and a step from a store that cannot
         be read (say, its manifest is missing) is refused rather than taken.
         """

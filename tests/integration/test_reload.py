@@ -91,15 +91,19 @@ def test_cli_rotation_and_bad_files_reach_a_running_server(tmp_path: Path) -> No
     assert "not a valid JWK" in error["reason"]
 
 
-def test_a_key_file_the_manifest_does_not_list_is_never_published(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rotation", ["off", "auto"])
+def test_a_key_file_the_manifest_does_not_list_is_never_published(
+    tmp_path: Path, rotation: str
+) -> None:
     """Anyone who can drop `<thumbprint>.jwk.json` beside the manifest must not get a key
-    trusted: the file is reported and ignored, and the next transaction removes it."""
+    trusted: the file is reported and ignored, and the next transaction removes it. A server
+    with nothing due (even with --rotation auto) does not write the store to remove it."""
     keys_dir = tmp_path / "keys"
     subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
     intruder = jwk.JWK.generate(kty="EC", crv="P-256")  # made now, never committed
     intruder.update(kid=intruder.thumbprint(), alg="ES256", use="sig")
     dropped = keys_dir / f"{intruder['kid']}.jwk.json"
-    with ServerProcess(serve_argv(keys_dir, "--rotation", "off")) as server:
+    with ServerProcess(serve_argv(keys_dir, "--rotation", rotation)) as server:
         served = kids(server.port)
         dropped.write_text(intruder.export_public())
         notes = eventually(lambda: server.events("key_store_note"), bool)
@@ -107,6 +111,9 @@ def test_a_key_file_the_manifest_does_not_list_is_never_published(tmp_path: Path
         assert kids(server.port) == served
         assert intruder["kid"] not in kids(server.port)
         assert keyring_health(server.port) == health_pb2.HealthCheckResponse.SERVING
+        assert unlisted_gauge(server) == 1
+        time.sleep(1.0)  # several reload intervals with nothing due: nothing is written
+        assert dropped.exists()
         assert unlisted_gauge(server) == 1
         subprocess.run(
             [*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(keys_dir)], check=True

@@ -262,16 +262,15 @@ class KeyRing:
     # -- lifecycle -----------------------------------------------------------------------
 
     def due(self) -> bool:
-        """Whether the loaded set calls for a transaction now: a lifecycle step is due, or the
-        store holds unlisted key files to remove. Cheap (no store access), so the server asks
-        this every interval and only opens a transaction, which re-reads the store under its
-        lock, when it says yes."""
+        """Whether the loaded set calls for a lifecycle step now. Cheap (no store access), so
+        the server asks this every interval and only opens a transaction, which re-reads the
+        store under its lock, when it says yes. Unlisted key files are left to the next
+        transaction: they are ignored meanwhile, and an operator restoring a store file by file
+        must not see them deleted under their hands."""
         key_set = self._key_set
         if key_set is None:
             return False
-        return bool(key_set.unlisted) or bool(
-            due_steps(key_set.entries, int(self._clock()), self.policy)
-        )
+        return bool(due_steps(key_set.entries, int(self._clock()), self.policy))
 
     def step(self) -> list[Change]:
         """Apply every lifecycle step that is due now. Safe to call from many processes; a

@@ -87,9 +87,10 @@ class Runtime:
     async def _maintain(self) -> None:
         """Every reload interval: take due rotation steps, then pick up any store change.
 
-        The store is only written when the loaded set says a step is due: a transaction re-reads the store under its exclusive lock,
-        which every other worker's reload would wait for, and a step from a store that cannot
-        be read (say, its manifest is missing) is refused rather than taken.
+        The store is only written when the loaded set says a step is due: a transaction re-reads the
+        store under its exclusive lock, which every other worker's reload would wait for, and a step
+        from a store that cannot be read (say, its manifest is missing) is refused rather than
+        taken.
         """
         last_error, failures_seen = "", self.ring.reload_failures
         while True:

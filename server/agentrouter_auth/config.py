@@ -106,9 +106,9 @@ class TLSConfig:
 
 
 INT_MAX = 2**31 - 1  # grpcio's integer channel arguments are C ints
-# File descriptors a worker keeps for everything but HTTP connections: gRPC connections, key
-# files, logs, the event loop.
-FD_RESERVE = 512
+# File descriptors a worker keeps for everything but HTTP connections: the default cap of gRPC
+# connections (GrpcLimits.max_connections), plus key files, logs and the event loop.
+FD_RESERVE = 1024 + 512
 MAX_CONNECTIONS_CEILING = 8192
 
 
@@ -168,9 +168,11 @@ class GrpcLimits:
     max_message_size: int = 64 * 1024
     """Largest request message accepted; a call announcing a larger one is answered
     RESOURCE_EXHAUSTED."""
-    max_connections: int = 256
+    max_connections: int = 1024
     """Open gRPC connections per worker process; a connection above it is closed at once.
-    Keeps gRPC connections within the file descriptors a worker sets aside for them."""
+    Keeps gRPC connections within the file descriptors a worker sets aside for them
+    (FD_RESERVE). Idle connections are closed after `idle_timeout`, silent ones after
+    `handshake_timeout`, so a client holding the cap must keep re-opening them."""
 
     def __post_init__(self) -> None:
         for field in fields(self):

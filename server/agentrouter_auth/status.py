@@ -40,6 +40,11 @@ _CONNECT: dict[Code, str] = {code: code.name.lower() for code in Code} | {
 }
 _BY_NUMBER: dict[int, Code] = {code.value[0]: code for code in Code}
 _BY_CONNECT_NAME: dict[str, Code] = {name: code for code, name in _CONNECT.items()}
+# On a request path a code is looked up by its number: an enum member's `name` and `value`
+# are Python-level properties and its hash a Python-level method, while `_value_` and
+# `_name_` (Enum's own supported attributes) are plain ones.
+_HTTP_BY_NUMBER = {code.value[0]: http for code, http in _HTTP.items()}
+_CONNECT_BY_NUMBER = {code.value[0]: name for code, name in _CONNECT.items()}
 # The code an HTTP status stands for when an answer's body names none (the answer to a HEAD
 # request, a protocol's bare error): the first code of the table with that status, and the
 # statuses HTTP layers answer by themselves (no such method or media type; a request limit).
@@ -69,23 +74,23 @@ class RpcError(Exception):
 
 def http_status(code: Code) -> int:
     """The HTTP status of an answer with `code`."""
-    return _HTTP[code]
+    return _HTTP_BY_NUMBER[code._value_[0]]
 
 
 def number(code: Code) -> int:
     """The code's number, as `google.rpc.Status.code` and the `grpc-status` header carry it."""
-    value: int = code.value[0]
+    value: int = code._value_[0]
     return value
 
 
 def connect_name(code: Code) -> str:
     """The code's name in the Connect protocol (`resource_exhausted`, `canceled`, …)."""
-    return _CONNECT[code]
+    return _CONNECT_BY_NUMBER[code._value_[0]]
 
 
 def label(code: Code) -> str:
     """The code as metrics and access logs label it (`RESOURCE_EXHAUSTED`)."""
-    return code.name
+    return code._name_
 
 
 def from_number(value: int) -> Code:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable
 
 from agentrouter_auth import metrics
 from agentrouter_auth.asgi_types import App, Receive, Scope, Send, header
@@ -53,7 +54,7 @@ class HttpApp:
         kind = scope["type"]
         if kind == "http":
             try:
-                await self._dispatch(scope)(scope, receive, send)
+                await self._dispatch(scope, receive, send)
             except RequestBodyTimeoutError:
                 raise  # answered 408 by BodyDeadline around this app
             except Exception:
@@ -67,19 +68,20 @@ class HttpApp:
             await self._lifespan(receive, send)
         # websocket connections are refused by returning without accepting
 
-    def _dispatch(self, scope: Scope) -> App:
+    def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The first row of the dispatch table that takes the request answers it."""
         path: str = scope["path"]
         endpoint = self._endpoints.get(path)
         if endpoint is not None:
-            return endpoint
+            return endpoint(scope, receive, send)
         for prefix, rows in self._prefixes:
             if path.startswith(prefix):
                 if len(rows) == 1:
-                    return rows[0][1]
+                    return rows[0][1](scope, receive, send)
                 content_type = header(scope, b"content-type")
                 for wanted, app in rows:
                     if content_type.startswith(wanted):
-                        return app
+                        return app(scope, receive, send)
         raise LookupError("no row of the dispatch table takes the path")  # the last takes all
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,14 +80,16 @@ class _Watch:
         self.status = 0
         self.code: Code | None = None
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
+        # A plain function that returns the wrapped send's awaitable: no coroutine of its own
+        # per event (this runs twice for every request).
         if self.code is None:
             if not self.status:  # the first event starts the response
                 self.status = message["status"]
                 self.code = self._protocol.code_at_start(self.status, message)
             else:
                 self.code = self._protocol.code_in_body(message.get("body", b""))
-        await self._send(message)
+        return self._send(message)
 
 
 _HTTP_METHODS = frozenset(

@@ -39,10 +39,26 @@ class Representation(JSONResponder):
 
     async def answer(self, scope: Scope, send: Send, answer: object, *, head: bool) -> None:
         """Write a rendered answer from its stored bytes, any other message as JSON."""
-        if isinstance(answer, Rendered):
-            await _send_rendered(send, answer, scope.get("headers") or (), head=head)
-        else:
+        if not isinstance(answer, Rendered):
             await super().answer(scope, send, answer, head=head)
+            return
+        if_none_match = accept = accept_encoding = None
+        for name, value in scope.get("headers") or ():
+            if name == b"if-none-match":
+                if_none_match = value
+            elif name == b"accept":
+                accept = value
+            elif name == b"accept-encoding":
+                accept_encoding = value
+        if if_none_match is not None and _etag_matches(if_none_match, answer.etag):
+            status, headers, body = 304, _variant(answer, None, gzipped=False), b""
+        else:
+            gzipped = accept_encoding is not None and _accepts_gzip(accept_encoding)
+            status = 200
+            headers = _variant(answer, _negotiated_type(accept, answer), gzipped=gzipped)
+            body = b"" if head else answer.json_gzip if gzipped else answer.json
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def options(self, scope: Scope, send: Send, allow: bytes) -> None:
         """A CORS preflight: any origin, the path's methods, the headers asked for."""
@@ -75,28 +91,6 @@ def uncached(content_type: str, body: bytes) -> list[tuple[bytes, bytes]]:
         content_length(body),
         (b"cache-control", b"no-store"),
     ]
-
-
-async def _send_rendered(
-    send: Send, rendered: Rendered[Any], request_headers: Headers, *, head: bool
-) -> None:
-    if_none_match = accept = accept_encoding = None
-    for name, value in request_headers:
-        if name == b"if-none-match":
-            if_none_match = value
-        elif name == b"accept":
-            accept = value
-        elif name == b"accept-encoding":
-            accept_encoding = value
-    if if_none_match is not None and _etag_matches(if_none_match, rendered.etag):
-        status, headers, body = 304, _variant(rendered, None, gzipped=False), b""
-    else:
-        gzipped = accept_encoding is not None and _accepts_gzip(accept_encoding)
-        status = 200
-        headers = _variant(rendered, _negotiated_type(accept, rendered), gzipped=gzipped)
-        body = b"" if head else rendered.json_gzip if gzipped else rendered.json
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _variant(

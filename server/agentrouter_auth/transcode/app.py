@@ -84,42 +84,30 @@ class Transcoder:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one HTTP request (the ASGI entry point)."""
-        try:
-            await self._handle(scope, receive, send)
-        except RpcError as err:
-            error = TranscodeError.of(err)
-            await self.responder.error(scope, send, error, head=scope["method"] == "HEAD")
-
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         method: str = scope["method"]
-        matches = None
-        resource = self._literal.get(scope["path"])
-        if resource is None:
-            resource, matches = self._router.match(scope)
-        route = resource.methods.get("GET" if method == "HEAD" else method)
-        if route is None:
-            scope["route"] = resource.name
-            if method == "OPTIONS":
-                await self.responder.options(scope, send, resource.allow)
-                return
-            raise TranscodeError(
-                Code.UNIMPLEMENTED,
-                f"method {method} is not allowed on {scope['path']}",
-                [(b"allow", resource.allow)],
-                http_status=405,
-            )
-        scope["route"] = route.name
-        request = route.shared_request
-        if request is None:
-            bound = {} if matches is None else next(b for r, b in matches if r is route)
-            request = await self._build_request(route, bound, scope, receive)
-        answer = await route.handler(request)
-        if route.response_body:
-            if not isinstance(answer, Message):
-                rpc = route.name[0]
-                raise TranscodeError(Code.INTERNAL, f"{rpc}: response_body needs a message")
-            answer = getattr(answer, route.response_body)
-        await self.responder.answer(scope, send, answer, head=method == "HEAD")
+        try:
+            matches = None
+            resource = self._literal.get(scope["path"])
+            if resource is None:
+                resource, matches = self._router.match(scope)
+            route = resource.methods.get("GET" if method == "HEAD" else method)
+            if route is None:
+                scope["route"] = resource.name
+                if method == "OPTIONS":
+                    await self.responder.options(scope, send, resource.allow)
+                    return
+                raise _not_allowed(method, scope["path"], resource.allow)
+            scope["route"] = route.name
+            request = route.shared_request
+            if request is None:
+                bound = {} if matches is None else next(b for r, b in matches if r is route)
+                request = await self._build_request(route, bound, scope, receive)
+            answer = await route.handler(request)
+            if route.response_body:
+                answer = _response_field(route, answer)
+            await self.responder.answer(scope, send, answer, head=method == "HEAD")
+        except RpcError as err:
+            await self.responder.error(scope, send, TranscodeError.of(err), head=method == "HEAD")
 
     async def _build_request(
         self, route: Route, bound: Bindings, scope: Scope, receive: Receive
@@ -159,3 +147,19 @@ class Transcoder:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _not_allowed(method: str, path: str, allow: bytes) -> TranscodeError:
+    return TranscodeError(
+        Code.UNIMPLEMENTED,
+        f"method {method} is not allowed on {path}",
+        [(b"allow", allow)],
+        http_status=405,
+    )
+
+
+def _response_field(route: Route, answer: object) -> object:
+    """The field of the answer that `response_body` names (a message's field only)."""
+    if not isinstance(answer, Message):
+        raise TranscodeError(Code.INTERNAL, f"{route.name[0]}: response_body needs a message")
+    return getattr(answer, route.response_body)

@@ -1,0 +1,71 @@
+"""grpc_server: the gRPC handlers are built from the service descriptor, write a rendered
+answer's stored bytes, and end a call with the code of the servicer's RpcError. (The
+listener's limits are tested against the real server in tests/integration.)"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+
+from agentrouter.auth.v1 import auth_pb2
+from agentrouter_auth.grpc_server import method_handlers, start_grpc_server
+from agentrouter_auth.rendered import render_message
+from agentrouter_auth.status import Code, RpcError
+
+ANSWER = render_message(auth_pb2.GetJWKSResponse(keys=[auth_pb2.JWK(kid="k", kty="OKP")]))
+GET_JWKS = "/agentrouter.auth.v1.AuthService/GetJWKS"
+
+
+class Servicer:
+    SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+
+    def __init__(self, error: RpcError | None = None) -> None:
+        self.error = error
+
+    async def get_jwks(self, request: auth_pb2.GetJWKSRequest) -> Any:
+        if self.error is not None:
+            raise self.error
+        return ANSWER
+
+
+def call(servicer: Servicer) -> tuple[grpc.StatusCode, str | None, bytes | None]:
+    """One GetJWKS call to a real gRPC listener on loopback: (code, details, raw answer)."""
+
+    async def go() -> tuple[grpc.StatusCode, str | None, bytes | None]:
+        server = await start_grpc_server(servicer, "127.0.0.1", 0)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                raw = channel.unary_unary(GET_JWKS, lambda body: body, lambda body: body)
+                try:
+                    answer = await raw(b"", timeout=10)
+                except grpc.aio.AioRpcError as err:
+                    return err.code(), err.details(), None
+                return grpc.StatusCode.OK, None, answer
+        finally:
+            await server.stop(0)
+
+    return asyncio.run(go())
+
+
+def test_every_rpc_of_the_descriptor_has_a_handler() -> None:
+    handlers = method_handlers(Servicer())
+    assert set(handlers) == {method.name for method in Servicer.SERVICE.methods}
+    deserialize = handlers["GetJWKS"].request_deserializer
+    assert deserialize is not None
+    assert deserialize(b"") == auth_pb2.GetJWKSRequest()
+
+
+def test_a_rendered_answer_is_written_as_its_stored_bytes() -> None:
+    serialize = method_handlers(Servicer())["GetJWKS"].response_serializer
+    assert serialize is not None
+    assert serialize(ANSWER) is ANSWER.proto  # no serialization per call
+    plain = auth_pb2.GetJWKSResponse(keys=[auth_pb2.JWK(kid="x")])
+    assert serialize(plain) == plain.SerializeToString()
+    assert call(Servicer()) == (grpc.StatusCode.OK, None, ANSWER.proto)
+
+
+def test_an_rpc_error_ends_the_call_with_its_code() -> None:
+    code, details, _ = call(Servicer(RpcError(Code.UNAVAILABLE, "try later")))
+    assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "try later")

@@ -16,12 +16,14 @@ import pytest
 from grpc_tools import protoc
 
 import contract
+from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import DirectoryStore
 from agentrouter_auth.runtime import Runtime
+from agentrouter_auth.status import RpcError
 
 PROTOS = Path(__file__).resolve().parent.parent / "protos"
 
@@ -86,3 +88,27 @@ def call() -> Call:
         return asyncio.run(go())
 
     return call
+
+
+class StubServicer:
+    """An AuthService servicer whose GetJWKS answers `answer`, or raises `error`."""
+
+    SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+
+    def __init__(self, answer: object, error: RpcError | None = None) -> None:
+        self.answer = answer
+        self.error = error
+
+    async def get_jwks(self, request: auth_pb2.GetJWKSRequest) -> object:
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+MakeServicer = Callable[..., StubServicer]
+
+
+@pytest.fixture(scope="session")
+def servicer() -> MakeServicer:
+    """`servicer(answer, error=None)`: a servicer for testing a transport on its own."""
+    return StubServicer

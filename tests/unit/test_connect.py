@@ -21,6 +21,8 @@ from agentrouter_auth.connect import RenderedJSONCodec, RenderedProtoCodec, _fir
 from agentrouter_auth.rendered import render_message
 from agentrouter_auth.status import Code, RpcError
 
+from .conftest import MakeServicer
+
 
 def decodes_strictly(text: str) -> bool:
     """The reference: padding completed, every character in one of the two alphabets."""
@@ -87,19 +89,10 @@ def test_codecs_write_a_rendered_answers_stored_bytes() -> None:
     assert RenderedProtoCodec().encode(response) == response.SerializeToString()
 
 
-class Servicer:
-    SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
-
-    def __init__(self, error: RpcError | None = None) -> None:
-        self.error = error
-
-    async def get_jwks(self, request: auth_pb2.GetJWKSRequest) -> object:
-        if self.error is not None:
-            raise self.error
-        return render_message(auth_pb2.GetJWKSResponse(keys=[auth_pb2.JWK(kid="k")]))
+ANSWER = render_message(auth_pb2.GetJWKSResponse(keys=[auth_pb2.JWK(kid="k")]))
 
 
-def post(servicer: Servicer, path: str = "/agentrouter.auth.v1.AuthService/GetJWKS") -> Any:
+def post(servicer: Any, path: str = "/agentrouter.auth.v1.AuthService/GetJWKS") -> Any:
     """One Connect JSON call through the app: (status, body, scope afterwards)."""
     scope: dict[str, Any] = {
         "type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
@@ -122,20 +115,20 @@ def post(servicer: Servicer, path: str = "/agentrouter.auth.v1.AuthService/GetJW
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), scope
 
 
-def test_the_app_calls_the_servicer_and_names_the_route() -> None:
-    status, body, scope = post(Servicer())
+def test_the_app_calls_the_servicer_and_names_the_route(servicer: MakeServicer) -> None:
+    status, body, scope = post(servicer(ANSWER))
     assert (status, body) == (200, b'{"keys":[{"kid":"k"}]}')
     assert scope["route"] == ("GetJWKS", "/agentrouter.auth.v1.AuthService/GetJWKS")
 
 
-def test_an_rpc_error_is_a_connect_error_with_its_code() -> None:
-    status, body, _ = post(Servicer(RpcError(Code.PERMISSION_DENIED, "no")))
+def test_an_rpc_error_is_a_connect_error_with_its_code(servicer: MakeServicer) -> None:
+    status, body, _ = post(servicer(ANSWER, RpcError(Code.PERMISSION_DENIED, "no")))
     assert status == 403
     assert json.loads(body) == {"code": "permission_denied", "message": "no"}
 
 
-def test_an_unknown_procedure_names_no_route() -> None:
-    status, _, scope = post(Servicer(), "/agentrouter.auth.v1.AuthService/Nope")
+def test_an_unknown_procedure_names_no_route(servicer: MakeServicer) -> None:
+    status, _, scope = post(servicer(ANSWER), "/agentrouter.auth.v1.AuthService/Nope")
     assert status == 404
     assert "route" not in scope
 

@@ -14,23 +14,13 @@ from agentrouter_auth.grpc_server import method_handlers, start_grpc_server
 from agentrouter_auth.rendered import render_message
 from agentrouter_auth.status import Code, RpcError
 
+from .conftest import MakeServicer
+
 ANSWER = render_message(auth_pb2.GetJWKSResponse(keys=[auth_pb2.JWK(kid="k", kty="OKP")]))
 GET_JWKS = "/agentrouter.auth.v1.AuthService/GetJWKS"
 
 
-class Servicer:
-    SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
-
-    def __init__(self, error: RpcError | None = None) -> None:
-        self.error = error
-
-    async def get_jwks(self, request: auth_pb2.GetJWKSRequest) -> Any:
-        if self.error is not None:
-            raise self.error
-        return ANSWER
-
-
-def call(servicer: Servicer) -> tuple[grpc.StatusCode, str | None, bytes | None]:
+def call(servicer: Any) -> tuple[grpc.StatusCode, str | None, bytes | None]:
     """One GetJWKS call to a real gRPC listener on loopback: (code, details, raw answer)."""
 
     async def go() -> tuple[grpc.StatusCode, str | None, bytes | None]:
@@ -49,23 +39,25 @@ def call(servicer: Servicer) -> tuple[grpc.StatusCode, str | None, bytes | None]
     return asyncio.run(go())
 
 
-def test_every_rpc_of_the_descriptor_has_a_handler() -> None:
-    handlers = method_handlers(Servicer())
-    assert set(handlers) == {method.name for method in Servicer.SERVICE.methods}
+def test_every_rpc_of_the_descriptor_has_a_handler(servicer: MakeServicer) -> None:
+    handlers = method_handlers(servicer(ANSWER))
+    assert set(handlers) == {
+        method.name for method in auth_pb2.DESCRIPTOR.services_by_name["AuthService"].methods
+    }
     deserialize = handlers["GetJWKS"].request_deserializer
     assert deserialize is not None
     assert deserialize(b"") == auth_pb2.GetJWKSRequest()
 
 
-def test_a_rendered_answer_is_written_as_its_stored_bytes() -> None:
-    serialize = method_handlers(Servicer())["GetJWKS"].response_serializer
+def test_a_rendered_answer_is_written_as_its_stored_bytes(servicer: MakeServicer) -> None:
+    serialize = method_handlers(servicer(ANSWER))["GetJWKS"].response_serializer
     assert serialize is not None
     assert serialize(ANSWER) is ANSWER.proto  # no serialization per call
     plain = auth_pb2.GetJWKSResponse(keys=[auth_pb2.JWK(kid="x")])
     assert serialize(plain) == plain.SerializeToString()
-    assert call(Servicer()) == (grpc.StatusCode.OK, None, ANSWER.proto)
+    assert call(servicer(ANSWER)) == (grpc.StatusCode.OK, None, ANSWER.proto)
 
 
-def test_an_rpc_error_ends_the_call_with_its_code() -> None:
-    code, details, _ = call(Servicer(RpcError(Code.UNAVAILABLE, "try later")))
+def test_an_rpc_error_ends_the_call_with_its_code(servicer: MakeServicer) -> None:
+    code, details, _ = call(servicer(ANSWER, RpcError(Code.UNAVAILABLE, "try later")))
     assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "try later")

@@ -4,7 +4,9 @@ else about the request changes."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from typing import Any
 
 from agentrouter_auth.http.limits import BodyDeadline
@@ -116,3 +118,43 @@ def test_a_request_in_time_keeps_its_headers() -> None:
 
     sent = run(BodyDeadline(answers, 5), [{"type": "http.request", "body": b"{}"}])
     assert sent[0]["headers"] == [(b"connection", b"keep-alive")]
+
+
+def test_a_timed_out_request_lets_go_of_the_servers_receive() -> None:
+    """granian reads a request's body for as long as anything holds its receive; an app that
+    keeps the timeout error in a reference cycle (as connectrpc does) must not keep it."""
+
+    class ServerReceive:
+        async def __call__(self) -> Any:
+            if not hasattr(self, "started"):
+                self.started = True
+                return {"type": "http.request", "body": b"{", "more_body": True}
+            await asyncio.Event().wait()
+            return None
+
+    kept: list[Any] = []
+
+    async def keeps_errors(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await read_body_app(scope, receive, send)
+        except Exception as err:  # the error and its traceback stay alive
+            kept.append(err)
+            await send({"type": "http.response.start", "status": 504, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    async def sink(message: Any) -> None:
+        pass
+
+    server_receive = ServerReceive()
+    alive = weakref.ref(server_receive)
+    gc.disable()
+    try:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(BodyDeadline(keeps_errors, 0.1)(dict(SCOPE), server_receive, sink))
+        loop.run_until_complete(task)
+        loop.close()
+        del server_receive, task, loop
+        assert kept  # the error, its traceback and the app's frames are still alive
+        assert alive() is None
+    finally:
+        gc.enable()

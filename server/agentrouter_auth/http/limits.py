@@ -113,7 +113,18 @@ class _TimedReceive:
                 message = await self._receive()
         except TimeoutError:
             self.expired = True
-            raise RequestBodyTimeoutError(self._seconds) from None
+        if self.expired:
+            # Let go of the server's receive: while anything holds it, granian goes on reading
+            # the body into it, and apps keep errors in reference cycles. So the error is
+            # raised outside the `except`, with no context chaining back to the cancelled read,
+            # and this object no longer refers to the server's receive.
+            self._receive = _disconnected
+            raise RequestBodyTimeoutError(self._seconds)
         if message["type"] != "http.request" or not message.get("more_body", False):
             self._body_done = True
         return message
+
+
+async def _disconnected() -> Message:
+    """What a request whose body timed out receives from then on."""
+    return {"type": "http.disconnect"}

@@ -28,11 +28,17 @@ def liveness(runtime: Runtime) -> App:
 
 
 def readiness(runtime: Runtime) -> App:
-    """/readyz: 200 while serving, 503 while draining; never a path or a key id."""
+    """/readyz: 200 while serving, 503 while draining; the version of the key set served and
+    how many keys it holds; never a path or a key id."""
 
     async def readyz(scope: Scope, receive: Receive, send: Send) -> None:
         ring_status = runtime.ring.status()
-        body: dict[str, Any] = {"status": "ready", "keys": ring_status.version, "keyring": "ok"}
+        body: dict[str, Any] = {
+            "status": "ready",
+            "version": ring_status.version,
+            "keys": len(runtime.ring.snapshot().kids),
+            "keyring": "ok",
+        }
         code = 200
         if runtime.draining:
             body["status"], code = "draining", 503

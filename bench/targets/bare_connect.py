@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from agentrouter.auth.v1 import auth_pb2
-from agentrouter.auth.v1.auth_connect import AuthServiceASGIApplication
+from agentrouter.auth.v1.auth_connect import AuthService, AuthServiceASGIApplication
 
 MESSAGE = auth_pb2.GetJWKSResponse.FromString(Path(os.environ["BENCH_MESSAGE"]).read_bytes())
 
 
-class Prebuilt:
-    """Returns the same message object every time."""
+class Prebuilt(AuthService):
+    """Returns the same message object every time (other RPCs: the generated UNIMPLEMENTED)."""
 
     async def get_jwks(
         self,

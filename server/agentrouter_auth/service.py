@@ -9,11 +9,20 @@ required, and request metadata (an Authorization header included) is never consu
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from agentrouter.auth.v1 import auth_pb2
-from agentrouter_auth.rendered import Freshness, Rendered
-from agentrouter_auth.snapshot import PerSnapshot, SnapshotSource
+from agentrouter_auth.rendered import Freshness, Rendered, render_message
+from agentrouter_auth.snapshot import PerSnapshot, Snapshot, SnapshotSource
+from agentrouter_auth.status import Code, RpcError
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """The issuer whose tokens the keys verify, and where its key set is published."""
+
+    issuer: str
+    jwks_uri: str
 
 
 class AuthService:
@@ -21,11 +30,45 @@ class AuthService:
 
     SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
 
-    def __init__(self, source: SnapshotSource, *, freshness: Freshness | None = None) -> None:
+    def __init__(
+        self,
+        source: SnapshotSource,
+        *,
+        freshness: Freshness | None = None,
+        discovery: Discovery | None = None,
+    ) -> None:
         self._jwks = PerSnapshot(source, lambda shot: replace(shot.jwks, freshness=freshness))
+        self._openid = (
+            PerSnapshot(source, lambda shot: _openid_configuration(shot, discovery, freshness))
+            if discovery is not None
+            else None
+        )
 
     async def get_jwks(
         self, request: auth_pb2.GetJWKSRequest
     ) -> Rendered[auth_pb2.GetJWKSResponse]:
         """The public key set: the snapshot's RFC 7517 document, cacheable for `freshness`."""
         return self._jwks.current()
+
+    async def get_open_id_configuration(
+        self, request: auth_pb2.GetOpenIDConfigurationRequest
+    ) -> Rendered[auth_pb2.GetOpenIDConfigurationResponse]:
+        """The issuer's OpenID Connect Discovery document; NOT_FOUND without an issuer."""
+        if self._openid is None:
+            raise RpcError(Code.NOT_FOUND, "no issuer is configured (--issuer)")
+        return self._openid.current()
+
+
+def _openid_configuration(
+    snapshot: Snapshot, discovery: Discovery, freshness: Freshness | None
+) -> Rendered[auth_pb2.GetOpenIDConfigurationResponse]:
+    """The discovery document of `discovery` for the keys `snapshot` publishes."""
+    algorithms = sorted({key.alg for key in snapshot.jwks.message.keys})
+    message = auth_pb2.GetOpenIDConfigurationResponse(
+        issuer=discovery.issuer,
+        jwks_uri=discovery.jwks_uri,
+        response_types_supported=["id_token"],
+        subject_types_supported=["public"],
+        id_token_signing_alg_values_supported=algorithms,
+    )
+    return render_message(message, freshness=freshness)

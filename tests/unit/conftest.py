@@ -22,6 +22,7 @@ from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import DirectoryStore
+from agentrouter_auth.rpc import python_name
 from agentrouter_auth.runtime import Runtime
 from agentrouter_auth.status import RpcError
 
@@ -91,18 +92,27 @@ def call() -> Call:
 
 
 class StubServicer:
-    """An AuthService servicer whose GetJWKS answers `answer`, or raises `error`."""
+    """An AuthService servicer whose every RPC answers `answer`, or raises `error`."""
 
     SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+    RPCS = frozenset(python_name(method.name) for method in SERVICE.methods)
 
     def __init__(self, answer: object, error: RpcError | None = None) -> None:
         self.answer = answer
         self.error = error
+        self.calls: list[str] = []
 
-    async def get_jwks(self, request: auth_pb2.GetJWKSRequest) -> object:
-        if self.error is not None:
-            raise self.error
-        return self.answer
+    def __getattr__(self, name: str) -> Any:
+        if name not in StubServicer.RPCS:
+            raise AttributeError(name)
+
+        async def call(request: object) -> object:
+            self.calls.append(name)
+            if self.error is not None:
+                raise self.error
+            return self.answer
+
+        return call
 
 
 MakeServicer = Callable[..., StubServicer]

@@ -33,14 +33,20 @@ class Servicer:
     async def get_jwks(self, request: Any) -> Any:
         return request
 
+    async def get_open_id_configuration(self, request: Any) -> Any:
+        return request
+
 
 def test_bind_finds_the_coroutine_request_class_and_path_of_each_rpc() -> None:
     servicer = Servicer()
-    (method,) = bind(servicer)
-    assert method.name == "GetJWKS"
-    assert method.call == servicer.get_jwks
-    assert method.request_class is auth_pb2.GetJWKSRequest
-    assert method.path == "/agentrouter.auth.v1.AuthService/GetJWKS"
+    jwks, discovery = bind(servicer)
+    assert (jwks.name, discovery.name) == ("GetJWKS", "GetOpenIDConfiguration")
+    assert jwks.call == servicer.get_jwks
+    assert discovery.call == servicer.get_open_id_configuration
+    assert jwks.request_class is auth_pb2.GetJWKSRequest
+    assert discovery.request_class is auth_pb2.GetOpenIDConfigurationRequest
+    assert jwks.path == "/agentrouter.auth.v1.AuthService/GetJWKS"
+    assert discovery.path == "/agentrouter.auth.v1.AuthService/GetOpenIDConfiguration"
 
 
 def test_a_servicer_without_an_rpcs_method_is_refused() -> None:

@@ -6,14 +6,17 @@ import ast
 import asyncio
 from pathlib import Path
 
+import grpc
+import pytest
 from jwcrypto import jwk
 
 import agentrouter_auth.service
 from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth.rendered import Freshness
 from agentrouter_auth.rpc import bind
-from agentrouter_auth.service import AuthService
+from agentrouter_auth.service import AuthService, Discovery
 from agentrouter_auth.snapshot import Snapshot, render
+from agentrouter_auth.status import RpcError
 
 TRANSPORTS = ("grpc", "connectrpc", "agentrouter_auth.transcode", "agentrouter_auth.http",
               "agentrouter_auth.connect", "agentrouter_auth.grpc_server")  # fmt: skip
@@ -57,3 +60,30 @@ def test_the_servicer_imports_no_transport() -> None:
                 for alias in node.names}  # fmt: skip
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not [name for name in imported if name.startswith(TRANSPORTS)], imported
+
+
+def test_openid_configuration_lists_the_published_algorithms_once_per_version(
+    key_pool: list[jwk.JWK],
+) -> None:
+    rsa_and_ec = render([key_pool[0], key_pool[2]], version=1)
+    source = Source(rsa_and_ec)
+    discovery = Discovery("https://auth.example.test", "https://auth.example.test/jwks")
+    service = AuthService(source, freshness=Freshness(60), discovery=discovery)
+    request = auth_pb2.GetOpenIDConfigurationRequest()
+    first = asyncio.run(service.get_open_id_configuration(request))
+    assert first.message.issuer == "https://auth.example.test"
+    assert first.message.jwks_uri == "https://auth.example.test/jwks"
+    assert list(first.message.id_token_signing_alg_values_supported) == ["ES256", "RS256"]
+    assert first.freshness == Freshness(60)
+    assert asyncio.run(service.get_open_id_configuration(request)) is first  # rendered once
+    source.current = render([key_pool[4]], version=2)
+    second = asyncio.run(service.get_open_id_configuration(request))
+    assert list(second.message.id_token_signing_alg_values_supported) == ["EdDSA"]
+    assert second.etag != first.etag
+
+
+def test_openid_configuration_without_an_issuer_is_not_found(key_pool: list[jwk.JWK]) -> None:
+    service = AuthService(Source(render(key_pool[:1])))
+    with pytest.raises(RpcError) as failure:
+        asyncio.run(service.get_open_id_configuration(auth_pb2.GetOpenIDConfigurationRequest()))
+    assert failure.value.code is grpc.StatusCode.NOT_FOUND

@@ -21,7 +21,7 @@ from connectrpc.protocol import ProtocolType
 from connectrpc.server import ConnectASGIApplication, ConnectWSGIApplication, DEFAULT_READ_MAX_BYTES, Endpoint, EndpointSync
 from pyqwest import Client, SyncClient
 
-from .auth_pb2 import GetJWKSRequest, GetJWKSResponse
+from .auth_pb2 import GetJWKSRequest, GetJWKSResponse, GetOpenIDConfigurationRequest, GetOpenIDConfigurationResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -52,6 +52,15 @@ class AuthService(Protocol):
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
+    async def get_open_id_configuration(self, request: GetOpenIDConfigurationRequest, ctx: RequestContext[GetOpenIDConfigurationRequest, GetOpenIDConfigurationResponse], /) -> GetOpenIDConfigurationResponse:
+        """
+        GetOpenIDConfiguration returns the issuer's OpenID Connect Discovery 1.0
+        document (§3, §4): where its key set is and which algorithms sign its
+        tokens, so a verifier configured with the issuer alone finds the keys.
+        NOT_FOUND when the server has no issuer configured.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
 
 class AuthServiceASGIApplication(ConnectASGIApplication[AuthService]):
     def __init__(
@@ -76,6 +85,17 @@ class AuthServiceASGIApplication(ConnectASGIApplication[AuthService]):
                         stream_type=StreamType.UNARY,
                     ),
                     function=svc.get_jwks,
+                ),
+                "/agentrouter.auth.v1.AuthService/GetOpenIDConfiguration": Endpoint.unary(
+                    method=MethodInfo(
+                        name="GetOpenIDConfiguration",
+                        service_name="agentrouter.auth.v1.AuthService",
+                        input=GetOpenIDConfigurationRequest,
+                        output=GetOpenIDConfigurationResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=svc.get_open_id_configuration,
                 ),
             },
             interceptors=interceptors,
@@ -148,6 +168,34 @@ class AuthServiceClient(ConnectClient):
             timeout_ms=timeout_ms,
             use_get=use_get,
         )
+    async def get_open_id_configuration(
+        self,
+        request: GetOpenIDConfigurationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetOpenIDConfigurationResponse:
+        """
+        GetOpenIDConfiguration returns the issuer's OpenID Connect Discovery 1.0
+        document (§3, §4): where its key set is and which algorithms sign its
+        tokens, so a verifier configured with the issuer alone finds the keys.
+        NOT_FOUND when the server has no issuer configured.
+        """
+        return await self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetOpenIDConfiguration",
+                service_name="agentrouter.auth.v1.AuthService",
+                input=GetOpenIDConfigurationRequest,
+                output=GetOpenIDConfigurationResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
 
 class AuthServiceSync(Protocol):
     """
@@ -161,6 +209,15 @@ class AuthServiceSync(Protocol):
         GetJWKS returns the set of public JWKs available for verifying JWT
         signatures (RFC 7517 §5). Over REST it is served at the well-known path
         every JWT verifier polls, as the exact RFC 7517 JSON document.
+        """
+        raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
+
+    def get_open_id_configuration(self, request: GetOpenIDConfigurationRequest, ctx: RequestContext[GetOpenIDConfigurationRequest, GetOpenIDConfigurationResponse], /) -> GetOpenIDConfigurationResponse:
+        """
+        GetOpenIDConfiguration returns the issuer's OpenID Connect Discovery 1.0
+        document (§3, §4): where its key set is and which algorithms sign its
+        tokens, so a verifier configured with the issuer alone finds the keys.
+        NOT_FOUND when the server has no issuer configured.
         """
         raise ConnectError(Code.UNIMPLEMENTED, 'Not implemented')
 
@@ -186,6 +243,17 @@ class AuthServiceWSGIApplication(ConnectWSGIApplication):
                         stream_type=StreamType.UNARY,
                     ),
                     function=service.get_jwks,
+                ),
+                "/agentrouter.auth.v1.AuthService/GetOpenIDConfiguration": EndpointSync.unary(
+                    method=MethodInfo(
+                        name="GetOpenIDConfiguration",
+                        service_name="agentrouter.auth.v1.AuthService",
+                        input=GetOpenIDConfigurationRequest,
+                        output=GetOpenIDConfigurationResponse,
+                        idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                        stream_type=StreamType.UNARY,
+                    ),
+                    function=service.get_open_id_configuration,
                 ),
             },
             interceptors=interceptors,
@@ -251,6 +319,34 @@ class AuthServiceClientSync(ConnectClientSync):
                 service_name="agentrouter.auth.v1.AuthService",
                 input=GetJWKSRequest,
                 output=GetJWKSResponse,
+                idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
+                stream_type=StreamType.UNARY,
+            ),
+            headers=headers,
+            timeout_ms=timeout_ms,
+            use_get=use_get,
+        )
+    def get_open_id_configuration(
+        self,
+        request: GetOpenIDConfigurationRequest,
+        *,
+        headers: Headers | Mapping[str, str] | None = None, 
+        timeout_ms: int | None = None,
+        use_get: bool = False,
+    ) -> GetOpenIDConfigurationResponse:
+        """
+        GetOpenIDConfiguration returns the issuer's OpenID Connect Discovery 1.0
+        document (§3, §4): where its key set is and which algorithms sign its
+        tokens, so a verifier configured with the issuer alone finds the keys.
+        NOT_FOUND when the server has no issuer configured.
+        """
+        return self.execute_unary(
+            request=request,
+            method=MethodInfo(
+                name="GetOpenIDConfiguration",
+                service_name="agentrouter.auth.v1.AuthService",
+                input=GetOpenIDConfigurationRequest,
+                output=GetOpenIDConfigurationResponse,
                 idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
                 stream_type=StreamType.UNARY,
             ),

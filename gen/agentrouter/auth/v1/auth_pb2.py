@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentrouter/auth/v1/auth.proto\x12\x13\x61gentrouter.auth.v1\x1a\x1cgoogle/api/annotations.proto\"\x10\n\x0eGetJWKSRequest\"9\n\x0fGetJWKSResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.agentrouter.auth.v1.JWK\"\xcf\x01\n\x03JWK\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03use\x18\x02 \x01(\t\x12\x18\n\x07key_ops\x18\x03 \x03(\tR\x07key_ops\x12\x0b\n\x03\x61lg\x18\x04 \x01(\t\x12\x0b\n\x03kid\x18\x05 \x01(\t\x12\x0b\n\x03x5u\x18\x06 \x01(\t\x12\x0b\n\x03x5c\x18\x07 \x03(\t\x12\x0b\n\x03x5t\x18\x08 \x01(\t\x12\x1a\n\x08x5t_s256\x18\t \x01(\tR\x08x5t#S256\x12\t\n\x01n\x18\n \x01(\t\x12\t\n\x01\x65\x18\x0b \x01(\t\x12\x0b\n\x03\x63rv\x18\x0c \x01(\t\x12\t\n\x01x\x18\r \x01(\t\x12\t\n\x01y\x18\x0e \x01(\t2\x86\x01\n\x0b\x41uthService\x12w\n\x07GetJWKS\x12#.agentrouter.auth.v1.GetJWKSRequest\x1a$.agentrouter.auth.v1.GetJWKSResponse\"!\x90\x02\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentrouter/auth/v1/auth.proto\x12\x13\x61gentrouter.auth.v1\x1a\x1cgoogle/api/annotations.proto\"\x10\n\x0eGetJWKSRequest\"9\n\x0fGetJWKSResponse\x12&\n\x04keys\x18\x01 \x03(\x0b\x32\x18.agentrouter.auth.v1.JWK\"\x1f\n\x1dGetOpenIDConfigurationRequest\"\x98\x02\n\x1eGetOpenIDConfigurationResponse\x12\x0e\n\x06issuer\x18\x01 \x01(\t\x12\x1a\n\x08jwks_uri\x18\x02 \x01(\tR\x08jwks_uri\x12:\n\x18response_types_supported\x18\x03 \x03(\tR\x18response_types_supported\x12\x38\n\x17subject_types_supported\x18\x04 \x03(\tR\x17subject_types_supported\x12T\n%id_token_signing_alg_values_supported\x18\x05 \x03(\tR%id_token_signing_alg_values_supported\"\xcf\x01\n\x03JWK\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03use\x18\x02 \x01(\t\x12\x18\n\x07key_ops\x18\x03 \x03(\tR\x07key_ops\x12\x0b\n\x03\x61lg\x18\x04 \x01(\t\x12\x0b\n\x03kid\x18\x05 \x01(\t\x12\x0b\n\x03x5u\x18\x06 \x01(\t\x12\x0b\n\x03x5c\x18\x07 \x03(\t\x12\x0b\n\x03x5t\x18\x08 \x01(\t\x12\x1a\n\x08x5t_s256\x18\t \x01(\tR\x08x5t#S256\x12\t\n\x01n\x18\n \x01(\t\x12\t\n\x01\x65\x18\x0b \x01(\t\x12\x0b\n\x03\x63rv\x18\x0c \x01(\t\x12\t\n\x01x\x18\r \x01(\t\x12\t\n\x01y\x18\x0e \x01(\t2\xb8\x02\n\x0b\x41uthService\x12w\n\x07GetJWKS\x12#.agentrouter.auth.v1.GetJWKSRequest\x1a$.agentrouter.auth.v1.GetJWKSResponse\"!\x90\x02\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.json\x12\xaf\x01\n\x16GetOpenIDConfiguration\x12\x32.agentrouter.auth.v1.GetOpenIDConfigurationRequest\x1a\x33.agentrouter.auth.v1.GetOpenIDConfigurationResponse\",\x90\x02\x01\x82\xd3\xe4\x93\x02#\x12!/.well-known/openid-configurationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetJWKS']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetJWKS']._serialized_options = b'\220\002\001\202\323\344\223\002\030\022\026/.well-known/jwks.json'
+  _globals['_AUTHSERVICE'].methods_by_name['GetOpenIDConfiguration']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['GetOpenIDConfiguration']._serialized_options = b'\220\002\001\202\323\344\223\002#\022!/.well-known/openid-configuration'
   _globals['_GETJWKSREQUEST']._serialized_start=85
   _globals['_GETJWKSREQUEST']._serialized_end=101
   _globals['_GETJWKSRESPONSE']._serialized_start=103
   _globals['_GETJWKSRESPONSE']._serialized_end=160
-  _globals['_JWK']._serialized_start=163
-  _globals['_JWK']._serialized_end=370
-  _globals['_AUTHSERVICE']._serialized_start=373
-  _globals['_AUTHSERVICE']._serialized_end=507
+  _globals['_GETOPENIDCONFIGURATIONREQUEST']._serialized_start=162
+  _globals['_GETOPENIDCONFIGURATIONREQUEST']._serialized_end=193
+  _globals['_GETOPENIDCONFIGURATIONRESPONSE']._serialized_start=196
+  _globals['_GETOPENIDCONFIGURATIONRESPONSE']._serialized_end=476
+  _globals['_JWK']._serialized_start=479
+  _globals['_JWK']._serialized_end=686
+  _globals['_AUTHSERVICE']._serialized_start=689
+  _globals['_AUTHSERVICE']._serialized_end=1001
 # @@protoc_insertion_point(module_scope)

@@ -62,6 +62,74 @@ class GetJWKSResponse(_message.Message):
 Global___GetJWKSResponse: _TypeAlias = GetJWKSResponse  # noqa: Y015
 
 @_typing.final
+class GetOpenIDConfigurationRequest(_message.Message):
+    """GetOpenIDConfigurationRequest takes no parameters: there is one issuer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOpenIDConfigurationRequest: _TypeAlias = GetOpenIDConfigurationRequest  # noqa: Y015
+
+@_typing.final
+class GetOpenIDConfigurationResponse(_message.Message):
+    """GetOpenIDConfigurationResponse is OpenID Provider Metadata (OpenID Connect
+    Discovery 1.0 §3): the subset the Kubernetes service-account issuer
+    publishes. Each field's JSON name is the metadata member name.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ISSUER_FIELD_NUMBER: _builtins.int
+    JWKS_URI_FIELD_NUMBER: _builtins.int
+    RESPONSE_TYPES_SUPPORTED_FIELD_NUMBER: _builtins.int
+    SUBJECT_TYPES_SUPPORTED_FIELD_NUMBER: _builtins.int
+    ID_TOKEN_SIGNING_ALG_VALUES_SUPPORTED_FIELD_NUMBER: _builtins.int
+    issuer: _builtins.str
+    """Issuer Identifier: an https URL with no query or fragment, the `iss`
+    claim of every token the keys sign.
+    """
+    jwks_uri: _builtins.str
+    """URL of the issuer's JWK Set document (RFC 7517 §5)."""
+    @_builtins.property
+    def response_types_supported(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """OAuth 2.0 response_type values supported: ["id_token"]."""
+
+    @_builtins.property
+    def subject_types_supported(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Subject Identifier types supported: ["public"]."""
+
+    @_builtins.property
+    def id_token_signing_alg_values_supported(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """JWS `alg` values that sign the issuer's tokens: the algorithms of the
+        published keys, sorted.
+        """
+
+    def __init__(
+        self,
+        *,
+        issuer: _builtins.str = ...,
+        jwks_uri: _builtins.str = ...,
+        response_types_supported: _abc.Iterable[_builtins.str] | None = ...,
+        subject_types_supported: _abc.Iterable[_builtins.str] | None = ...,
+        id_token_signing_alg_values_supported: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_token_signing_alg_values_supported", b"id_token_signing_alg_values_supported", "issuer", b"issuer", "jwks_uri", b"jwks_uri", "response_types_supported", b"response_types_supported", "subject_types_supported", b"subject_types_supported"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOpenIDConfigurationResponse: _TypeAlias = GetOpenIDConfigurationResponse  # noqa: Y015
+
+@_typing.final
 class JWK(_message.Message):
     """JWK is one public JSON Web Key (RFC 7517 §4) with the members defined for
     RSA and EC keys (RFC 7518 §6) and Octet Key Pairs (RFC 8037). Each field's

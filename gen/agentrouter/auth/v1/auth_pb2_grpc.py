@@ -43,6 +43,11 @@ class AuthServiceStub:
                 request_serializer=agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetJWKSRequest.SerializeToString,
                 response_deserializer=agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetJWKSResponse.FromString,
                 _registered_method=True)
+        self.GetOpenIDConfiguration = channel.unary_unary(
+                '/agentrouter.auth.v1.AuthService/GetOpenIDConfiguration',
+                request_serializer=agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetOpenIDConfigurationRequest.SerializeToString,
+                response_deserializer=agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetOpenIDConfigurationResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -61,6 +66,16 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOpenIDConfiguration(self, request, context):
+        """GetOpenIDConfiguration returns the issuer's OpenID Connect Discovery 1.0
+        document (§3, §4): where its key set is and which algorithms sign its
+        tokens, so a verifier configured with the issuer alone finds the keys.
+        NOT_FOUND when the server has no issuer configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -68,6 +83,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetJWKS,
                     request_deserializer=agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetJWKSRequest.FromString,
                     response_serializer=agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetJWKSResponse.SerializeToString,
+            ),
+            'GetOpenIDConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOpenIDConfiguration,
+                    request_deserializer=agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetOpenIDConfigurationRequest.FromString,
+                    response_serializer=agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetOpenIDConfigurationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -101,6 +121,33 @@ class AuthService:
             '/agentrouter.auth.v1.AuthService/GetJWKS',
             agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetJWKSRequest.SerializeToString,
             agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetJWKSResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOpenIDConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentrouter.auth.v1.AuthService/GetOpenIDConfiguration',
+            agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetOpenIDConfigurationRequest.SerializeToString,
+            agentrouter_dot_auth_dot_v1_dot_auth__pb2.GetOpenIDConfigurationResponse.FromString,
             options,
             channel_credentials,
             insecure,

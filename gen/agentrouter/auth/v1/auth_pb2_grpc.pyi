@@ -42,6 +42,12 @@ class AuthServiceStub:
     signatures (RFC 7517 §5). Over REST it is served at the well-known path
     every JWT verifier polls, as the exact RFC 7517 JSON document.
     """
+    GetOpenIDConfiguration: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetOpenIDConfigurationRequest, _auth_pb2.GetOpenIDConfigurationResponse]
+    """GetOpenIDConfiguration returns the issuer's OpenID Connect Discovery 1.0
+    document (§3, §4): where its key set is and which algorithms sign its
+    tokens, so a verifier configured with the issuer alone finds the keys.
+    NOT_FOUND when the server has no issuer configured.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -56,6 +62,12 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """GetJWKS returns the set of public JWKs available for verifying JWT
     signatures (RFC 7517 §5). Over REST it is served at the well-known path
     every JWT verifier polls, as the exact RFC 7517 JSON document.
+    """
+    GetOpenIDConfiguration: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetOpenIDConfigurationRequest, _auth_pb2.GetOpenIDConfigurationResponse]  # type: ignore[assignment]
+    """GetOpenIDConfiguration returns the issuer's OpenID Connect Discovery 1.0
+    document (§3, §4): where its key set is and which algorithms sign its
+    tokens, so a verifier configured with the issuer alone finds the keys.
+    NOT_FOUND when the server has no issuer configured.
     """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +86,18 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetJWKS returns the set of public JWKs available for verifying JWT
         signatures (RFC 7517 §5). Over REST it is served at the well-known path
         every JWT verifier polls, as the exact RFC 7517 JSON document.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOpenIDConfiguration(
+        self,
+        request: _auth_pb2.GetOpenIDConfigurationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.GetOpenIDConfigurationResponse, _abc.Awaitable[_auth_pb2.GetOpenIDConfigurationResponse]]:
+        """GetOpenIDConfiguration returns the issuer's OpenID Connect Discovery 1.0
+        document (§3, §4): where its key set is and which algorithms sign its
+        tokens, so a verifier configured with the issuer alone finds the keys.
+        NOT_FOUND when the server has no issuer configured.
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,6 +19,7 @@ import ipaddress
 import math
 import resource
 import ssl
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -222,6 +223,8 @@ class KeyConfig:
     log_format: str = "json"
     policy: Policy = dataclasses.field(default_factory=Policy)
     rsa_bits: int = 2048
+    issuer: str = ""
+    """The OpenID issuer whose tokens the keys sign (`iss`); "" for none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,10 +241,19 @@ class ServeConfig(KeyConfig):
     tls: TLSConfig | None = None
     http_limits: HttpLimits = HttpLimits()
     grpc_limits: GrpcLimits = GrpcLimits()
+    jwks_uri: str = ""
+    """Where the discovery document says the key set is; "" for the issuer's own."""
 
     def __post_init__(self) -> None:
         if self.http_addr == self.grpc_addr and self.http_addr.port:
             raise ConfigError("--http-addr and --grpc-addr must differ")
+        if self.jwks_uri and not self.issuer:
+            raise ConfigError("--jwks-uri needs --issuer")
+
+    @property
+    def published_jwks_uri(self) -> str:
+        """The key set's URL in the discovery document: --jwks-uri, or the issuer's own."""
+        return self.jwks_uri or self.issuer.rstrip("/") + "/.well-known/jwks.json"
 
 
 # -- The table -------------------------------------------------------------------------------
@@ -298,6 +310,35 @@ def _key_store(flag: str, text: str) -> str:
     return text
 
 
+def _public_url(flag: str, text: str) -> str:
+    """An absolute https URL with no query or fragment (http only on a loopback host), as
+    OpenID Connect Discovery 1.0 requires of an issuer; "" for unset."""
+    if not text:
+        return text
+    try:
+        url = urllib.parse.urlsplit(text)
+        host = url.hostname or ""
+        url.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as err:
+        raise ConfigError(f"{flag}: {text!r} is not a URL: {err}") from None
+    if url.scheme not in ("https", "http") or not host:
+        raise ConfigError(f"{flag}: {text!r} must be an absolute https URL")
+    if url.query or url.fragment or text.endswith(("?", "#")):
+        raise ConfigError(f"{flag}: {text!r} must have no query or fragment")
+    if url.scheme == "http" and not _loopback(host):
+        raise ConfigError(f"{flag}: {text!r} must use https (http only on a loopback host)")
+    return text
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _switch(on: str) -> Kind:
     """`on` or `off` as a bool."""
     return Kind(lambda _flag, text: text == on, lambda value: on if value else "off", "")
@@ -309,6 +350,7 @@ TEXT = Kind(_text, _show_text, "TEXT")
 PATH = Kind(_text, _show_text, "PATH")
 ADDRESS = Kind(parse_address, str, "HOST:PORT")
 LOCATION = Kind(_key_store, str, "LOCATION")
+URL = Kind(_public_url, _show_text, "URL")
 ON_OFF = ("on", "off")
 
 Check = Callable[[str, Any], Any]
@@ -416,6 +458,7 @@ EVERY_COMMAND = None
 POLICY_GROUP = "rotation policy (durations: 90s, 15m, 1h30m, 30d)"
 HTTP_GROUP = "limits of the HTTP listener (per worker)"
 GRPC_GROUP = "limits of the gRPC listener (per worker)"
+DISCOVERY_GROUP = "OpenID Connect discovery"
 _POLICY_HELP = {
     "rotation_period": "how long a key signs before its successor takes over",
     "publish_ahead": "how long a new key is published before it signs",
@@ -525,6 +568,18 @@ OPTIONS: tuple[Option, ...] = (
         kind=_switch("on"), choices=ON_OFF, field="http_limits.http2", group=HTTP_GROUP,
     ),
     *_grpc_rows(),
+    Option(
+        "issuer", "",
+        "OpenID issuer URL: serves /.well-known/openid-configuration, and token sign sets iss "
+        "(https; http only on loopback)",
+        kind=URL, commands=frozenset({SERVE, "token sign"}), group=DISCOVERY_GROUP,
+    ),
+    Option(
+        "jwks_uri", "",
+        "the key set's URL in the discovery document (default: the issuer + "
+        "/.well-known/jwks.json)",
+        kind=URL, group=DISCOVERY_GROUP,
+    ),
 )  # fmt: skip
 """Every option of every command, in --help order."""
 

@@ -16,7 +16,7 @@ from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreError
 from agentrouter_auth.rendered import Freshness
-from agentrouter_auth.service import AuthService
+from agentrouter_auth.service import AuthService, Discovery
 
 log = logging.getLogger("agentrouter-auth")
 
@@ -31,7 +31,8 @@ class Runtime:
         freshness = Freshness(
             policy.cache_max_age, policy.stale_while_revalidate, policy.stale_if_error
         )
-        self.service = AuthService(ring, freshness=freshness)
+        discovery = Discovery(config.issuer, config.published_jwks_uri) if config.issuer else None
+        self.service = AuthService(ring, freshness=freshness, discovery=discovery)
         self.recorder = metrics.Recorder((*PROTOCOLS, PROTOCOL))
         self.grpc: GrpcServer | None = None
         self.draining = False

@@ -15,7 +15,7 @@ HELP = "tokens signed by the active key"
 ALGORITHMS = sorted(SIGNING_ALGORITHMS)
 
 
-def sign(ring: KeyRing, _config: KeyConfig, args: argparse.Namespace) -> int:
+def sign(ring: KeyRing, config: KeyConfig, args: argparse.Namespace) -> int:
     """Print a compact JWS signed by the active key."""
     try:
         claims = json.loads(args.claims)
@@ -23,6 +23,8 @@ def sign(ring: KeyRing, _config: KeyConfig, args: argparse.Namespace) -> int:
         raise ConfigError(f"--claims: not JSON: {err}") from err
     if not isinstance(claims, dict):
         raise ConfigError("--claims: must be a JSON object")
+    if config.issuer and claims.setdefault("iss", config.issuer) != config.issuer:
+        raise ConfigError("--claims: iss differs from --issuer; leave it out")
     ttl = parse_duration("--ttl", args.ttl) if args.ttl else None
     ring.load()
     print(ring.sign(claims, alg=args.alg, ttl=ttl))

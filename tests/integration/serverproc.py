@@ -71,7 +71,7 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            start_new_session=True,  # signals go to the whole group (make and its child)
+            start_new_session=True,  # kill() reaches the whole group (make and its children)
             env=self.env,
         )
         threading.Thread(target=self._drain, daemon=True).start()
@@ -148,9 +148,14 @@ class ServerProcess:
         return line
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        """Signal the process group and wait; return the exit status and collect all output."""
+        """Signal the started process and wait; return the exit status and collect all output.
+
+        Only the leader is signalled, as an orchestrator signals a container's first process:
+        the server's supervisor stops its workers itself (make forwards SIGTERM to it). A
+        signal to the whole group would also reach the workers directly, and a worker that
+        exits before the supervisor has seen the signal looks like a crash to be respawned."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
+            os.kill(self.proc.pid, sig)
         self.returncode = self.proc.wait(timeout=timeout)
         deadline = time.monotonic() + 5
         while True:

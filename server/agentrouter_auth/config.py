@@ -38,6 +38,8 @@ from agentrouter_auth.keys.stores import check_location
 from agentrouter_auth.logs import FORMATS
 
 ENV_PREFIX = "AGENTROUTER_AUTH_"
+SUPERVISOR_ENV = ENV_PREFIX + "SUPERVISOR_PID"
+"""Set by `serve` for its workers (not an option): the pid of the process supervising them."""
 SERVE = "serve"
 MAX_WORKERS = 64
 

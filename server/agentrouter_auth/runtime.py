@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from dataclasses import asdict
 
 from agentrouter_auth import metrics
-from agentrouter_auth.config import Address, ServeConfig
+from agentrouter_auth.config import SUPERVISOR_ENV, Address, ServeConfig
 from agentrouter_auth.grpc_server import PROTOCOL, GrpcServer, start_grpc_server
 from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.ring import KeyRing
@@ -40,6 +41,11 @@ class Runtime:
 
     async def start(self) -> None:
         """Start the gRPC listener and the upkeep task."""
+        if os.environ.get(SUPERVISOR_ENV) == str(os.getppid()):
+            # A worker of `serve`: Ctrl-C reaches the terminal's whole process group, and a
+            # worker that stopped on it before its supervisor did would look like a crash to
+            # respawn. The supervisor stops its workers (SIGTERM) itself.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.grpc = await start_grpc_server(
             self.service,
             self.config.grpc_addr.host,

@@ -79,3 +79,29 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(tmp_path: Path)
             "Spawning worker" in line or "respawn" in line.lower() for line in server.drain()
         )
         assert server.terminate() == 0
+
+
+def signals_ignored(pid: int) -> int:
+    """The SigIgn mask of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no SigIgn for {pid}")
+
+
+def test_ctrl_c_on_the_whole_group_stops_cleanly_and_is_no_crash(tmp_path: Path) -> None:
+    """Ctrl-C signals the terminal's process group, workers included; the workers leave it to
+    their supervisor, so none exits first and is mistaken for a crash to respawn."""
+    KeyRing(DirectoryStore(tmp_path), Policy()).init(["ES256"])
+    for _ in range(3):
+        with ServerProcess(serve_argv(tmp_path, "--workers", "2")) as server:
+            workers = worker_pids(server.base_url, tries=40)
+            assert workers
+            for pid in workers:
+                assert signals_ignored(pid) & (1 << (signal.SIGINT - 1))
+            assert not signals_ignored(server.proc.pid) & (1 << (signal.SIGINT - 1))
+            os.killpg(server.proc.pid, signal.SIGINT)
+            assert server.proc.wait(timeout=30) == 0
+            server.returncode = 0
+            lines = server.drain()
+            assert not [line for line in lines if "Unexpected exit" in line or "Respawning" in line]

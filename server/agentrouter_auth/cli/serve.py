@@ -14,7 +14,14 @@ from dataclasses import replace
 
 from agentrouter_auth import logs
 from agentrouter_auth.cli.command import Command
-from agentrouter_auth.config import Address, ConfigError, KeyConfig, ServeConfig, to_environment
+from agentrouter_auth.config import (
+    SUPERVISOR_ENV,
+    Address,
+    ConfigError,
+    KeyConfig,
+    ServeConfig,
+    to_environment,
+)
 from agentrouter_auth.keys.ring import KeyRing
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -30,6 +37,7 @@ def run(ring: KeyRing, config: KeyConfig, _args: argparse.Namespace) -> int:
         grpc_addr=concrete(config.grpc_addr, "--grpc-addr"),
     )
     os.environ.update(to_environment(config))
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())  # see Runtime.start
     with tempfile.TemporaryDirectory(prefix="agentrouter-auth-metrics-") as metrics_dir:
         # Workers write their counters here; any worker's /metrics reports the sum.
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)

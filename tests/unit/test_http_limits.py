@@ -168,3 +168,21 @@ def test_a_timed_out_request_lets_go_of_the_server_protocol() -> None:
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_get_and_head_pass_through_untouched() -> None:
+    """The hot path (every verifier's GET) gets the server's own receive and send."""
+    seen: list[tuple[Any, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((receive, send))
+
+    async def receive() -> Any:
+        return {"type": "http.request"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    for method in ("GET", "HEAD"):
+        asyncio.run(BodyDeadline(app, 1)({**SCOPE, "method": method}, receive, send))
+    assert seen == [(receive, send), (receive, send)]

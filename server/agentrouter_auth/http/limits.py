@@ -57,13 +57,15 @@ class BodyDeadline:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point: HTTP requests get a body deadline, anything else passes."""
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in _BODILESS:
+            # Nothing reads the body of a GET or HEAD (the transcoder maps no body on them,
+            # Connect GET carries its message in the query), and the server drops an unread
+            # body after the response: the hot path pays nothing.
             await self.app(scope, receive, send)
             return
         deadline = asyncio.get_running_loop().time() + self.seconds
         timed = _TimedReceive(receive, deadline, self.seconds)
-        if scope["method"] not in _BODILESS:
-            send = _ClosingSend(send, timed)
+        send = _ClosingSend(send, timed)
         try:
             await self.app(scope, timed, send)
         except RequestBodyTimeoutError:
@@ -109,8 +111,7 @@ class _ClosingSend:
     """`send` that closes the connection after a response to a request whose body timed out.
 
     Otherwise the server would go on reading the rest of the body after answering, one slow
-    byte at a time, to keep the connection alive. GET and HEAD requests skip this wrapper:
-    nothing reads their body, and the server drops an unread body after the response."""
+    byte at a time, to keep the connection alive."""
 
     __slots__ = ("_send", "_timed")
 

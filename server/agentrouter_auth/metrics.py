@@ -16,7 +16,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,10 +30,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agentrouter_auth.keys.policy import Policy
+from agentrouter_auth.keys.ring import KeyRing, next_step_at
 from agentrouter_auth.keys.store import Entry, State
-
-if TYPE_CHECKING:
-    from agentrouter_auth.keys.ring import KeyRing
 
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -209,8 +206,6 @@ def next_step_seconds(entries: Sequence[Entry], policy: Policy, now: float, grac
     (that is on schedule); negative once it is later than that (overdue: the store may be
     read-only, or nothing rotates it); NaN when no step will ever be due.
     """
-    from agentrouter_auth.keys.ring import next_step_at  # noqa: PLC0415 - avoids a cycle
-
     at = next_step_at(entries, policy)
     if at is None:
         return math.nan

@@ -146,17 +146,8 @@ class _TimedReceive:
             async with asyncio.timeout(max(remaining, 0.0)):
                 message = await self._receive()
         except TimeoutError:
-            self.expired = True
-        if self.expired:
-            # Raised outside the `except`, so that no context chains back to the cancelled
-            # read, and holding the server's receive no longer (see _CycleCollector).
-            self._receive = _disconnected
-            raise RequestBodyTimeoutError(self._seconds)
+            self.expired = True  # what the error leaves behind is freed by _CycleCollector
+            raise RequestBodyTimeoutError(self._seconds) from None
         if message["type"] != "http.request" or not message.get("more_body", False):
             self._body_done = True
         return message
-
-
-async def _disconnected() -> Message:
-    """What a request whose body timed out receives from then on."""
-    return {"type": "http.disconnect"}

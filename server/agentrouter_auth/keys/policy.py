@@ -95,15 +95,6 @@ class Policy:
                 "retired key would outlive it"
             )
 
-    @property
-    def cache_control(self) -> str:
-        """The `Cache-Control` value for the published set."""
-        return (
-            f"public, max-age={int(self.cache_max_age)}, "
-            f"stale-while-revalidate={int(self.stale_while_revalidate)}, "
-            f"stale-if-error={int(self.stale_if_error)}"
-        )
-
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")

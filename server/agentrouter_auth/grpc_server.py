@@ -25,14 +25,14 @@ import os
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from agentrouter_auth import status
 from agentrouter_auth.config import INT_MAX, GrpcLimits, TLSConfig
@@ -125,44 +125,57 @@ def _serialize(answer: Answer) -> bytes:
     return answer.SerializeToString()
 
 
-class HandlerWrapper(grpc.aio.ServerInterceptor):
-    """An interceptor that replaces each method's handler by `wrap(method, handler)`, built
-    once per method and reused while the inner handler stays the same object, so that a call
-    pays a dictionary lookup, not new closures. Only methods that have a handler are kept,
-    so the cache is as small as the set of served methods."""
+class WrappedHandlers(grpc.GenericRpcHandler):
+    """The method handlers of `handlers`, each served as `wrap(method, handler)`.
+
+    A generic handler rather than an interceptor: grpcio runs a server's interceptors as a
+    chain of coroutines on every call, while a generic handler is asked synchronously, and the
+    wrapped handler of each method is built once (on its first call) and reused. Only methods
+    that have a handler are kept, so the cache is as small as the set of served methods."""
+
+    def __init__(
+        self,
+        handlers: Sequence[grpc.GenericRpcHandler],
+        wrap: Callable[[str, grpc.RpcMethodHandler[Any, Any]], grpc.RpcMethodHandler[Any, Any]],
+    ) -> None:
+        self._handlers = tuple(handlers)
+        self._wrap = wrap
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """The wrapped handler of the call's method (None for an unknown method: grpcio
+        answers it UNIMPLEMENTED)."""
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            for generic in self._handlers:
+                handler = generic.service(handler_call_details)
+                if handler is not None:
+                    wrapped = self._wrapped[method] = self._wrap(method, handler)
+                    break
+        return wrapped
+
+
+class _Registry:
+    """Collects the generic handlers that generated `add_…_to_server` functions register, so
+    that they can be served wrapped."""
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
+        self.handlers: list[grpc.GenericRpcHandler] = []
 
-    async def intercept_service(  # type: ignore[override] # typeshed binds the TypeVars oddly
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        """The wrapped handler of the call's method (None for an unknown method)."""
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = (handler, handler if handler is None else self.wrap(method, handler))
-            if handler is not None:  # grpcio answers an unknown method UNIMPLEMENTED
-                self._wrapped[method] = cached
-        return cached[1]
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self.handlers.extend(handlers)
 
-    def wrap(
-        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        """The handler that serves `method` in place of `handler`."""
-        raise NotImplementedError
+    def add_registered_method_handlers(self, service: str, handlers: object) -> None:
+        """Ignored: the generic handler of the same service serves the same methods."""
 
 
-class MetricsInterceptor(HandlerWrapper):
+class CallMetrics:
     """Counts the answered calls of one service (`service_name`) and their latency."""
 
     def __init__(self, recorder: Recorder, service_name: str) -> None:
-        super().__init__()
         self._recorder = recorder
         self._service_name = service_name
 
@@ -314,7 +327,7 @@ def _open_descriptors() -> list[int]:
         return list(range(os.sysconf("SC_OPEN_MAX")))
 
 
-class RequestGuard(HandlerWrapper):
+class RequestGuard:
     """Gives every call `timeout` seconds to deliver each request message, and answers a
     call that ends without one; reports calls cancelled before their request to `resets`.
 
@@ -325,7 +338,6 @@ class RequestGuard(HandlerWrapper):
     as in grpc.aio; a synchronous one is left as it is."""
 
     def __init__(self, timeout: float, resets: ResetMonitor | None = None) -> None:
-        super().__init__()
         self.timeout = timeout
         self.resets = resets
         self._timed_out = f"the request message was not received within {timeout:g}s"
@@ -451,29 +463,35 @@ async def start_grpc_server(
     within `limits` (GrpcLimits() when not given)."""
     limits = limits or GrpcLimits()
     resets = ResetMonitor(limits.max_resets)
-    # The guard innermost: metrics then count the answers it gives.
     service_name = service.SERVICE.full_name
-    interceptors: list[grpc.aio.ServerInterceptor] = []
-    if recorder is not None:
-        interceptors.append(MetricsInterceptor(recorder, service_name))
-    interceptors.append(RequestGuard(limits.request_timeout, resets))
+    registry = _Registry()
+    registry.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service_name, method_handlers(service)),)
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)  # type: ignore[arg-type]
+    names = (
+        service_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflecting = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflecting, registry)  # type: ignore[no-untyped-call]
+    # Every method guarded; the service's calls counted around the guard, so that metrics
+    # count the answers it gives.
+    guard = RequestGuard(limits.request_timeout, resets)
+    counted = CallMetrics(recorder, service_name) if recorder is not None else None
+
+    def wrap(
+        method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = guard.wrap(method, handler)
+        return handler if counted is None else counted.wrap(method, handler)
+
     server = grpc.aio.server(
-        interceptors=interceptors,
+        handlers=(WrappedHandlers(registry.handlers, wrap),),
         options=server_options(limits),
         maximum_concurrent_rpcs=limits.max_calls,
-    )
-    handlers = method_handlers(service)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service_name, handlers),))
-    server.add_registered_method_handlers(service_name, handlers)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            service_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
     )
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

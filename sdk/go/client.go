@@ -1,0 +1,177 @@
+package agentrouter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	authv1 "github.com/tetrateio/agentrouter-go/genapi/api/tars/auth/v1"
+	"github.com/tetrateio/agentrouter-go/genapi/api/tars/auth/v1/authv1connect"
+)
+
+// DefaultTimeout bounds a call whose ctx has no deadline, unless [WithTimeout] sets another.
+const DefaultTimeout = 10 * time.Second
+
+// userAgent names the SDK and its version on every call, then connect's own.
+var userAgent = fmt.Sprintf("agentrouter-sdk-go/%s connect-go/%s (%s)", Version, connect.Version, runtime.Version())
+
+// config is what the options set; [New] checks it.
+type config struct {
+	baseURL    string
+	apiKey     string
+	httpClient *http.Client
+	timeout    time.Duration
+}
+
+// Option configures a [Client]; pass options to [New].
+type Option func(*config)
+
+// WithBaseURL sets the endpoint: an absolute http:// or https:// URL with a host, and no
+// query or fragment. It may carry a path prefix, with or without a trailing slash
+// ("https://h/prefix" calls "https://h/prefix/agentrouter.auth.v1.AuthService/GetJWKS").
+// It is required.
+func WithBaseURL(baseURL string) Option {
+	return func(c *config) { c.baseURL = baseURL }
+}
+
+// WithAPIKey sets the API key, sent as "Authorization: Bearer <key>" on every call. An empty
+// key (the default) sends no Authorization header.
+func WithAPIKey(apiKey string) Option {
+	return func(c *config) { c.apiKey = apiKey }
+}
+
+// WithHTTPClient sets the HTTP client the calls go through (for a proxy, TLS settings or
+// instrumentation). The default is [http.DefaultClient]. Its own Timeout, if any, applies on
+// top of the call's deadline.
+func WithHTTPClient(httpClient *http.Client) Option {
+	return func(c *config) { c.httpClient = httpClient }
+}
+
+// WithTimeout sets the default timeout of a call whose ctx has no deadline; it must be
+// positive. A ctx that has a deadline keeps it. The default is [DefaultTimeout].
+func WithTimeout(timeout time.Duration) Option {
+	return func(c *config) { c.timeout = timeout }
+}
+
+// Client is an AgentRouter endpoint, with one client per service. It is safe for concurrent
+// use; make one and reuse it.
+type Client struct {
+	auth *AuthClient
+}
+
+// New returns a client for the endpoint set by [WithBaseURL]. It makes no network call, and
+// returns an error (never panics) when an option is missing or invalid. ctx is not retained.
+func New(ctx context.Context, opts ...Option) (*Client, error) {
+	cfg := config{httpClient: http.DefaultClient, timeout: DefaultTimeout}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&cfg)
+		}
+	}
+	baseURL, err := checkBaseURL(cfg.baseURL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.httpClient == nil {
+		return nil, errors.New("agentrouter: WithHTTPClient: the HTTP client is nil")
+	}
+	if cfg.timeout <= 0 {
+		return nil, fmt.Errorf("agentrouter: WithTimeout: the timeout must be positive, got %v", cfg.timeout)
+	}
+	headers := connect.WithInterceptors(headerInterceptor(cfg.apiKey))
+	return &Client{
+		auth: &AuthClient{
+			// HTTP GET (the method has no side effects), so HTTP caches can serve it; the
+			// binary Protobuf codec is connect's default.
+			client:  authv1connect.NewAuthServiceClient(cfg.httpClient, baseURL, headers, connect.WithHTTPGet()),
+			timeout: cfg.timeout,
+		},
+	}, nil
+}
+
+// Auth returns the client of AuthService.
+func (c *Client) Auth() *AuthClient {
+	return c.auth
+}
+
+// AuthClient calls AuthService: the public key set that verifies AgentRouter's tokens.
+// Get one from [Client.Auth].
+type AuthClient struct {
+	client  authv1connect.AuthServiceClient
+	timeout time.Duration
+}
+
+// GetJWKS returns the JSON Web Key Set that verifies AgentRouter's tokens (RFC 7517). It is
+// sent as a Connect GET, so HTTP caches can serve it. A nil req is sent as an empty request.
+// When ctx has no deadline, the client's default timeout applies. A failed call returns a
+// *connect.Error with the Connect code and the server's message.
+func (x *AuthClient) GetJWKS(ctx context.Context, req *authv1.GetJWKSRequest) (*authv1.GetJWKSResponse, error) {
+	if req == nil {
+		req = &authv1.GetJWKSRequest{}
+	}
+	ctx, cancel := x.withTimeout(ctx)
+	defer cancel()
+	resp, err := x.client.GetJWKS(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+// withTimeout gives ctx the client's default timeout unless it already has a deadline.
+func (x *AuthClient) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, x.timeout)
+}
+
+// headerInterceptor sets the User-Agent, and the API key as a bearer token, on every call.
+func headerInterceptor(apiKey string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("User-Agent", userAgent)
+			if apiKey != "" {
+				req.Header().Set("Authorization", "Bearer "+apiKey)
+			}
+			return next(ctx, req)
+		}
+	}
+}
+
+// checkBaseURL returns the base URL as the generated client wants it, or why it is unusable.
+func checkBaseURL(raw string) (string, error) {
+	if raw == "" {
+		return "", errors.New("agentrouter: no base URL: WithBaseURL must give the endpoint's http:// or https:// URL")
+	}
+	bad := func(why string) error {
+		return fmt.Errorf("agentrouter: base URL %q: %s", raw, why)
+	}
+	parsed, err := url.Parse(raw)
+	if err != nil {
+		return "", bad("not a URL")
+	}
+	if parsed.Scheme != "http" && parsed.Scheme != "https" {
+		return "", bad("must be an absolute http:// or https:// URL")
+	}
+	if parsed.Opaque != "" || parsed.Host == "" || parsed.Hostname() == "" {
+		return "", bad("has no host")
+	}
+	if parsed.RawQuery != "" || parsed.ForceQuery {
+		return "", bad("must not have a query")
+	}
+	if parsed.Fragment != "" || strings.Contains(raw, "#") {
+		return "", bad("must not have a fragment")
+	}
+	return strings.TrimRight(raw, "/"), nil
+}

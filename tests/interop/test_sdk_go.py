@@ -1,0 +1,76 @@
+"""The Go SDK's own tests (sdk/go, `go test`) against the real server and the error-forcing
+peer, and its gofmt and go vet."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.serverproc import ServerProcess
+
+from .peer import Peer
+
+pytestmark = pytest.mark.integration
+
+GO_SDK = REPO / "sdk" / "go"
+
+
+def go() -> str:
+    """The go command; its absence fails (Go is a requirement of `make test`)."""
+    path = shutil.which("go")
+    assert path, "go is not on PATH: the Go SDK's tests need Go 1.26"
+    return path
+
+
+def run_go(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `go ARGS` in sdk/go; its output is in the assertion message when it fails."""
+    result = subprocess.run(
+        [go(), *args], cwd=GO_SDK, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, f"go {' '.join(args)} exited {result.returncode}:\n" + (
+        result.stdout + result.stderr
+    )
+    return result
+
+
+def test_go_sdk_tests_pass_against_the_server_and_the_peer(
+    server: ServerProcess, peer: Peer
+) -> None:
+    jwks = httpx.get(f"{server.base_url}/.well-known/jwks.json", timeout=10).json()
+    kids = [key["kid"] for key in jwks["keys"]]
+    assert kids
+    env = {
+        **os.environ,
+        "AGENTROUTER_TEST_SERVER_URL": server.base_url,
+        "AGENTROUTER_TEST_PEER_URL": peer.url,
+        "AGENTROUTER_TEST_KIDS": ",".join(kids),
+    }
+    result = run_go("test", "-count=1", "-v", "./...", env=env)
+    # Every test ran: none skipped, and the ones that need the server and the peer were there.
+    assert "--- SKIP" not in result.stdout
+    for name in ("TestServerGetJWKSReturnsTheServedKids", "TestPeerAPIKeyIsABearerToken"):
+        assert f"--- PASS: {name}" in result.stdout
+    assert peer.requests, "the Go tests sent nothing to the peer"
+
+
+def test_go_sdk_tests_fail_without_the_server() -> None:
+    env = {name: value for name, value in os.environ.items() if "AGENTROUTER_TEST_" not in name}
+    result = subprocess.run(
+        [go(), "test", "-count=1", "-run", "TestServerGetJWKSReturnsTheServedKids", "."],
+        cwd=GO_SDK, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "pytest tests/interop/test_sdk_go.py" in result.stdout
+
+
+def test_go_sdk_is_gofmt_clean_and_vetted() -> None:
+    unformatted = subprocess.run(
+        ["gofmt", "-l", str(GO_SDK)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert unformatted == "", f"gofmt would change: {unformatted}"
+    run_go("vet", "./...")

@@ -174,6 +174,40 @@ def test_rest_cors_preflight(http: httpx.Client) -> None:
     assert response.headers["access-control-allow-headers"] == "authorization, x-trace"
 
 
+def test_rpc_cors_preflight_allows_the_connect_and_grpc_web_headers(http: httpx.Client) -> None:
+    sent = "authorization, connect-protocol-version, connect-timeout-ms, x-user-agent"
+    response = http.options(
+        CONNECT,
+        headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "GET",
+            "access-control-request-headers": sent,
+        },
+    )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert {"GET", "POST"} <= set(response.headers["access-control-allow-methods"].split(", "))
+    allowed = set(response.headers["access-control-allow-headers"].split(", "))
+    assert set(sent.split(", ")) | {"content-type", "x-grpc-web", "grpc-timeout"} <= allowed
+    assert response.content == b""
+
+
+def test_rpc_answers_are_open_to_any_origin(http: httpx.Client) -> None:
+    origin = {"origin": "https://app.example"}
+    connect_get = http.get(f"{CONNECT}?encoding=json&message=%7B%7D&connect=v1", headers=origin)
+    grpc_web = http.post(
+        CONNECT,
+        content=b"\x00\x00\x00\x00\x00",
+        headers={**origin, "content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
+    )
+    connect_error = http.get(f"{CONNECT}?encoding=json&message=%7B&connect=v1", headers=origin)
+    for response in (connect_get, grpc_web, connect_error):
+        assert response.headers["access-control-allow-origin"] == "*"
+    assert (connect_get.status_code, grpc_web.status_code) == (200, 200)
+    assert connect_error.status_code == 400
+    assert "grpc-status" in grpc_web.headers["access-control-expose-headers"]
+
+
 @pytest.mark.parametrize(
     "path", ["/.well-known/jwks.json/", "/.well-known//jwks.json", "/jwks", "/"]
 )

@@ -27,7 +27,7 @@ from agentrouter_auth.connect import (
 from agentrouter_auth.http.health import liveness, readiness
 from agentrouter_auth.http.metrics_endpoint import metrics_endpoint
 from agentrouter_auth.http.recording import Protocol
-from agentrouter_auth.http.representation import Representation
+from agentrouter_auth.http.representation import Representation, RpcCors
 from agentrouter_auth.rpc import bind
 from agentrouter_auth.service import AuthService
 from agentrouter_auth.transcode import Transcoder, routes_for
@@ -70,8 +70,8 @@ def rest_app(runtime: Runtime) -> App:
 
 
 def connect(runtime: Runtime) -> App:
-    """Connect and gRPC-Web: one connectrpc app serves both."""
-    return connect_app(runtime.service)
+    """Connect and gRPC-Web: one connectrpc app serves both, open to browsers of any origin."""
+    return RpcCors(connect_app(runtime.service))
 
 
 def native_grpc_refusal(runtime: Runtime) -> App:

@@ -10,6 +10,9 @@ cache lifetime, to the rotation policy that sets it):
 - a plain message: compact proto3 JSON; an error: `google.rpc.Status` JSON;
 - every answer: `Access-Control-Allow-Origin: *` (the routes are public), and OPTIONS answers
   a CORS preflight;
+- the RPC routes (Connect, gRPC-Web) get the same cross-origin access from `RpcCors`: a
+  preflight that allows the protocols' request headers, and gRPC-Web's status headers exposed,
+  so that browser clients (connect-web, grpc-web) can call them from any page;
 - the service's own endpoints (health, metrics, a 408) are never cached: `no-store`.
 
 Header lists of a rendered answer are built once per answer and representation, and kept in
@@ -20,7 +23,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentrouter_auth.asgi_types import Headers, Scope, Send, content_length, header, respond
+from agentrouter_auth.asgi_types import (
+    App,
+    Headers,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    content_length,
+    header,
+    respond,
+)
 from agentrouter_auth.rendered import Freshness, Rendered
 from agentrouter_auth.transcode import JSONResponder
 
@@ -73,6 +86,49 @@ class Representation(JSONResponder):
             headers.append((b"access-control-allow-headers", requested))
         headers.append(content_length(b""))
         await respond(send, 204, headers, b"")
+
+
+# What a browser may send to and read from the RPC routes: Connect's and gRPC-Web's request
+# headers (as connectrpc.com/cors lists them) and the bearer token the SDKs send; gRPC-Web's
+# status headers, for a trailers-only answer.
+RPC_METHODS = b"GET, POST"
+RPC_REQUEST_HEADERS = (
+    b"authorization, content-type, connect-protocol-version, connect-timeout-ms, "
+    b"grpc-timeout, x-grpc-web, x-user-agent"
+)
+RPC_CORS: Headers = (
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", b"grpc-status, grpc-message, grpc-status-details-bin"),
+)
+_RPC_PREFLIGHT = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", RPC_METHODS),
+    (b"access-control-allow-headers", RPC_REQUEST_HEADERS),
+    (b"access-control-max-age", str(PREFLIGHT_MAX_AGE).encode()),
+    (b"allow", RPC_METHODS),
+    content_length(b""),
+]
+
+
+class RpcCors:
+    """Cross-origin access to an RPC app (Connect and gRPC-Web): OPTIONS is a preflight
+    answered here; every other answer gets `RPC_CORS` added to its headers."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point (HTTP requests only)."""
+        if scope["method"] == "OPTIONS":
+            await respond(send, 204, _RPC_PREFLIGHT, b"")
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *RPC_CORS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
 
 
 def cache_control(freshness: Freshness) -> bytes:

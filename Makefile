@@ -14,7 +14,7 @@ GRPC_ADDR ?= 127.0.0.1:9090
 HTTP_ADDR ?= 127.0.0.1:8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint breaking generate check-generated stage freeze lock clean bench
+.PHONY: help install run test lint lint-sdk breaking generate check-generated stage freeze lock clean bench sdk browser
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -32,6 +32,25 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The SDKs' toolchains: Go code generators pinned by tools/go/go.sum, the TypeScript SDK's
+# packages (protoc-gen-es, tsc, esbuild, playwright-core) pinned by its package-lock.json.
+GO_TOOLS := .build/bin/protoc-gen-go .build/bin/protoc-gen-connect-go
+TS_DIR   := sdk/typescript
+TS_STAMP := $(TS_DIR)/node_modules/.installed-stamp
+
+$(GO_TOOLS) &: tools/go/go.mod tools/go/go.sum
+	cd tools/go && go build -o ../../.build/bin/ \
+		google.golang.org/protobuf/cmd/protoc-gen-go connectrpc.com/connect/cmd/protoc-gen-connect-go
+
+$(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	npm ci --prefix $(TS_DIR) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Headless Chromium for the browser test (Debian's package; the one thing installed as root).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+
 install: $(STAMP) ## Create/update .venv with the pinned dependencies
 
 run: $(STAMP) ## Start the server on loopback with a persisted development key ring
@@ -39,7 +58,7 @@ run: $(STAMP) ## Start the server on loopback with a persisted development key r
 	exec $(BIN)/agentrouter-auth serve --keys-dir $(KEYS_DIR) \
 		--http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
 
-test: $(STAMP) $(NODE_STAMP) lint check-generated breaking ## Lint, contract checks and the whole test suite
+test: $(STAMP) $(NODE_STAMP) $(TS_STAMP) $(GO_TOOLS) $(CHROMIUM) lint lint-sdk check-generated breaking ## Lint, contract checks and the whole test suite, all languages
 	$(PY) -m pytest
 
 lint: $(STAMP) ## buf lint + format, ruff, mypy
@@ -48,14 +67,23 @@ lint: $(STAMP) ## buf lint + format, ruff, mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+lint-sdk: $(TS_STAMP) ## gofmt + go vet of the Go SDK, strict tsc of the TypeScript SDK
+	@unformatted="$$(gofmt -l sdk/go)"; if [ -n "$$unformatted" ]; then \
+		echo "gofmt would change: $$unformatted"; exit 1; fi
+	cd sdk/go && go vet ./...
+	$(TS_DIR)/node_modules/.bin/tsc -p $(TS_DIR)/tsconfig.json --noEmit
+
 breaking: $(STAMP) ## buf breaking against the released API baseline (api/released.json)
 	$(CONTRACT) breaking
 
-generate: $(STAMP) ## Regenerate gen/ from proto/ with the pinned tools
+generate: $(STAMP) $(GO_TOOLS) $(TS_STAMP) ## Regenerate every language's code from proto/ (and stamp sdk/VERSION)
 	$(CONTRACT) generate
 
-check-generated: $(STAMP) ## Fail when gen/ differs from a fresh generation
+check-generated: $(STAMP) $(GO_TOOLS) $(TS_STAMP) ## Fail when generated code differs from a fresh generation
 	$(CONTRACT) check-generated
+
+sdk: $(STAMP) $(TS_STAMP) ## Write the three SDK tarballs into dist/sdk/
+	$(PY) tools/tarballs.py --out dist/sdk
 
 stage: $(STAMP) ## Copy google/api protos from the installed package into .build/
 	$(CONTRACT) stage

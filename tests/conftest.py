@@ -43,10 +43,12 @@ def seed_store() -> Seeder:
 
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
-    """A scratch copy of the contract: buf.yaml, proto/, api/ and gen/."""
+    """A scratch copy of the contract and of everything generated from it: buf.yaml, proto/,
+    api/, gen/ and sdk/ (without installed packages or build output)."""
     root = tmp_path / "repo"
     root.mkdir()
     shutil.copy(REPO / "buf.yaml", root / "buf.yaml")
-    for folder in ("proto", "api", "gen"):
-        shutil.copytree(REPO / folder, root / folder)
+    skip = shutil.ignore_patterns("node_modules", "dist", "build", "*.egg-info", "__pycache__")
+    for folder in ("proto", "api", "gen", "sdk"):
+        shutil.copytree(REPO / folder, root / folder, ignore=skip)
     return root

@@ -1,4 +1,5 @@
-"""A real server with one key of every algorithm, and the schema image external clients use."""
+"""A real server with one key of every algorithm, the schema image external clients use, and
+the SDKs' error-forcing peer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 import contract
 from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
+
+from .peer import Peer, running_peer
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 ALGS = ("RS256", "ES256", "EdDSA")
@@ -47,3 +50,10 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     if result.returncode != 0:
         raise AssertionError(f"{argv[:3]} exited {result.returncode}:\n{result.stderr}")
     return result  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    """The SDKs' error-forcing Connect peer (see peer.py), fresh for each test."""
+    with running_peer() as running:
+        yield running

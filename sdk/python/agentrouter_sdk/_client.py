@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from types import TracebackType
+from urllib.parse import urlsplit
 
 from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.errors import ConnectError
 
-from agentrouter.auth.v1 import auth_pb2
-from agentrouter.auth.v1.auth_connect import AuthServiceClientSync
+from agentrouter_sdk._version import __version__
+from tars.auth.v1 import auth_pb2
+from tars.auth.v1.auth_connect import AuthServiceClientSync
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+USER_AGENT = f"agentrouter-sdk-python/{__version__}"
 
 
 class AgentRouterError(Exception):
-    """A call failed. `code` is the Connect code name (`unavailable`, `not_found`, ...)."""
+    """A call failed. `code` is the Connect code name (`unavailable`, `not_found`, ...) and
+    `message` the server's message."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -29,22 +33,23 @@ class AuthClient:
         self._headers = headers
         self._timeout = timeout
         self._client = AuthServiceClientSync(
-            base_url.rstrip("/"),
+            base_url,
             codec=google_protobuf_binary_codec(),
-            timeout_ms=int(timeout * 1000),
+            timeout_ms=_millis(timeout),
             # An uncompressed GET has a stable URL, so HTTP caches can serve it.
             send_compression=None,
         )
 
     def get_jwks(
-        self, request: auth_pb2.GetJWKSRequest | None = None, *, timeout: float | None = None
+        self, req: auth_pb2.GetJWKSRequest | None = None, *, timeout: float | None = None
     ) -> auth_pb2.GetJWKSResponse:
-        """The JSON Web Key Set. Sent as a Connect GET, so HTTP caches can serve it."""
+        """The JSON Web Key Set, within `timeout` seconds (the client's default when None).
+        Sent as a Connect GET, so HTTP caches can serve it."""
         try:
             return self._client.get_jwks(
-                request or auth_pb2.GetJWKSRequest(),
+                req if req is not None else auth_pb2.GetJWKSRequest(),
                 headers=self._headers,
-                timeout_ms=int((timeout or self._timeout) * 1000),
+                timeout_ms=_millis(self._timeout if timeout is None else timeout),
                 use_get=True,
             )
         except ConnectError as err:
@@ -56,7 +61,9 @@ class AuthClient:
 
 
 class Client:
-    """An AgentRouter endpoint. The API key is sent as a bearer token on every call."""
+    """An AgentRouter endpoint. `base_url` may carry a path prefix (`https://host/prefix`);
+    the API key, when given, is sent as a bearer token on every call; `timeout` is each
+    call's default, in seconds."""
 
     def __init__(
         self,
@@ -65,10 +72,12 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self.auth = AuthClient(base_url, headers, timeout)
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        headers = {"user-agent": USER_AGENT}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        self.auth = AuthClient(_checked_base_url(base_url), headers, timeout)
 
     def close(self) -> None:
         """Release the HTTP connections of every service client."""
@@ -84,3 +93,23 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _checked_base_url(base_url: str) -> str:
+    """`base_url` without its trailing slash, or ValueError when it cannot be one."""
+    if not isinstance(base_url, str) or not base_url:
+        raise ValueError("base_url is required: the AgentRouter URL, such as https://host")
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as err:
+        raise ValueError(f"base_url {base_url!r} is not a URL: {err}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"base_url must not have a query or fragment, got {base_url!r}")
+    return base_url.rstrip("/")
+
+
+def _millis(seconds: float) -> int:
+    return max(1, round(seconds * 1000))

@@ -1,1 +1,1 @@
-"""`tars`: the AgentRouter API's documented import names, aliasing the generated modules."""
+"""`tars`: the AgentRouter API's generated code, under the documentation's import names."""

@@ -1,10 +1,2 @@
-"""`tars.auth.v1.auth_pb2` is `agentrouter.auth.v1.auth_pb2`: the same module object, so the
-descriptors are registered once and messages from either name are interchangeable."""
-
-import sys
-
-from agentrouter.auth.v1 import auth_pb2
-
-sys.modules[f"{__name__}.auth_pb2"] = auth_pb2
-
-__all__ = ["auth_pb2"]
+"""AuthService's messages (`auth_pb2`) and Connect client (`auth_connect`), generated from
+the contract under the names the AgentRouter documentation uses."""

@@ -1,0 +1,157 @@
+"""The Python SDK (`agentrouter_sdk`) and `tare`, against the real server and the error-forcing
+peer: the behaviour every SDK shares (see peer.py), in Python."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+import agentrouter.auth.v1.auth_pb2
+from agentrouter_sdk import AgentRouterError, Client, __version__
+from agentrouter_sdk.cli import main as tare
+from tars.auth.v1 import auth_pb2
+from tests.integration.serverproc import ServerProcess
+
+from .peer import METHOD_PATH, PEER_KID, Peer
+
+pytestmark = pytest.mark.integration
+
+
+def served_kids(server: ServerProcess) -> list[str]:
+    document = httpx.get(f"{server.base_url}/.well-known/jwks.json", timeout=10).json()
+    return [key["kid"] for key in document["keys"]]
+
+
+def requests_to(peer: Peer) -> list[dict[str, Any]]:
+    recorded: list[dict[str, Any]] = httpx.get(f"{peer.url}/_requests", timeout=10).json()
+    return recorded
+
+
+def test_get_jwks_returns_the_served_keys(server: ServerProcess) -> None:
+    with Client(base_url=server.base_url, api_key="sk-test") as client:
+        response = client.auth.get_jwks(auth_pb2.GetJWKSRequest())
+    assert [key.kid for key in response.keys] == served_kids(server)
+    assert isinstance(response, auth_pb2.GetJWKSResponse)
+
+
+def test_the_sdk_messages_are_the_contracts(server: ServerProcess) -> None:
+    """The SDK carries its own generated copy; in a process that also has the server's code,
+    both register the same descriptors once and share the classes."""
+    sdk_class: object = auth_pb2.GetJWKSResponse
+    assert sdk_class is agentrouter.auth.v1.auth_pb2.GetJWKSResponse
+    assert auth_pb2.DESCRIPTOR.name == "agentrouter/auth/v1/auth.proto"
+
+
+@pytest.mark.parametrize("prefix", ["/edge/api", "/edge/api/"])
+def test_a_call_is_a_connect_get_under_the_base_urls_path(peer: Peer, prefix: str) -> None:
+    with Client(base_url=peer.url + prefix, api_key="sk-123") as client:
+        response = client.auth.get_jwks(auth_pb2.GetJWKSRequest())
+        client.auth.get_jwks(auth_pb2.GetJWKSRequest())
+    assert [key.kid for key in response.keys] == [PEER_KID]
+    first, second = requests_to(peer)
+    assert first["method"] == "GET"
+    assert first["path"] == "/edge/api" + METHOD_PATH
+    assert "encoding=proto" in first["query"]
+    assert second["query"] == first["query"]  # a stable URL that HTTP caches can key on
+    headers = first["headers"]
+    assert headers["authorization"] == "Bearer sk-123"
+    assert headers["user-agent"].startswith(f"agentrouter-sdk-python/{__version__}")
+    assert headers["connect-timeout-ms"] == "10000"
+
+
+@pytest.mark.parametrize("api_key", [None, ""])
+def test_no_api_key_sends_no_authorization(peer: Peer, api_key: str | None) -> None:
+    with Client(base_url=peer.url, api_key=api_key) as client:
+        client.auth.get_jwks()
+    (request,) = requests_to(peer)
+    assert "authorization" not in request["headers"]
+
+
+def test_the_default_timeout_and_a_per_call_override(peer: Peer) -> None:
+    with Client(base_url=peer.url, timeout=2.5) as client:
+        client.auth.get_jwks()
+        client.auth.get_jwks(timeout=0.75)
+    default, override = requests_to(peer)
+    assert default["headers"]["connect-timeout-ms"] == "2500"
+    assert override["headers"]["connect-timeout-ms"] == "750"
+
+
+def test_a_call_slower_than_its_timeout_fails_deadline_exceeded(peer: Peer) -> None:
+    started = time.monotonic()
+    with (
+        Client(base_url=f"{peer.url}/slow/3000", timeout=10) as client,
+        pytest.raises(AgentRouterError) as err,
+    ):
+        client.auth.get_jwks(timeout=0.3)
+    assert err.value.code == "deadline_exceeded"
+    assert time.monotonic() - started < 2.5  # well before the peer answers
+
+
+@pytest.mark.parametrize("code", ["unavailable", "not_found", "permission_denied"])
+def test_errors_carry_the_connect_code_and_message(peer: Peer, code: str) -> None:
+    with (
+        Client(base_url=f"{peer.url}/fail/{code}") as client,
+        pytest.raises(AgentRouterError) as err,
+    ):
+        client.auth.get_jwks()
+    assert err.value.code == code
+    assert err.value.message == f"forced {code}"
+    assert str(err.value) == f"{code}: forced {code}"
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["", "127.0.0.1:8080", "ftp://host", "http://", "http://host:port", "http://h/?q=1",
+     "http://h/#f"],
+)  # fmt: skip
+def test_a_bad_base_url_is_refused_in_one_line(base_url: str) -> None:
+    with pytest.raises(ValueError, match="base_url") as err:
+        Client(base_url=base_url)
+    assert "\n" not in str(err.value)
+
+
+def test_tare_takes_its_global_flags_anywhere(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AGENTROUTER_BASE_URL", raising=False)
+    lines = [
+        ["--base-url", server.base_url, "api", "auth", "jwks", "get"],
+        ["api", "auth", "jwks", "get", "--base-url", server.base_url],
+        ["api", "--base-url", server.base_url, "auth", "jwks", "get", "--timeout", "5"],
+    ]
+    for argv in lines:
+        assert tare(argv) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert [key["kid"] for key in printed["keys"]] == served_kids(server)
+
+
+def test_tare_reports_the_servers_error_in_one_line(
+    peer: Peer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["api", "auth", "jwks", "get", "--base-url", f"{peer.url}/fail/permission_denied"]
+    assert tare([*argv, "--api-key", "k"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "tare: error: permission_denied: forced permission_denied\n"
+    assert captured.out == ""
+    assert requests_to(peer)[0]["headers"]["authorization"] == "Bearer k"
+
+
+def test_tare_needs_a_base_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AGENTROUTER_BASE_URL", raising=False)
+    assert tare(["api", "auth", "jwks", "get"]) == 2
+    assert "AGENTROUTER_BASE_URL" in capsys.readouterr().err
+
+
+def test_tare_refuses_a_bad_timeout_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_status:
+        tare(["api", "auth", "jwks", "get", "--timeout", "0"])
+    assert exit_status.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "--timeout" in error

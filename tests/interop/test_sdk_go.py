@@ -32,9 +32,11 @@ def run_go(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     result = subprocess.run(
         [go(), *args], cwd=GO_SDK, env=env, capture_output=True, text=True, timeout=300, check=False
     )
-    assert result.returncode == 0, f"go {' '.join(args)} exited {result.returncode}:\n" + (
-        result.stdout + result.stderr
-    )
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).splitlines()
+        noise = ("=== ", "--- PASS")  # go test -v's progress: the failures are the rest
+        shown = "\n".join(line for line in output if not line.lstrip().startswith(noise))
+        raise AssertionError(f"go {' '.join(args)} exited {result.returncode}:\n{shown}")
     return result
 
 

@@ -24,6 +24,9 @@ import tarballs as sdk_tarballs
 from tests.conftest import REPO
 from tests.integration.serverproc import ServerProcess
 
+from .peer import Peer
+from .readme import snippets
+
 pytestmark = pytest.mark.integration
 EXAMPLES = REPO / "sdk" / "examples"
 DOCUMENTATION = REPO.parent / "shared" / "seed_examples"  # beside a checkout, when present
@@ -52,11 +55,12 @@ def example(language: str, tarball: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def shell(command: str, folder: Path, server: ServerProcess, **env: str) -> str:
-    """Run `command` as the example's README says, with the user's two variables set."""
+def shell(command: str, folder: Path, server: ServerProcess | str, **env: str) -> str:
+    """Run `command` as the example's README says, with the user's two variables set (the
+    base URL: `server`'s, or `server` itself)."""
     environment = {
         **os.environ,
-        "AGENTROUTER_BASE_URL": server.base_url,
+        "AGENTROUTER_BASE_URL": server if isinstance(server, str) else server.base_url,
         "AGENTROUTER_API_KEY": API_KEY,
         **env,
     }
@@ -80,6 +84,22 @@ def test_the_examples_are_the_documentations() -> None:
                 DOCUMENTATION / language / name
             ).read_bytes(), f"{language}/{name}"
         assert sorted(p.name for p in (EXAMPLES / language).iterdir()) == names
+
+
+README_EXAMPLES = {
+    "example-python": "python/main.py",
+    "example-python-requirements": "python/requirements.txt",
+    "example-go": "go/main.go",
+    "example-go-mod": "go/go.mod",
+    "example-typescript": "typescript/index.ts",
+    "example-typescript-package": "typescript/package.json",
+}
+
+
+def test_the_readme_shows_the_examples_unchanged() -> None:
+    shown = snippets()
+    for name, path in README_EXAMPLES.items():
+        assert shown[name] + "\n" == (EXAMPLES / path).read_text(), name
 
 
 def test_each_tarball_extracts_into_its_stem_and_holds_only_the_sdk(
@@ -111,7 +131,9 @@ def test_the_tarballs_are_reproducible(built: dict[str, Path], tmp_path: Path) -
     assert again.read_bytes() == built["python"].read_bytes()
 
 
-def test_the_python_example(server: ServerProcess, built: dict[str, Path], tmp_path: Path) -> None:
+def test_the_python_example(
+    server: ServerProcess, peer: Peer, built: dict[str, Path], tmp_path: Path
+) -> None:
     folder = example("python", built["python"], tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -125,21 +147,30 @@ def test_the_python_example(server: ServerProcess, built: dict[str, Path], tmp_p
     assert not printed.startswith("Error:"), printed
     for kid in served_kids(server):
         assert f'kid: "{kid}"' in printed
+    (folder / "errors.py").write_text(snippets()["python-sdk-errors"])
+    failed = shell("python errors.py", folder, f"{peer.url}/fail/unavailable", PATH=path)
+    assert failed == "unavailable forced unavailable\n"
     installed = shell("pip list --format=freeze", folder, server, PATH=path).lower()
     assert "agentrouter-sdk==" in installed
     for server_only in ("grpcio", "granian", "jwcrypto", "agentrouter-auth"):
         assert f"{server_only}==" not in installed
 
 
-def test_the_go_example(server: ServerProcess, built: dict[str, Path], tmp_path: Path) -> None:
+def test_the_go_example(
+    server: ServerProcess, peer: Peer, built: dict[str, Path], tmp_path: Path
+) -> None:
     folder = example("go", built["go"], tmp_path)
     printed = shell("go mod tidy && go run .", folder, server)
     for kid in served_kids(server):
         assert f'kid:"{kid}"' in printed.replace(" ", "")
+    (folder / "errors").mkdir()
+    (folder / "errors" / "main.go").write_text(snippets()["go-sdk-errors"] + "\n")
+    failed = shell("go mod tidy && go run ./errors", folder, f"{peer.url}/fail/not_found")
+    assert failed == "not_found forced not_found\n"
 
 
 def test_the_typescript_example(
-    server: ServerProcess, built: dict[str, Path], tmp_path: Path
+    server: ServerProcess, peer: Peer, built: dict[str, Path], tmp_path: Path
 ) -> None:
     folder = example("typescript", built["typescript"], tmp_path)
     # npx asks before it fetches tsx; a terminal user answers yes, here the variable does.
@@ -151,3 +182,8 @@ def test_the_typescript_example(
     )
     for kid in served_kids(server):
         assert f"kid: '{kid}'" in printed
+    (folder / "errors.ts").write_text(snippets()["ts-sdk-errors"])
+    failed = shell(
+        "npx tsx errors.ts", folder, f"{peer.url}/fail/unavailable", npm_config_yes="true"
+    )
+    assert failed == "Unavailable forced unavailable\n"

@@ -1,0 +1,156 @@
+// The SDK client: one object per AgentRouter endpoint, one property per service.
+
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { createClient, type Client as ConnectClient, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+
+import * as tars_auth_v1_auth_pb from "./gen/tars/auth/v1/auth_pb.js";
+import type { GetJWKSResponse } from "./gen/tars/auth/v1/auth_pb.js";
+import { VERSION } from "./version.js";
+
+/** How long a call may take when neither the client nor the call says otherwise. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** Names the SDK and its version to the server, on every call. */
+export const USER_AGENT = `agentrouter-sdk-typescript/${VERSION}`;
+
+/** What `new Client(...)` takes. */
+export interface ClientOptions {
+  /**
+   * The AgentRouter endpoint: an absolute `http://` or `https://` URL, optionally with a path
+   * prefix (with or without a trailing slash), without query or fragment.
+   * Typed to accept `process.env.AGENTROUTER_BASE_URL` as is; a missing value is refused when
+   * the client is made.
+   */
+  baseUrl: string | undefined;
+  /** Sent as `Authorization: Bearer <apiKey>` on every call; no header when empty or absent. */
+  apiKey?: string | undefined;
+  /** The deadline of each call in milliseconds (default 10 000), sent as `connect-timeout-ms`. */
+  timeoutMs?: number | undefined;
+  /** A fetch implementation to use instead of `globalThis.fetch`. */
+  fetch?: typeof globalThis.fetch | undefined;
+}
+
+/** What one call may take besides its request. */
+export interface CallOptions {
+  /** The deadline of this call in milliseconds, instead of the client's. */
+  timeoutMs?: number | undefined;
+  /** Cancels the call when aborted: it then rejects with `Code.Canceled`. */
+  signal?: AbortSignal | undefined;
+}
+
+/** AuthService: the public key set that verifies AgentRouter's tokens. */
+export class AuthClient {
+  readonly #client: ConnectClient<typeof tars_auth_v1_auth_pb.AuthService>;
+
+  /** @internal Made by `Client`. */
+  constructor(client: ConnectClient<typeof tars_auth_v1_auth_pb.AuthService>) {
+    this.#client = client;
+  }
+
+  /**
+   * The JSON Web Key Set. Sent as a Connect GET, so HTTP caches can serve it.
+   * Rejects with a `ConnectError` carrying the Connect code and message.
+   */
+  async getJWKS(
+    req: MessageInitShape<typeof tars_auth_v1_auth_pb.GetJWKSRequestSchema>,
+    options?: CallOptions,
+  ): Promise<GetJWKSResponse> {
+    const timeoutMs = options?.timeoutMs;
+    return await this.#client.getJWKS(req, {
+      ...(timeoutMs === undefined ? {} : { timeoutMs: checkTimeout(timeoutMs) }),
+      ...(options?.signal === undefined ? {} : { signal: options.signal }),
+    });
+  }
+}
+
+/** An AgentRouter endpoint. The API key is sent as a bearer token on every call. */
+export class Client {
+  /** AuthService: the public key set that verifies AgentRouter's tokens. */
+  readonly auth: AuthClient;
+
+  /** Throws an `Error` saying why when the base URL or the timeout is not usable. */
+  constructor(options: ClientOptions) {
+    const baseUrl = checkBaseUrl(options.baseUrl);
+    const timeoutMs = checkTimeout(options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    const transport = createConnectTransport({
+      baseUrl,
+      // Binary protobuf, and GET for side-effect-free methods: a GET that is not compressed
+      // has a stable URL, so HTTP caches can serve it.
+      useBinaryFormat: true,
+      useHttpGet: true,
+      defaultTimeoutMs: timeoutMs,
+      interceptors: [headers(requestHeaders(options.apiKey))],
+      ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+    });
+    this.auth = new AuthClient(createClient(tars_auth_v1_auth_pb.AuthService, transport));
+  }
+}
+
+/** The base URL as the transport takes it, or an Error saying what is wrong with it. */
+function checkBaseUrl(baseUrl: string | undefined): string {
+  const expected = "an absolute http:// or https:// URL with a host, without query or fragment";
+  if (baseUrl === undefined || baseUrl.trim() === "") {
+    throw new Error(`baseUrl is required: ${expected}, such as https://api.example.com`);
+  }
+  let url: URL;
+  try {
+    url = new URL(baseUrl);
+  } catch {
+    throw new Error(`baseUrl must be ${expected}, got ${JSON.stringify(baseUrl)}`);
+  }
+  if (
+    // As written, not as URL repairs it: "http:///x" would become "http://x/".
+    !/^https?:\/\/[^/\\?#]/i.test(baseUrl) ||
+    (url.protocol !== "http:" && url.protocol !== "https:") ||
+    url.hostname === "" ||
+    baseUrl.includes("?") ||
+    baseUrl.includes("#")
+  ) {
+    throw new Error(`baseUrl must be ${expected}, got ${JSON.stringify(baseUrl)}`);
+  }
+  if (url.username !== "" || url.password !== "") {
+    // fetch refuses such URLs on every call; say so once, here.
+    throw new Error(
+      `baseUrl must not carry credentials (pass apiKey instead), got ${JSON.stringify(baseUrl)}`,
+    );
+  }
+  // The transport appends "/<service>/<method>" after removing one trailing slash.
+  return url.href;
+}
+
+/** A timeout in whole milliseconds, or an Error: Connect's header takes a positive integer. */
+function checkTimeout(timeoutMs: number): number {
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+    throw new Error(`timeoutMs must be a positive number of milliseconds, got ${timeoutMs}`);
+  }
+  return Math.ceil(timeoutMs);
+}
+
+/** The headers every call carries. */
+function requestHeaders(apiKey: string | undefined): [string, string][] {
+  const result: [string, string][] = [["x-user-agent", USER_AGENT]];
+  if (isNode()) {
+    // Browsers own User-Agent; Connect's convention there is X-User-Agent (sent everywhere).
+    result.push(["user-agent", USER_AGENT]);
+  }
+  if (apiKey) {
+    result.push(["authorization", `Bearer ${apiKey}`]);
+  }
+  return result;
+}
+
+function headers(fixed: [string, string][]): Interceptor {
+  return (next) => (req) => {
+    for (const [name, value] of fixed) {
+      req.header.set(name, value);
+    }
+    return next(req);
+  };
+}
+
+/** True in Node.js (and runtimes compatible with it), where fetch lets a caller set User-Agent. */
+function isNode(): boolean {
+  const runtime = globalThis as { process?: { versions?: { node?: unknown } } };
+  return typeof runtime.process?.versions?.node === "string";
+}

@@ -15,6 +15,7 @@ import argparse
 import gzip
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -74,6 +75,7 @@ def _typescript() -> dict[str, bytes]:
     tsc = base / "node_modules" / ".bin" / "tsc"
     if not tsc.exists():
         raise TarballError("the TypeScript SDK's packages are not installed; run `make sdk`")
+    shutil.rmtree(base / "dist", ignore_errors=True)  # nothing of an earlier build ships
     build = subprocess.run(
         [str(tsc), "-p", str(base / "tsconfig.json")], capture_output=True, text=True, check=False
     )

@@ -167,6 +167,10 @@ func checkBaseURL(raw string) (string, error) {
 	if parsed.Opaque != "" || parsed.Host == "" || parsed.Hostname() == "" {
 		return "", bad("has no host")
 	}
+	if parsed.User != nil {
+		// Not echoed: the message would repeat the credential.
+		return "", fmt.Errorf("agentrouter: base URL must not carry credentials in user:password@ (use WithAPIKey)")
+	}
 	if parsed.RawQuery != "" || parsed.ForceQuery {
 		return "", bad("must not have a query")
 	}

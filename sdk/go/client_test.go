@@ -59,6 +59,18 @@ func TestNewRejectsBadBaseURLs(t *testing.T) {
 	}
 }
 
+func TestNewRejectsCredentialsInTheBaseURLWithoutEchoingThem(t *testing.T) {
+	for _, baseURL := range []string{"http://user:secret@example.com", "https://secret@example.com/prefix"} {
+		_, err := newClient(t, agentrouter.WithBaseURL(baseURL))
+		if err == nil {
+			t.Fatalf("New accepted the base URL %q", baseURL)
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("the error repeats the credential: %q", err)
+		}
+	}
+}
+
 func TestNewRequiresABaseURL(t *testing.T) {
 	_, err := newClient(t, agentrouter.WithAPIKey("key"))
 	if err == nil || !strings.Contains(err.Error(), "WithBaseURL") {

@@ -105,13 +105,14 @@ def test_errors_carry_the_connect_code_and_message(peer: Peer, code: str) -> Non
 
 @pytest.mark.parametrize(
     "base_url",
-    ["", "127.0.0.1:8080", "ftp://host", "http://", "http://host:port", "http://h/?q=1",
-     "http://h/#f"],
+    ["", "127.0.0.1:8080", "ftp://host", "http://", "http:///x", "http://host:port",
+     "http://h/?q=1", "http://h/#f", "http://user:secret@h/"],
 )  # fmt: skip
 def test_a_bad_base_url_is_refused_in_one_line(base_url: str) -> None:
     with pytest.raises(ValueError, match="base_url") as err:
         Client(base_url=base_url)
     assert "\n" not in str(err.value)
+    assert "secret" not in str(err.value)
 
 
 def test_tare_takes_its_global_flags_anywhere(

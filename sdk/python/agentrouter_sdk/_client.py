@@ -108,6 +108,9 @@ def _checked_base_url(base_url: str) -> str:
         raise ValueError(f"base_url must be an http:// or https:// URL, got {base_url!r}")
     if parts.query or parts.fragment:
         raise ValueError(f"base_url must not have a query or fragment, got {base_url!r}")
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: the message would repeat the credential.
+        raise ValueError("base_url must not carry credentials in user:password@ (pass api_key)")
     return base_url.rstrip("/")
 
 

@@ -14,7 +14,7 @@ GRPC_ADDR ?= 127.0.0.1:9090
 HTTP_ADDR ?= 127.0.0.1:8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint lint-sdk breaking generate check-generated stage freeze lock clean bench sdk browser
+.PHONY: help install run test lint lint-sdk breaking generate check-generated stage freeze lock clean bench sdk browser postgresql-server
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -51,6 +51,15 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 
+# PostgreSQL server binaries for the PostgreSQL key store's tests (Debian's package). The tests
+# run a server of their own on a temporary folder, so Debian's default cluster is not created.
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+postgresql-server:
+	@test -n "$(PG_INITDB)" || { \
+		mkdir -p /etc/postgresql-common/createcluster.d && \
+		echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/agentrouter-auth.conf && \
+		apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+
 install: $(STAMP) ## Create/update .venv with the pinned dependencies
 
 run: $(STAMP) ## Start the server on loopback with a persisted development key ring
@@ -58,7 +67,7 @@ run: $(STAMP) ## Start the server on loopback with a persisted development key r
 	exec $(BIN)/agentrouter-auth serve --keys-dir $(KEYS_DIR) \
 		--http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
 
-test: $(STAMP) $(NODE_STAMP) $(TS_STAMP) $(GO_TOOLS) $(CHROMIUM) lint lint-sdk check-generated breaking ## Lint, contract checks and the whole test suite, all languages
+test: $(STAMP) $(NODE_STAMP) $(TS_STAMP) $(GO_TOOLS) $(CHROMIUM) postgresql-server lint lint-sdk check-generated breaking ## Lint, contract checks and the whole test suite, all languages
 	$(PY) -m pytest
 
 lint: $(STAMP) ## buf lint + format, ruff, mypy

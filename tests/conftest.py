@@ -1,9 +1,10 @@
-"""Shared fixtures: a pool of real keys made once per run, stores, copies of the repository."""
+"""Shared fixtures: a pool of real keys made once per run, stores (a directory, or a database on
+the suite's own PostgreSQL server), copies of the repository."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from jwcrypto import jwk
 
 from agentrouter_auth.keys.material import generate_key
 from agentrouter_auth.keys.store import DirectoryStore, Entry, State
+from tests.keystores import KINDS, StoreFactory, write_kek
+from tests.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 Seeder = Callable[[Path, Sequence[jwk.JWK]], DirectoryStore]
@@ -39,6 +42,45 @@ def seed_store() -> Seeder:
         return store
 
     return seed
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The suite's own PostgreSQL server (started on first use, stopped at the end)."""
+    server = PostgresServer.create()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """The DSN of a new empty database on the suite's server, dropped after the test."""
+    dsn = postgres.create_database()
+    try:
+        yield dsn
+    finally:
+        if not postgres.running:  # a test stopped the server: leave it running
+            postgres.start()
+        postgres.drop_database(dsn.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def kek_file(tmp_path: Path) -> Path:
+    """A new key-encryption key file (mode 0600)."""
+    return write_kek(tmp_path / "kek")
+
+
+@pytest.fixture(params=KINDS)
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Stores of each kind in turn: a directory, then a database on the suite's server."""
+    postgres = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    factory = StoreFactory(request.param, tmp_path / "store", postgres)
+    try:
+        yield factory
+    finally:
+        factory.close()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ def create_app() -> BodyDeadline:
     """Validate the configuration, load the key ring and build the app."""
     config = from_environment(os.environ)
     logs.configure(config.log_format)
-    ring = KeyRing(open_store(config.key_store), config.policy, rsa_bits=config.rsa_bits)
+    store = open_store(config.key_store, keks=config.keks)
+    ring = KeyRing(store, config.policy, rsa_bits=config.rsa_bits)
     ring.load()
     return BodyDeadline(HttpApp(Runtime(config, ring)), config.http_limits.body_timeout)

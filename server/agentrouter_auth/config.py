@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from agentrouter_auth.keys.kek import Kek, KekError, read_kek
 from agentrouter_auth.keys.material import RSA_SIZES
 from agentrouter_auth.keys.policy import (
     POLICY_FIELDS,
@@ -227,6 +228,8 @@ class KeyConfig:
     rsa_bits: int = 2048
     issuer: str = ""
     """The OpenID issuer whose tokens the keys sign (`iss`); "" for none."""
+    keks: tuple[Kek, ...] = ()
+    """Key-encryption keys (`--kek-file`): the first seals private keys, all open them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,6 +273,9 @@ class Kind:
     show: Callable[[Any], str]
     """value → text that `parse` reads back as the same value."""
     metavar: str
+    separator: str = ""
+    """For an option of several values: the flag may be repeated, and the values are joined
+    by this in the text `parse` reads (and in the variable)."""
 
 
 def _duration(flag: str, text: str) -> float:
@@ -310,6 +316,25 @@ def _key_store(flag: str, text: str) -> str:
     except KeyStoreError as err:
         raise ConfigError(f"{flag}: {err}") from err
     return text
+
+
+KEK_SEPARATOR = ":"
+
+
+def _kek_files(flag: str, text: str) -> tuple[Kek, ...]:
+    """The KEKs of the files named in `text` (separated by KEK_SEPARATOR), each checked now:
+    private, one line of base64, 32 bytes."""
+    paths = text.split(KEK_SEPARATOR) if text else []
+    if any(not path.strip() for path in paths):
+        raise ConfigError(f"{flag}: {text!r} names an empty path")
+    try:
+        return tuple(read_kek(path) for path in paths)
+    except KekError as err:
+        raise ConfigError(f"{flag}: {err}") from None
+
+
+def _show_kek_files(keks: tuple[Kek, ...]) -> str:
+    return KEK_SEPARATOR.join(kek.path for kek in keks)
 
 
 def _public_url(flag: str, text: str) -> str:
@@ -353,6 +378,7 @@ PATH = Kind(_text, _show_text, "PATH")
 ADDRESS = Kind(parse_address, str, "HOST:PORT")
 LOCATION = Kind(_key_store, str, "LOCATION")
 URL = Kind(_public_url, _show_text, "URL")
+KEK_FILES = Kind(_kek_files, _show_kek_files, "PATH", separator=KEK_SEPARATOR)
 ON_OFF = ("on", "off")
 
 Check = Callable[[str, Any], Any]
@@ -522,8 +548,17 @@ def _http_timeout(name: str, default: str, text: str) -> Option:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "key_store", "var/keys",
-        "where the keys live: a directory path, or a file: URL (file:///abs/path, file:rel/path)",
+        "where the keys live: a directory path, a file: URL (file:///abs/path, file:rel/path), "
+        "or a PostgreSQL URL (postgresql://user@host/db?sslmode=verify-full; needs --kek-file)",
         kind=LOCATION, commands=EVERY_COMMAND, aliases=("keys_dir",),
+    ),
+    Option(
+        "kek_file", "",
+        "key-encryption key of a postgresql: store's private keys: a file of 32 random bytes in "
+        "base64 (openssl rand -base64 32), mode 0600 or 0400; repeat the flag (in the variable: "
+        f"separate paths with '{KEK_SEPARATOR}') to give several: the first encrypts, all "
+        "decrypt. A directory store ignores it",
+        kind=KEK_FILES, field="keks", commands=EVERY_COMMAND,
     ),
     Option(
         "log_format", "json", "log lines as json or text", choices=FORMATS,
@@ -609,13 +644,24 @@ def _chosen_text(
         ({name: given.get(name) for name in option.names}, flag_of),
         ({name: env.get(env_of(name)) for name in option.names}, env_of),
     ):
-        values = {label(name): str(value) for name, value in found.items() if value is not None}
+        values = {
+            label(name): _joined(option, value)
+            for name, value in found.items()
+            if value is not None
+        }
         if len(set(values.values())) > 1:
             raise ConfigError(f"{' and '.join(values)} are given different values: give one")
         if values:
             source, text = next(iter(values.items()))
             return text, source
     return option.default_for(command), option.flag
+
+
+def _joined(option: Option, value: object) -> str:
+    """The text of a value given on the command line: a repeated flag's values joined."""
+    if isinstance(value, list | tuple):
+        return option.kind.separator.join(map(str, value))
+    return str(value)
 
 
 def command_config(command: str, given: Mapping[str, object], env: Mapping[str, str]) -> KeyConfig:

@@ -251,9 +251,9 @@ def test_serve_takes_a_file_url_and_hands_the_store_to_its_workers(tmp_path: Pat
         (["--key-store", "/srv/a", "--keys-dir", "/srv/b"],
          "agentrouter-auth: error: --key-store and --keys-dir are given different values: "
          "give one"),
-        (["--key-store", "postgresql://db.internal/keys"],
-         "agentrouter-auth: error: --key-store: postgresql://db.internal/keys: unknown key store "
-         "scheme 'postgresql': use a directory path or one of file:"),
+        (["--key-store", "mysql://db.internal/keys"],
+         "agentrouter-auth: error: --key-store: mysql://db.internal/keys: unknown key store "
+         "scheme 'mysql': use a directory path or one of file:, postgres:, postgresql:"),
         (["--key-store", "file://elsewhere/keys"],
          "agentrouter-auth: error: --key-store: file://elsewhere/keys: a file: URL names a "
          "directory on this machine, not on 'elsewhere'"),

@@ -126,7 +126,7 @@ def test_any_error_is_one_line_and_exit_one(
          "give one"),
         (["keys", "list", "--key-store", "mysql://db/keys"],
          "agentrouter-auth: error: --key-store: mysql://db/keys: unknown key store scheme "
-         "'mysql': use a directory path or one of file:"),
+         "'mysql': use a directory path or one of file:, postgres:, postgresql:"),
         (["serve", "--keys-dir", "/nonexistent/keys"],
          "agentrouter-auth: error: no keys in /nonexistent/keys: create one with "
          "`agentrouter-auth keys init --key-store /nonexistent/keys`"),

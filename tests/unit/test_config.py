@@ -189,8 +189,8 @@ def test_two_names_of_one_option_with_different_values_are_refused(
         ("grpc_max_calls", "many", "--grpc-max-calls: expected a whole number, got 'many'"),
         ("grpc_request_timeout", "soon", "--grpc-request-timeout: 'soon' is not a duration"),
         ("grpc_idle_timeout", "0s", "--grpc-idle-timeout must be above 0"),
-        ("key_store", "postgresql://db/keys", "--key-store: postgresql://db/keys: unknown key "
-         "store scheme 'postgresql': use a directory path or one of file:"),
+        ("key_store", "mysql://db/keys", "--key-store: mysql://db/keys: unknown key "
+         "store scheme 'mysql': use a directory path or one of file:, postgres:, postgresql:"),
     ],
 )  # fmt: skip
 def test_a_bad_value_is_refused_naming_its_flag_or_variable(

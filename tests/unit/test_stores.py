@@ -36,8 +36,10 @@ def test_a_path_or_a_file_url_is_the_directory_store(location: str, directory: s
 @pytest.mark.parametrize(
     ("location", "reason"),
     [
-        ("postgresql://db.internal/keys", "unknown key store scheme 'postgresql': use a "
-         "directory path or one of file:"),
+        ("mysql://db.internal/keys", "unknown key store scheme 'mysql': use a "
+         "directory path or one of file:, postgres:, postgresql:"),
+        ("postgresql://db.internal/keys?no_such=1", "not a PostgreSQL URL libpq accepts: "
+         'invalid URI query parameter: "no_such"'),
         ("s3://bucket/keys", "unknown key store scheme 's3'"),
         ("file://other-host/keys", "a file: URL names a directory on this machine, not on "
          "'other-host'"),
@@ -75,7 +77,7 @@ def test_a_store_error_names_a_location_not_only_a_file() -> None:
 def test_open_store_is_the_only_place_a_store_is_constructed() -> None:
     """Outside tests, nothing but `keys.stores` builds a store: a new backend is chosen in one
     place."""
-    builders = {"DirectoryStore"}
+    builders = {"DirectoryStore", "PostgresStore"}
     found = []
     for path in sorted(SERVER.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from agentrouter_auth import __version__, config, logs
-from agentrouter_auth.cli import keys, serve, token
+from agentrouter_auth.cli import keys, serve, store, token
 from agentrouter_auth.cli.command import Command, Handler
 from agentrouter_auth.config import ConfigError, Option
 from agentrouter_auth.grpc_server import BindError
@@ -35,8 +35,13 @@ ERRORS = (
     SigningError,
     BindError,
 )
-GROUPS = {"keys": keys.HELP, "token": token.HELP}
-COMMANDS: tuple[Command, ...] = (*serve.COMMANDS, *keys.COMMANDS, *token.COMMANDS)
+GROUPS = {"keys": keys.HELP, "token": token.HELP, "store": store.HELP}
+COMMANDS: tuple[Command, ...] = (
+    *serve.COMMANDS,
+    *keys.COMMANDS,
+    *token.COMMANDS,
+    *store.COMMANDS,
+)
 HANDLERS: dict[str, Handler] = {command.name: command.run for command in COMMANDS}
 """Command name (`serve`, `keys init`, …) → what runs it."""
 
@@ -67,9 +72,11 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> None:
             where = sections[option.group]
         metavar = None if option.choices else option.kind.metavar
         choices = option.choices or None
+        action = "append" if option.kind.separator else "store"  # a repeatable flag
         where.add_argument(
             option.flag,
             dest=option.name,
+            action=action,
             metavar=metavar,
             choices=choices,
             help=_help(option, command),
@@ -112,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = config.command_config(args.command_name, vars(args), os.environ)
         logs.configure(settings.log_format)
-        ring = KeyRing(open_store(settings.key_store), settings.policy, rsa_bits=settings.rsa_bits)
+        key_store = open_store(settings.key_store, keks=settings.keks)
+        ring = KeyRing(key_store, settings.policy, rsa_bits=settings.rsa_bits)
         try:
             return HANDLERS[args.command_name](ring, settings, args)
         except EmptyKeySetError:
@@ -120,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(
                 f"no keys in {where}: create one with `{PROG} keys init --key-store {where}`"
             )
+        finally:
+            key_store.close()
     except ERRORS as err:
         return _fail(str(err))
     except OSError as err:  # a file or socket the store does not name itself

@@ -1,4 +1,4 @@
-"""`agentrouter-auth keys …`: create, rotate, list, import, prune and remove keys."""
+"""`agentrouter-auth keys …`: create, rotate, list, import, prune, remove and copy keys."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from agentrouter_auth.cli.command import Command
 from agentrouter_auth.config import ConfigError, KeyConfig
 from agentrouter_auth.keys.material import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS, InvalidKeyError
 from agentrouter_auth.keys.ring import Change, KeyRing, next_events
+from agentrouter_auth.keys.stores import open_store
+from agentrouter_auth.keys.transfer import copy_keys
 
 HELP = "manage the key store"
 ALGORITHMS = sorted(SIGNING_ALGORITHMS)
@@ -129,6 +131,42 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON document")
 
 
+def copy(ring: KeyRing, config: KeyConfig, args: argparse.Namespace) -> int:
+    """Copy every key, with its state and times, into another store."""
+    source = ring.store if args.source is None else open_store(args.source, keks=config.keks)
+    try:
+        target = open_store(args.to, keks=config.keks)
+        try:
+            changes = copy_keys(source, target, replace=args.replace)
+        finally:
+            target.close()
+    finally:
+        if source is not ring.store:
+            source.close()
+    log.info(
+        "copied the keys of %s to %s",
+        source.description,
+        target.description,
+        extra={"event": "keys_copied", "from": source.description, "to": target.description},
+    )
+    return _report(changes, "")
+
+
+def _copy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from", dest="source", metavar="LOCATION",
+        help="the store to copy from (default: --key-store)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--to", required=True, metavar="LOCATION",
+        help="the store to copy into (a directory or a URL, as --key-store); it must be empty",
+    )  # fmt: skip
+    parser.add_argument(
+        "--replace", action="store_true",
+        help="copy into a store that holds keys: it then holds exactly the copied ones",
+    )  # fmt: skip
+
+
 def _time(value: int | None) -> str:
     if value is None:
         return "-"
@@ -142,4 +180,10 @@ COMMANDS = (
     Command("keys import", "publish another issuer's public key", import_key, _import_arguments),
     Command("keys remove", "stop publishing a key now", remove, _remove_arguments),
     Command("keys prune", "delete retired keys past their retention", prune),
+    Command(
+        "keys copy",
+        "copy every key, state and time into another store (directory, PostgreSQL)",
+        copy,
+        _copy_arguments,
+    ),
 )

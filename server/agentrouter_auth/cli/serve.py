@@ -31,6 +31,8 @@ def run(ring: KeyRing, config: KeyConfig, _args: argparse.Namespace) -> int:
     """Load the keys and check the addresses, then bind and serve until SIGTERM/SIGINT."""
     assert isinstance(config, ServeConfig)
     ring.load()
+    # The workers open the store themselves; sessions of this process must not be inherited.
+    ring.store.close()
     config = replace(
         config,
         http_addr=concrete(config.http_addr, "--http-addr"),

@@ -253,6 +253,11 @@ class KeyStore(Protocol):
         """Exclusive access: read the current set, change it, apply on clean exit."""
         ...
 
+    def close(self) -> None:
+        """Release what the store holds open (database sessions); it reopens them if used
+        again. A process closes its stores before it forks workers."""
+        ...
+
 
 class DirectoryStore:
     """The embedded default store: a directory of JWK files and a manifest."""
@@ -264,6 +269,9 @@ class DirectoryStore:
     def description(self) -> str:
         """The directory."""
         return str(self.path)
+
+    def close(self) -> None:
+        """Nothing is held open between calls."""
 
     def key_file(self, kid: str) -> Path:
         """Where the key `kid` is kept."""
@@ -503,7 +511,7 @@ def _read_only(path: Path) -> bool:
         return False
 
 
-def check_one_active_per_alg(key_set: KeySet, where: Path) -> None:
+def check_one_active_per_alg(key_set: KeySet, where: Path | str) -> None:
     """Raise unless each algorithm has at most one active key."""
     seen: dict[str, str] = {}
     for stored in key_set.keys:

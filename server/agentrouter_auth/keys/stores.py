@@ -2,24 +2,29 @@
 
 A location is a directory path (`var/keys`, `/etc/agentrouter-auth/keys`) or a URL whose scheme
 names the backend. `file:` is the directory store (`file:///etc/agentrouter-auth/keys`, or
-`file:var/keys` relative to the working directory). A location is read as a URL when it starts
-with `file:` or holds `scheme://`; anything else is a path, so a directory whose name holds a
-colon still works.
+`file:var/keys` relative to the working directory); `postgresql:` and `postgres:` are the
+PostgreSQL store (a libpq URL: `postgresql://user@db.internal:5432/auth?sslmode=verify-full`).
+A location is read as a URL when it starts with `file:` or holds `scheme://`; anything else is a
+path, so a directory whose name holds a colon still works.
 
 Another backend is one more entry in `BACKENDS`: a function that checks a location without
-touching the store (so a bad one is refused before anything starts) and returns how to open it.
+touching the store (so a bad one is refused before anything starts) and returns how to open it,
+given the key-encryption keys (which a store that keeps private keys in the clear ignores).
+A location reaches messages and logs only through `redacted`, which hides passwords.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from agentrouter_auth.keys.kek import Kek
 from agentrouter_auth.keys.store import DirectoryStore, KeyStore, KeyStoreError
 
-Opener = Callable[[], KeyStore]
+Opener = Callable[[Sequence[Kek]], KeyStore]
+"""Opens the store, given the key-encryption keys."""
 Backend = Callable[[str], Opener]
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
@@ -56,22 +61,44 @@ def directory_of(location: str) -> Path:
 
 def _directory(location: str) -> Opener:
     path = directory_of(location)
-    return lambda: DirectoryStore(path)
+    return lambda _keks: DirectoryStore(path)  # private keys in files of mode 0600: no KEK
 
 
-BACKENDS: dict[str, Backend] = {"file": _directory}
+def _postgres(location: str) -> Opener:
+    # Imported here: the driver is loaded only by processes that use a database.
+    from agentrouter_auth.keys import postgres  # noqa: PLC0415
+
+    description = redacted(location)
+    postgres.check_url(location, description)
+    return lambda keks: postgres.PostgresStore(location, keks, description=description)
+
+
+BACKENDS: dict[str, Backend] = {"file": _directory, "postgresql": _postgres, "postgres": _postgres}
 """Scheme → backend. A plain path is the `file` backend."""
+
+_SECRET_PARAMETER = re.compile(r"(?i)(ssl)?password")
 
 
 def redacted(location: str) -> str:
-    """`location` fit for messages and logs: a URL's password is replaced by `***`."""
+    """`location` fit for messages and logs: a URL's password (in its user part, or a
+    `password`/`sslpassword` query parameter) is replaced by `***`."""
     if scheme_of(location) is None:
         return location
-    parts = urlsplit(location)
-    if parts.password is None:
-        return location
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    try:
+        parts = urlsplit(location)
+        password = parts.password
+    except ValueError:
+        return f"{scheme_of(location)}://(a URL that cannot be shown)"
+    if password is not None:
+        user, _, host = parts.netloc.rpartition("@")
+        name = user.partition(":")[0]
+        parts = parts._replace(netloc=f"{name}:***@{host}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(_SECRET_PARAMETER.fullmatch(name) for name, _ in query):
+        hidden = [(name, "***" if _SECRET_PARAMETER.fullmatch(name) else value)
+                  for name, value in query]  # fmt: skip
+        parts = parts._replace(query=urlencode(hidden, safe="*/:", quote_via=quote))
+    return parts.geturl()
 
 
 def _backend(location: str) -> Backend:
@@ -92,6 +119,10 @@ def check_location(location: str) -> None:
     _backend(location)(location)
 
 
-def open_store(location: str) -> KeyStore:
-    """The store at `location`: a directory path or a URL whose scheme names the backend."""
-    return _backend(location)(location)()
+def open_store(location: str, *, keks: Sequence[Kek] = ()) -> KeyStore:
+    """The store at `location`: a directory path or a URL whose scheme names the backend.
+
+    `keks` seal and open private keys in a store that keeps them where others can copy them
+    (PostgreSQL); such a store refuses to open without one.
+    """
+    return _backend(location)(location)(tuple(keks))

@@ -1,0 +1,72 @@
+"""`agentrouter-auth store …`: the PostgreSQL store's schema and its encryption at rest."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import TYPE_CHECKING
+
+from agentrouter_auth.cli.command import Command
+from agentrouter_auth.config import ConfigError, KeyConfig
+from agentrouter_auth.keys.ring import KeyRing
+
+if TYPE_CHECKING:
+    from agentrouter_auth.keys.postgres import PostgresStore
+
+HELP = "the PostgreSQL key store's schema and encryption (migrate, rekey)"
+log = logging.getLogger("agentrouter-auth")
+
+
+def _database(ring: KeyRing, command: str, why: str) -> PostgresStore:
+    # Imported here: only these commands need the driver.
+    from agentrouter_auth.keys.postgres import PostgresStore  # noqa: PLC0415
+
+    if not isinstance(ring.store, PostgresStore):
+        raise ConfigError(f"{command}: {ring.store.description} is a directory store: {why}")
+    return ring.store
+
+
+def migrate(ring: KeyRing, _config: KeyConfig, _args: argparse.Namespace) -> int:
+    """Apply the schema migrations the database lacks."""
+    store = _database(ring, "store migrate", "it has no schema to migrate")
+    applied = store.migrate()
+    for migration in applied:
+        log.info(
+            "applied migration %04d %s",
+            migration.version,
+            migration.name,
+            extra={"event": "migration_applied", "version": migration.version},
+        )
+    log.info(
+        "the schema of %s is at version %d",
+        store.description,
+        store.schema_version(),
+        extra={"event": "schema_version", "applied": len(applied)},
+    )
+    return 0
+
+
+def rekey(ring: KeyRing, _config: KeyConfig, _args: argparse.Namespace) -> int:
+    """Re-encrypt every private key under the first --kek-file."""
+    store = _database(ring, "store rekey", "its private keys are files of mode 0600, not encrypted")
+    sealed, moved = store.rekey()
+    kek = store.envelope.sealing
+    log.info(
+        "re-encrypted %d private key(s) under the KEK %s (%s); %d were under another KEK",
+        sealed,
+        kek.id.hex(),
+        kek.path,
+        moved,
+        extra={"event": "rekeyed", "keys": sealed, "moved": moved, "kek": kek.id.hex()},
+    )
+    return 0
+
+
+COMMANDS = (
+    Command("store migrate", "apply the PostgreSQL schema migrations the database lacks", migrate),
+    Command(
+        "store rekey",
+        "re-encrypt every private key under the first --kek-file (one transaction)",
+        rekey,
+    ),
+)

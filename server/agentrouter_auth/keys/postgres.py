@@ -1,0 +1,494 @@
+"""The PostgreSQL key store: one key ring shared by replicas on many machines.
+
+Selected by a libpq URL (`postgresql://user@db.internal/auth?sslmode=verify-full`, `postgres://…`;
+every libpq parameter works, `passfile` and `sslmode` included). The schema lives in its own
+PostgreSQL schema, `agentrouter_auth`:
+
+    keys               one row per key: kid (primary key), alg, state, origin, times, the public
+                       JWK, and the private JWK sealed under a key-encryption key (`kek`), or
+                       NULL for an imported public key
+    ring               one row: `generation`, bumped once by every transaction that changes a key
+                       (a trigger does it, so a change made by hand counts too), and `stamp`
+    schema_migrations  the versions applied from `migrations/NNNN_name.sql`
+
+The store keeps the directory store's promises. Only what the rows say is loaded, and every row
+is checked as a key file is (kid is the thumbprint, alg matches, the private half belongs to the
+public one, no private member in the public JWK, legal states): a damaged row is a KeyStoreError
+naming its kid, and the ring keeps serving its last good set. A change is one database
+transaction under a transaction-scoped advisory lock that re-reads the rows first, so replicas,
+workers and the CLI never take the same lifecycle step twice. The commit notifies `CHANNEL` with
+the new generation; `fingerprint()` reads the generation, which is what the ring polls.
+
+The database is touched only by `fingerprint()`, `read()`, `transaction()` (from the key ring's
+upkeep and the CLI), `migrate()` and `rekey()`; the request path serves the ring's snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import psycopg
+from jwcrypto import jwk
+from jwcrypto.common import JWException
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from agentrouter_auth.keys.kek import Envelope, EnvelopeError, Kek
+from agentrouter_auth.keys.material import InvalidKeyError, validate
+from agentrouter_auth.keys.store import (
+    Entry,
+    KeySet,
+    KeyStoreError,
+    State,
+    StoredKey,
+    Transaction,
+    check_one_active_per_alg,
+)
+
+SCHEMES = ("postgresql", "postgres")
+SCHEMA = "agentrouter_auth"
+CHANNEL = "agentrouter_auth_keys"
+"""NOTIFY channel: every transaction that changes a key notifies it with the new generation."""
+APPLICATION_NAME = "agentrouter-auth"
+"""`application_name` of the store's sessions (unless the URL sets one): find them in
+pg_stat_activity."""
+MIGRATION_LOCK = 0x6172_6175_7468_0001
+"""Session advisory lock held while migrations are applied."""
+RING_LOCK = 0x6172_6175_7468_0002
+"""Transaction advisory lock held by every transaction that may change the keys."""
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+"""JWK members that hold secrets (RFC 7518 §6): never in the public column."""
+DEFAULT_TIMEOUT = 5.0
+_MIGRATION_FILE = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")
+# The statements, written out (the schema name included) so that no SQL is built from strings.
+_SELECT_KEYS = (
+    "SELECT kid, alg, state, origin, created, activated, retired, public_jwk, private_jwk, kek_id "
+    "FROM agentrouter_auth.keys ORDER BY kid"
+)
+_INSERT_KEY = (
+    "INSERT INTO agentrouter_auth.keys (kid, alg, state, origin, created, activated, retired, "
+    "public_jwk, private_jwk, kek_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_UPDATE_ENTRY = (
+    "UPDATE agentrouter_auth.keys SET alg = %s, state = %s, origin = %s, created = %s, "
+    "activated = %s, retired = %s WHERE kid = %s"
+)
+_UPDATE_SEALED = "UPDATE agentrouter_auth.keys SET private_jwk = %s, kek_id = %s WHERE kid = %s"
+_DELETE_KEYS = "DELETE FROM agentrouter_auth.keys WHERE kid = ANY(%s)"
+_SELECT_RING = "SELECT generation, stamp FROM agentrouter_auth.ring"
+_HAS_MIGRATIONS = "SELECT to_regclass('agentrouter_auth.schema_migrations') IS NOT NULL"
+_SELECT_VERSION = "SELECT coalesce(max(version), 0) FROM agentrouter_auth.schema_migrations"
+_INSERT_VERSION = "INSERT INTO agentrouter_auth.schema_migrations (version, name) VALUES (%s, %s)"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One versioned step of the schema: `migrations/NNNN_name.sql`."""
+
+    version: int
+    name: str
+    sql: str
+
+
+@cache
+def migrations() -> tuple[Migration, ...]:
+    """Every migration shipped in the package, in version order."""
+    found = []
+    for item in resources.files("agentrouter_auth.keys").joinpath("migrations").iterdir():
+        match = _MIGRATION_FILE.fullmatch(item.name)
+        if match:
+            found.append(Migration(int(match["version"]), match["name"], item.read_text()))
+    return tuple(sorted(found, key=lambda migration: migration.version))
+
+
+def latest_version() -> int:
+    """The schema version this code knows."""
+    return migrations()[-1].version
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _libpq_parameters(location: str) -> dict[str, Any]:
+    """The libpq parameters of a URL; ProgrammingError if libpq cannot parse it."""
+    return conninfo_to_dict(location)
+
+
+def check_url(location: str, description: str) -> None:
+    """Raise KeyStoreError (naming `description`) unless libpq can parse `location`."""
+    try:
+        _libpq_parameters(location)
+    except psycopg.Error as err:
+        reason = f"not a PostgreSQL URL libpq accepts: {_first_line(err)}"
+        raise KeyStoreError(description, reason) from None
+
+
+class PostgresStore:
+    """Keys in PostgreSQL rows, private halves sealed under the KEKs given."""
+
+    def __init__(
+        self,
+        location: str,
+        keks: Sequence[Kek],
+        *,
+        description: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        auto_migrate: bool = True,
+    ) -> None:
+        """`location` is the libpq URL (with any password), `description` the same without it.
+
+        `timeout` bounds the wait for a connection (from the pool, or a new one); with
+        `auto_migrate` the first use applies any migration the database lacks.
+        """
+        self.location = location
+        self._description = description
+        if not keks:
+            raise KeyStoreError(
+                description,
+                "a PostgreSQL key store needs --kek-file: private keys are kept encrypted under "
+                "a key-encryption key (make one with `openssl rand -base64 32`)",
+            )
+        check_url(location, description)
+        self.envelope = Envelope(keks)
+        self.timeout = timeout
+        self.auto_migrate = auto_migrate
+        self._secrets = self._password_forms()
+        self._pool: ConnectionPool | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+        self._schema_ready = False
+        # The pool retries a lost connection with backoff and would log every attempt; the
+        # ring reports the store's failures once per state change instead.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+    @property
+    def description(self) -> str:
+        """The URL without its password."""
+        return self._description
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def connection_parameters(self) -> dict[str, Any]:
+        """Keyword arguments for `psycopg.connect(store.location, **…)` as the store connects:
+        for a session of one's own (a LISTEN connection)."""
+        given = _libpq_parameters(self.location)
+        extra: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in given:
+            extra["connect_timeout"] = max(1, round(self.timeout))
+        if "application_name" not in given:
+            extra["application_name"] = APPLICATION_NAME
+        return extra
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new autocommit session outside the pool (the caller closes it); KeyStoreError if
+        the database cannot be reached."""
+        try:
+            return psycopg.connect(self.location, **self.connection_parameters())
+        except psycopg.Error as err:
+            raise KeyStoreError(self.description, f"cannot connect: {self._reason(err)}") from err
+
+    def _open_pool(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is not None and self._pool_pid != os.getpid():
+                # Inherited across fork: its threads did not come along, and closing its
+                # sessions here would close the parent's. Forget it; open our own.
+                self._pool = None
+            if self._pool is None:
+                # One direct session first: a database that cannot be reached (or refuses us)
+                # is reported at once with libpq's reason, and no pool retries in the
+                # background for a process that may never reach it.
+                self.connect().close()
+                self._pool = ConnectionPool(
+                    self.location,
+                    min_size=1,
+                    max_size=2,
+                    kwargs=self.connection_parameters(),
+                    open=False,
+                    timeout=self.timeout,
+                    check=ConnectionPool.check_connection,
+                    name="agentrouter-auth-keys",
+                )
+                self._pool.open(wait=False)
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        """Close the store's sessions. The store reopens them if used again."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == os.getpid():
+            pool.close(timeout=self.timeout)
+
+    @contextlib.contextmanager
+    def _session(self, *, prepare: bool = True) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled autocommit session, the schema checked (and migrated) when `prepare`;
+        every database error becomes a one-line KeyStoreError."""
+        try:
+            pool = self._open_pool()
+            with pool.connection(timeout=self.timeout) as conn:
+                if prepare:
+                    self._prepare(conn)
+                yield conn
+        except PoolTimeout as err:
+            raise KeyStoreError(self.description, self._unreachable()) from err
+        except psycopg.Error as err:
+            raise KeyStoreError(self.description, self._reason(err)) from err
+
+    def _unreachable(self) -> str:
+        """Why no session could be had: a direct attempt tells what the pool does not."""
+        try:
+            with psycopg.connect(self.location, **self.connection_parameters()):
+                pass
+        except psycopg.Error as err:
+            return f"cannot connect: {self._reason(err)}"
+        return f"no database session within {self.timeout:g}s"
+
+    def _password_forms(self) -> tuple[str, ...]:
+        password = str(_libpq_parameters(self.location).get("password") or "")
+        raw = re.search(r"//[^/@]*?:([^/@]*)@", self.location)
+        return tuple(sorted({p for p in (password, raw[1] if raw else "") if p}, key=len))[::-1]
+
+    def _reason(self, err: BaseException) -> str:
+        """The first line of a driver error, any password in it replaced."""
+        text = _first_line(err)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        exists = conn.execute(_HAS_MIGRATIONS).fetchone()
+        if not exists or not exists[0]:
+            return 0
+        found = conn.execute(_SELECT_VERSION).fetchone()
+        return int(found[0]) if found else 0
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > latest_version():
+            raise KeyStoreError(
+                self.description,
+                f"the database schema is at version {version}, newer than this agentrouter-auth "
+                f"knows ({latest_version()}): run a newer agentrouter-auth",
+            )
+
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
+        """Refuse a newer schema; apply missing migrations (or refuse without auto_migrate)."""
+        version = self._version(conn)
+        self._refuse_newer(version)
+        if version < latest_version():
+            if not self.auto_migrate:
+                raise KeyStoreError(
+                    self.description,
+                    f"the database schema is at version {version}; this agentrouter-auth needs "
+                    f"{latest_version()}: run `agentrouter-auth store migrate`",
+                )
+            self._migrate(conn)
+        self._schema_ready = True
+
+    def migrate(self) -> list[Migration]:
+        """Apply the migrations the database lacks, under a session advisory lock (so
+        processes migrating at once apply each one once); return those applied here."""
+        with self._session(prepare=False) as conn:
+            applied = self._migrate(conn)
+        self._schema_ready = True
+        return applied
+
+    def schema_version(self) -> int:
+        """The version of the database's schema (0: none yet). Migrates nothing."""
+        with self._session(prepare=False) as conn:
+            return self._version(conn)
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> list[Migration]:
+        conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+        try:
+            version = self._version(conn)  # again, under the lock
+            self._refuse_newer(version)
+            applied = []
+            for migration in migrations():
+                if migration.version <= version:
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.sql.encode())  # several statements: no parameters
+                    conn.execute(_INSERT_VERSION, [migration.version, migration.name])
+                applied.append(migration)
+            return applied
+        finally:
+            with contextlib.suppress(psycopg.Error):  # a lost session has released it already
+                conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+
+    # -- the KeyStore protocol -----------------------------------------------------------------
+
+    def fingerprint(self) -> object:
+        """The ring row's generation and stamp: one primary-key read. Never raises: a store
+        that cannot be read gives a value naming why, which changes when it recovers."""
+        try:
+            with self._session(prepare=not self._schema_ready) as conn:
+                row = conn.execute(_SELECT_RING).fetchone()
+        except KeyStoreError as err:
+            return ("unreachable", err.reason)
+        if row is None:
+            return ("unreachable", "the ring row is missing")
+        return ("generation", int(row[0]), str(row[1]))
+
+    def generation(self) -> int:
+        """The ring's generation now (KeyStoreError if unreachable)."""
+        with self._session() as conn:
+            row = conn.execute(_SELECT_RING).fetchone()
+        if row is None:
+            raise KeyStoreError(self.description, "the ring row is missing")
+        return int(row[0])
+
+    def read(self) -> KeySet:
+        """Every row, checked; KeyStoreError naming the first bad kid."""
+        with self._session() as conn:
+            rows = conn.execute(_SELECT_KEYS).fetchall()
+        return self._key_set(rows)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One database transaction under the ring's advisory lock: read the rows, yield them,
+        apply the changes on clean exit (one generation bump and NOTIFY at commit); roll back
+        on an exception."""
+        with self._session() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [RING_LOCK])
+            rows = conn.execute(_SELECT_KEYS).fetchall()
+            tx = Transaction(self._key_set(rows))
+            yield tx
+            self._apply(conn, tx)
+
+    def rekey(self) -> tuple[int, int]:
+        """Seal every private key again under the first KEK, in one transaction under the
+        ring's lock; return (keys sealed, of which were under another KEK)."""
+        sealing = self.envelope.sealing.id
+        with self._session() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [RING_LOCK])
+            rows = conn.execute(_SELECT_KEYS).fetchall()
+            key_set = self._key_set(rows)  # every row opens and checks, or nothing changes
+            moved = sum(1 for row in rows if row[9] is not None and bytes(row[9]) != sealing)
+            sealed = 0
+            for stored in key_set.keys:
+                if stored.key.has_private:
+                    kek_id, value = self._seal(stored)
+                    conn.execute(_UPDATE_SEALED, [value, kek_id, stored.kid])
+                    sealed += 1
+        return sealed, moved
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def _key_set(self, rows: Sequence[tuple[Any, ...]]) -> KeySet:
+        key_set = KeySet(tuple(self._stored(row) for row in rows))
+        check_one_active_per_alg(key_set, self.description)
+        return key_set
+
+    def _refuse(self, kid: object, reason: str) -> KeyStoreError:
+        return KeyStoreError(self.description, f"key {kid}: {reason}")
+
+    def _stored(self, row: tuple[Any, ...]) -> StoredKey:
+        """A row as a checked key: every check a key file gets, and the envelope's."""
+        kid, alg, state, origin, created, activated, retired, public, sealed, kek_id = row
+        record = {"kid": kid, "alg": alg, "state": state, "origin": origin, "created": created,
+                  "activated": activated, "retired": retired}  # fmt: skip
+        try:
+            entry = Entry.from_json(record)
+        except ValueError as err:
+            raise self._refuse(kid, f"corrupt row: {err}") from err
+        if not isinstance(public, dict):
+            raise self._refuse(kid, "the public JWK is not a JSON object")
+        if public.get("kty") == "oct":
+            raise self._refuse(kid, "symmetric (oct) keys are refused: a secret is never published")
+        leaked = sorted(PRIVATE_MEMBERS & set(public))
+        if leaked:
+            raise self._refuse(kid, f"the public JWK holds private member(s) {', '.join(leaked)}")
+        public_key = self._jwk(kid, public, "the public JWK")
+        if public_key.get("kid") != kid:
+            raise self._refuse(kid, f"the public JWK is key {public_key.get('kid')}, not {kid}")
+        if public_key.get("alg") != entry.alg:
+            raise self._refuse(kid, f"alg {public_key.get('alg')} but the row says {entry.alg}")
+        if sealed is None:
+            if entry.state is State.ACTIVE:
+                raise self._refuse(kid, "active key has no private half to sign with")
+            return StoredKey(entry, public_key)
+        return StoredKey(entry, self._private(entry, public_key, bytes(kek_id or b""), sealed))
+
+    def _private(self, entry: Entry, public_key: jwk.JWK, kek_id: bytes, sealed: bytes) -> jwk.JWK:
+        """The sealed private key of a row, opened and checked against its public JWK."""
+        kid = entry.kid
+        try:
+            plaintext = self.envelope.open(kid, entry.alg, kek_id, bytes(sealed))
+        except EnvelopeError as err:
+            raise self._refuse(kid, f"the private key {err}") from err
+        try:
+            members = json.loads(plaintext)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise self._refuse(kid, "the private key is not a valid JWK (not JSON)") from err
+        if not isinstance(members, dict):
+            raise self._refuse(kid, "the private key is not a valid JWK (not an object)")
+        private = self._jwk(kid, members, "the private key")
+        if not private.has_private:
+            raise self._refuse(kid, "the sealed private key has no private member")
+        if private.export_public(as_dict=True) != public_key.export_public(as_dict=True):
+            raise self._refuse(kid, "the private key's public members differ from the public JWK")
+        return private
+
+    def _jwk(self, kid: object, members: dict[str, Any], what: str) -> jwk.JWK:
+        try:
+            key = jwk.JWK(**members)
+        except (ValueError, KeyError, TypeError, JWException) as err:
+            reason = f"{what} is not a valid JWK ({type(err).__name__}: {err})"
+            raise self._refuse(kid, reason) from err
+        try:
+            validate(key)
+        except InvalidKeyError as err:
+            raise self._refuse(kid, str(err)) from err
+        return key
+
+    def _seal(self, stored: StoredKey) -> tuple[bytes, bytes]:
+        plaintext = stored.key.export(private_key=True).encode()
+        return self.envelope.seal(stored.kid, stored.entry.alg, plaintext)
+
+    def _apply(self, conn: psycopg.Connection[Any], tx: Transaction) -> None:
+        """Deletions, then rows that do not sign, then signing ones (the unique index allows
+        one active key per algorithm at every statement)."""
+        if not tx.changed:
+            return
+        result = tx.result()
+        check_one_active_per_alg(result, self.description)
+        before = {stored.kid for stored in tx.current.keys}
+        after = {stored.kid: stored for stored in result.keys}
+        gone = sorted((before - set(after)) | (before & set(tx.added)))
+        if gone:
+            conn.execute(_DELETE_KEYS, [gone])
+        writes = [after[kid] for kid in sorted(set(tx.added) | set(tx.updated)) if kid in after]
+        writes.sort(key=lambda stored: stored.entry.state is State.ACTIVE)
+        for stored in writes:
+            entry = stored.entry
+            if stored.kid in tx.added:
+                sealed: tuple[bytes | None, bytes | None] = (None, None)
+                if stored.key.has_private:
+                    sealed = self._seal(stored)
+                public = stored.key.export_public(as_dict=True)
+                conn.execute(
+                    _INSERT_KEY,
+                    [entry.kid, entry.alg, entry.state.value, entry.origin.value, entry.created,
+                     entry.activated, entry.retired, Jsonb(public), sealed[1], sealed[0]],
+                )  # fmt: skip
+            else:
+                conn.execute(
+                    _UPDATE_ENTRY,
+                    [entry.alg, entry.state.value, entry.origin.value, entry.created,
+                     entry.activated, entry.retired, entry.kid],
+                )  # fmt: skip

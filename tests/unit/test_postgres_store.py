@@ -1,0 +1,475 @@
+"""The PostgreSQL key store against a real server: migrations, encryption at rest, rows refused
+by kid, the generation and its NOTIFY, the advisory lock, passwords kept out of messages."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from jwcrypto import jwk
+
+from agentrouter_auth.keys.kek import read_kek
+from agentrouter_auth.keys.material import generate_key
+from agentrouter_auth.keys.policy import Policy
+from agentrouter_auth.keys.postgres import (
+    CHANNEL,
+    PostgresStore,
+    latest_version,
+    migrations,
+)
+from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.keys.store import Entry, KeyStoreError, State
+from agentrouter_auth.keys.stores import open_store, redacted
+from tests.keystores import PRIVATE, write_kek
+from tests.postgres import PostgresServer
+
+T0 = 1_700_000_000
+
+
+def _store(dsn: str, *kek_files: Path, **options: Any) -> PostgresStore:
+    keks = [read_kek(str(path)) for path in kek_files]
+    return PostgresStore(dsn, keks, description=redacted(dsn), **options)
+
+
+def _db(dsn: str) -> str:
+    return dsn.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def store(pg_dsn: str, kek_file: Path) -> Any:
+    store = _store(pg_dsn, kek_file)
+    yield store
+    store.close()
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+
+def test_the_shipped_migrations_are_numbered_from_one_without_gaps() -> None:
+    versions = [migration.version for migration in migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+    assert latest_version() == versions[-1]
+
+
+def test_a_fresh_database_is_migrated_once_and_migrate_is_idempotent(
+    postgres: PostgresServer, store: PostgresStore
+) -> None:
+    assert store.schema_version() == 0
+    applied = store.migrate()
+    assert [m.version for m in applied] == [m.version for m in migrations()]
+    assert store.migrate() == []
+    rows = postgres.execute(
+        "SELECT version, name FROM agentrouter_auth.schema_migrations", dbname=_db(store.location)
+    )
+    assert rows == [(m.version, m.name) for m in migrations()]
+    assert store.read().keys == ()
+
+
+def test_the_first_use_migrates_unless_told_not_to(pg_dsn: str, kek_file: Path) -> None:
+    manual = _store(pg_dsn, kek_file, auto_migrate=False)
+    with pytest.raises(
+        KeyStoreError, match="schema is at version 0; .* run `agentrouter-auth store migrate`"
+    ):
+        manual.read()
+    automatic = _store(pg_dsn, kek_file)
+    assert automatic.read().keys == ()
+    assert automatic.schema_version() == latest_version()
+    assert manual.read().keys == ()
+    manual.close()
+    automatic.close()
+
+
+def _migrate(dsn: str, kek: str, barrier: Any, out: Any) -> None:
+    store = PostgresStore(dsn, [read_kek(kek)], description="db")
+    barrier.wait()
+    out.put(len(store.migrate()))
+    store.close()
+
+
+def test_processes_migrating_at_once_apply_each_migration_once(
+    postgres: PostgresServer, pg_dsn: str, kek_file: Path
+) -> None:
+    context = multiprocessing.get_context("fork")
+    barrier, out = context.Barrier(3), context.Queue()
+    workers = [
+        context.Process(target=_migrate, args=(pg_dsn, str(kek_file), barrier, out))
+        for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert sorted(out.get(timeout=5) for _ in workers) == [0, 0, len(migrations())]
+    rows = postgres.execute(
+        "SELECT count(*) FROM agentrouter_auth.schema_migrations", dbname=_db(pg_dsn)
+    )
+    assert rows == [(len(migrations()),)]
+
+
+def test_a_schema_newer_than_the_code_is_refused_in_one_line(
+    postgres: PostgresServer, store: PostgresStore, key_pool: list[jwk.JWK]
+) -> None:
+    ring = KeyRing(store, Policy())
+    ring.init(["ES256"])
+    good = ring.load()
+    postgres.execute(
+        "INSERT INTO agentrouter_auth.schema_migrations (version, name) VALUES (999, 'future')",
+        dbname=_db(store.location),
+    )
+    expected = (
+        f"schema is at version 999, newer than this agentrouter-auth knows ({latest_version()})"
+    )
+    for attempt in (store.read, store.migrate, ring.rotate):
+        with pytest.raises(KeyStoreError, match=re.escape(expected)) as failure:
+            attempt()
+        assert "\n" not in str(failure.value)
+    assert ring.refresh() is False  # the ring keeps its last good set
+    assert ring.snapshot() is good
+
+
+# -- encryption at rest --------------------------------------------------------------------------
+
+
+def _kids_and_private_values(keys: list[jwk.JWK]) -> list[str]:
+    values = []
+    for key in keys:
+        members = json.loads(key.export(private_key=True))
+        values += [str(v) for m, v in members.items() if m in PRIVATE]
+    return values
+
+
+def test_a_dump_of_the_database_never_yields_a_private_key(
+    postgres: PostgresServer, store: PostgresStore, key_pool: list[jwk.JWK]
+) -> None:
+    ring = KeyRing(store, Policy())
+    ring.init(["RS256", "ES256", "EdDSA"])
+    ring.rotate()
+    ring.import_key(key_pool[0])  # imported with its private half: only the public is kept
+    secrets = _kids_and_private_values([k.key for k in store.read().keys if k.key.has_private])
+    secrets += _kids_and_private_values([key_pool[0]])
+    assert len(secrets) > 20
+    db = _db(store.location)
+    member = re.compile(r'"(?:d|p|q|dp|dq|qi|oth|k)"\s*:')
+    rows = postgres.execute(
+        "SELECT to_jsonb(k)::text, public_jwk, encode(private_jwk, 'escape') "
+        "FROM agentrouter_auth.keys k",
+        dbname=db,
+    )
+    assert len(rows) == 7
+    for as_json, public, sealed in rows:
+        assert not PRIVATE & set(public)
+        assert not member.search(as_json)
+        for text in (as_json, sealed or ""):
+            assert not any(secret in text for secret in secrets)
+    dump = subprocess.run(
+        [str(postgres.bin("pg_dump")), "--data-only", "--inserts", store.location],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert "agentrouter_auth.keys" in dump
+    assert not member.search(dump)
+    assert not any(secret in dump for secret in secrets)
+
+
+def test_keys_sealed_under_one_kek_do_not_open_under_another(
+    pg_dsn: str, tmp_path: Path, store: PostgresStore
+) -> None:
+    KeyRing(store, Policy()).init(["ES256"])
+    other = _store(pg_dsn, write_kek(tmp_path / "other"))
+    expected = r"key \S+: the private key sealed under KEK [0-9a-f]{16}, which is not among"
+    with pytest.raises(KeyStoreError, match=expected):
+        other.read()
+    other.close()
+
+
+def _row(postgres: PostgresServer, db: str, kid: str) -> tuple[bytes, bytes]:
+    ((sealed, kek_id),) = postgres.execute(
+        "SELECT private_jwk, kek_id FROM agentrouter_auth.keys WHERE kid = %s", [kid], dbname=db
+    )
+    return bytes(sealed), bytes(kek_id)
+
+
+def test_a_sealed_key_swapped_between_rows_or_edited_fails_naming_the_kid(
+    postgres: PostgresServer, store: PostgresStore
+) -> None:
+    ring = KeyRing(store, Policy())
+    ring.init(["ES256", "EdDSA"])
+    ring.rotate(["ES256"])
+    es256 = sorted((k for k in store.read().keys if k.entry.alg == "ES256"), key=lambda k: k.kid)
+    first, second = (k.kid for k in es256)
+    db = _db(store.location)
+    sealed_first, kek_id = _row(postgres, db, first)
+    sealed_second, _ = _row(postgres, db, second)
+    update = "UPDATE agentrouter_auth.keys SET private_jwk = %s WHERE kid = %s"
+    postgres.execute(update, [sealed_second, first], dbname=db)
+    postgres.execute(update, [sealed_first, second], dbname=db)
+    with pytest.raises(KeyStoreError, match=f"key {first}: the private key does not decrypt under "
+                       f"KEK {kek_id.hex()}") as failure:  # fmt: skip
+        store.read()
+    assert "edited, or copied from another key's row" in str(failure.value)
+    postgres.execute(update, [sealed_first, first], dbname=db)
+    postgres.execute(update, [sealed_second, second], dbname=db)
+    assert len(store.read().keys) == 3
+    edited = bytearray(sealed_second)
+    edited[20] ^= 0x01
+    postgres.execute(update, [bytes(edited), second], dbname=db)
+    with pytest.raises(KeyStoreError, match=f"key {second}: the private key does not decrypt"):
+        store.read()
+
+
+def test_rekey_moves_every_private_key_to_the_first_kek(
+    postgres: PostgresServer, pg_dsn: str, tmp_path: Path, kek_file: Path
+) -> None:
+    old_store = _store(pg_dsn, kek_file)
+    ring = KeyRing(old_store, Policy())
+    ring.init(["ES256", "EdDSA"])
+    ring.import_key(generate_key("ES256"))
+    before = {k.kid: k.key.export(private_key=k.key.has_private) for k in old_store.read().keys}
+    new_kek = write_kek(tmp_path / "new")
+    both = _store(pg_dsn, new_kek, kek_file)
+    generation = both.generation()
+    assert both.rekey() == (2, 2)  # two private keys; the import has none
+    assert both.generation() == generation + 1  # one transaction
+    new_id = read_kek(str(new_kek)).id
+    rows = postgres.execute(
+        "SELECT kek_id FROM agentrouter_auth.keys WHERE private_jwk IS NOT NULL", dbname=_db(pg_dsn)
+    )
+    assert [bytes(row[0]) for row in rows] == [new_id, new_id]
+    only_new = _store(pg_dsn, new_kek)
+    after = {k.kid: k.key.export(private_key=k.key.has_private) for k in only_new.read().keys}
+    assert after == before
+    assert both.rekey() == (2, 0)
+    with pytest.raises(KeyStoreError, match="not among the KEKs given"):
+        old_store.read()
+    for opened in (old_store, both, only_new):
+        opened.close()
+
+
+def test_without_a_kek_the_store_is_refused_before_any_connection(pg_dsn: str) -> None:
+    with pytest.raises(KeyStoreError, match="a PostgreSQL key store needs --kek-file") as failure:
+        open_store(pg_dsn)
+    assert failure.value.location == pg_dsn  # no password to hide here
+
+
+# -- rows refused by kid -------------------------------------------------------------------------
+
+
+def _seed(store: PostgresStore, keys: list[jwk.JWK]) -> None:
+    with store.transaction() as tx:
+        for index, key in enumerate(keys):
+            state = State.ACTIVE if index == 0 else State.PENDING
+            tx.add(
+                key, Entry(key["kid"], key["alg"], state, T0, activated=T0 if index == 0 else None)
+            )
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("UPDATE agentrouter_auth.keys SET alg = 'ES384' WHERE kid = %s",
+         "alg ES256 but the row says ES384"),
+        ("UPDATE agentrouter_auth.keys SET public_jwk = public_jwk || '{\"kid\": \"other\"}' "
+         "WHERE kid = %s", "is not the key's RFC 7638 thumbprint"),
+        ("UPDATE agentrouter_auth.keys SET public_jwk = public_jwk || '{\"d\": \"AAAA\"}' "
+         "WHERE kid = %s", "the public JWK holds private member(s) d"),
+        ("UPDATE agentrouter_auth.keys SET private_jwk = NULL, kek_id = NULL WHERE kid = %s",
+         "active key has no private half to sign with"),
+        ("UPDATE agentrouter_auth.keys SET kek_id = '\\x0000000000000000' WHERE kid = %s",
+         "sealed under KEK 0000000000000000, which is not among the KEKs given"),
+    ],
+)  # fmt: skip
+def test_a_damaged_row_is_refused_naming_its_kid(
+    postgres: PostgresServer, store: PostgresStore, key_pool: list[jwk.JWK], sql: str, reason: str
+) -> None:
+    key = key_pool[2]
+    _seed(store, [key])
+    ring = KeyRing(store, Policy())
+    good = ring.load()
+    postgres.execute(sql, [key["kid"]], dbname=_db(store.location))
+    with pytest.raises(KeyStoreError) as failure:
+        store.read()
+    assert str(failure.value).startswith(f"{store.description}: key {key['kid']}: ")
+    assert reason in str(failure.value)
+    assert "\n" not in str(failure.value)
+    assert ring.refresh() is False
+    assert ring.snapshot() is good  # still serving the last good set
+    assert not ring.status().healthy
+
+
+def test_a_private_member_in_the_public_column_is_never_published(
+    postgres: PostgresServer, store: PostgresStore, key_pool: list[jwk.JWK]
+) -> None:
+    key = key_pool[4]
+    _seed(store, [key])
+    private = json.loads(key.export(private_key=True))
+    postgres.execute(
+        "UPDATE agentrouter_auth.keys SET public_jwk = %s WHERE kid = %s",
+        [json.dumps(private), key["kid"]],
+        dbname=_db(store.location),
+    )
+    with pytest.raises(
+        KeyStoreError, match=f"key {key['kid']}: the public JWK holds private member"
+    ):
+        store.read()
+
+
+def test_a_private_half_of_another_key_is_refused(
+    postgres: PostgresServer, store: PostgresStore, key_pool: list[jwk.JWK]
+) -> None:
+    first, second = key_pool[2], key_pool[3]
+    _seed(store, [first])
+    members = json.loads(first.export(private_key=True))
+    members["d"] = json.loads(second.export(private_key=True))["d"]
+    kek_id, sealed = store.envelope.seal(first["kid"], "ES256", json.dumps(members).encode())
+    postgres.execute(
+        "UPDATE agentrouter_auth.keys SET private_jwk = %s, kek_id = %s WHERE kid = %s",
+        [sealed, kek_id, first["kid"]],
+        dbname=_db(store.location),
+    )
+    with pytest.raises(
+        KeyStoreError, match=f"key {first['kid']}: the private half does not belong"
+    ):
+        store.read()
+
+
+def test_the_database_refuses_two_active_keys_of_one_algorithm(
+    postgres: PostgresServer, store: PostgresStore, key_pool: list[jwk.JWK]
+) -> None:
+    _seed(store, key_pool[2:4])
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        postgres.execute(
+            "UPDATE agentrouter_auth.keys SET state = 'active'", dbname=_db(store.location)
+        )
+
+
+# -- the generation, its NOTIFY, and the lock -----------------------------------------------------
+
+
+def test_every_changing_transaction_bumps_the_generation_once_and_notifies_it(
+    postgres: PostgresServer, store: PostgresStore, key_pool: list[jwk.JWK]
+) -> None:
+    listener = psycopg.connect(store.location, **store.connection_parameters())
+    listener.execute(f"LISTEN {CHANNEL}")
+    start = store.generation()
+    fingerprint = store.fingerprint()
+    _seed(store, key_pool[2:4])  # two inserts, one transaction
+    assert store.generation() == start + 1
+    assert store.fingerprint() != fingerprint
+    fingerprint = store.fingerprint()
+    with store.transaction():
+        pass  # nothing changed: nothing written
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.delete(key_pool[3]["kid"])
+        raise RuntimeError("rolled back")
+    assert store.fingerprint() == fingerprint
+    postgres.execute(  # a change by hand counts too
+        "UPDATE agentrouter_auth.keys SET state = 'retired', retired = 1 WHERE state = 'pending'",
+        dbname=_db(store.location),
+    )
+    assert store.generation() == start + 2
+    assert store.fingerprint() != fingerprint
+    payloads = [n.payload for n in listener.notifies(timeout=2, stop_after=2)]
+    assert payloads == [str(start + 1), str(start + 2)]
+    listener.close()
+
+
+def test_a_second_store_waits_for_the_lock_and_sees_the_step_already_taken(
+    pg_dsn: str, kek_file: Path
+) -> None:
+    """Two replicas take a due step at once: the second waits for the first's transaction,
+    then re-reads, finds nothing due, and writes nothing."""
+    policy = Policy()
+    first, second = _store(pg_dsn, kek_file), _store(pg_dsn, kek_file)
+    KeyRing(first, policy, clock=lambda: T0).init(["ES256"])
+    due = int(T0 + policy.rotation_period - policy.publish_ahead)
+    ring_a = KeyRing(first, policy, clock=lambda: due)
+    ring_b = KeyRing(second, policy, clock=lambda: due)
+    results: list[int] = []
+    with first.transaction() as tx:  # replica A holds the lock, mid-step
+        thread = threading.Thread(target=lambda: results.append(len(ring_b.step())))
+        thread.start()
+        time.sleep(0.5)
+        assert thread.is_alive()  # B waits on the advisory lock
+        key = generate_key("ES256")
+        tx.add(key, Entry(key["kid"], "ES256", State.PENDING, due))  # A's step
+    thread.join(timeout=30)
+    assert results == [0]  # B re-read under the lock: the successor exists
+    assert ring_a.step() == []
+    assert sorted(k.entry.state.value for k in second.read().keys) == ["active", "pending"]
+    first.close()
+    second.close()
+
+
+# -- connections, passwords --------------------------------------------------------------------
+
+
+def test_a_password_and_a_password_file_are_honoured_and_never_shown(
+    postgres: PostgresServer, pg_dsn: str, kek_file: Path, tmp_path: Path
+) -> None:
+    db = _db(pg_dsn)
+    postgres.execute("DROP ROLE IF EXISTS keyring_user")
+    postgres.execute("CREATE ROLE keyring_user LOGIN PASSWORD 'hunter2-s3cret'")
+    postgres.execute(f"ALTER DATABASE {db} OWNER TO keyring_user")
+    with_password = postgres.dsn(db, user="keyring_user", password="hunter2-s3cret")
+    store = _store(with_password, kek_file)
+    KeyRing(store, Policy()).init(["EdDSA"])
+    assert store.description == with_password.replace("hunter2-s3cret", "***")
+    store.close()
+
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{postgres.port}:{db}:keyring_user:hunter2-s3cret\n")
+    passfile.chmod(0o600)
+    by_file = postgres.dsn(db, user="keyring_user") + f"?passfile={passfile}&sslmode=disable"
+    store = _store(by_file, kek_file)
+    assert len(store.read().keys) == 1
+    store.close()
+
+    wrong = postgres.dsn(db, user="keyring_user", password="wrong-guess") + "?sslmode=disable"
+    with pytest.raises(KeyStoreError, match="password authentication failed") as failure:
+        _store(wrong, kek_file).read()
+    assert "wrong-guess" not in str(failure.value)
+    assert "\n" not in str(failure.value)
+    postgres.execute(f"ALTER DATABASE {db} OWNER TO postgres")
+    postgres.execute("REASSIGN OWNED BY keyring_user TO postgres", dbname=db)
+    postgres.execute("DROP OWNED BY keyring_user", dbname=db)
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        ("postgres://u:p%40ss@h:5432/db?sslmode=require", "postgres://u:***@h:5432/db?sslmode=require"),
+        ("postgresql://u@h/db?password=pw&sslmode=verify-full",
+         "postgresql://u@h/db?password=***&sslmode=verify-full"),
+        ("postgresql://u@h/db?sslpassword=pw&passfile=/run/pgpass",
+         "postgresql://u@h/db?sslpassword=***&passfile=/run/pgpass"),
+        ("postgresql://h1:5432,h2:5433/db", "postgresql://h1:5432,h2:5433/db"),
+    ],
+)  # fmt: skip
+def test_redacted_hides_every_password_form(location: str, shown: str) -> None:
+    assert redacted(location) == shown
+
+
+def test_an_unreachable_database_is_one_line_and_the_fingerprint_says_so(
+    postgres: PostgresServer, kek_file: Path
+) -> None:
+    closed = postgres.dsn("nowhere").replace(f":{postgres.port}/", ":1/")
+    store = _store(closed, kek_file, timeout=2)
+    with pytest.raises(KeyStoreError, match=r"cannot connect: .*Connection refused") as failure:
+        store.read()
+    assert "\n" not in str(failure.value)
+    found = store.fingerprint()
+    assert isinstance(found, tuple)
+    kind, reason = found
+    assert kind == "unreachable"
+    assert "Connection refused" in reason
+    with pytest.raises(KeyStoreError, match="not a PostgreSQL URL libpq accepts: invalid URI"):
+        open_store("postgresql://h/db?no_such_parameter=1", keks=store.envelope.keks)

@@ -5,6 +5,7 @@ how to seed them, plant hostile content in them, and name them on a command line
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class StoreFactory:
         self.databases: list[str] = []
         self._opened: list[KeyStore] = []
         self._fresh: list[StoreFactory] = []
+        self._migrated = False
         tmp.mkdir(parents=True, exist_ok=True)
         if kind == "directory":
             self.location = str(tmp / "keys")
@@ -77,6 +79,17 @@ class StoreFactory:
             other.kek_files = self.kek_files
         self._fresh.append(other)
         return other
+
+    def clear(self) -> None:
+        """Remove every key, bypassing the store (its schema stays)."""
+        if self.kind == "directory":
+            shutil.rmtree(self.location, ignore_errors=True)
+        elif self.postgres is not None:
+            self.postgres.execute(
+                "DO $$ BEGIN IF to_regclass('agentrouter_auth.keys') IS NOT NULL THEN "
+                "TRUNCATE agentrouter_auth.keys; END IF; END $$",
+                dbname=self.dbname,
+            )
 
     def close(self) -> None:
         """Close every store opened and drop every database made."""
@@ -141,9 +154,11 @@ class StoreFactory:
 
     def _plant_row(self, kid: str, alg: str, text: str) -> None:
         assert self.postgres is not None
-        store = self()
-        assert isinstance(store, PostgresStore)
-        store.migrate()
+        if not self._migrated:
+            store = PostgresStore(self.location, self.keks, description=self.location)
+            store.migrate()
+            store.close()
+            self._migrated = True
         try:
             members = json.loads(text)
         except ValueError:

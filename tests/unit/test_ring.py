@@ -1,4 +1,6 @@
-"""The key ring: lifecycle under a fake clock, last-good reloads, signing, imports, races."""
+"""The key ring: lifecycle under a fake clock, last-good reloads, signing, imports, races.
+
+Tests that take `store_factory` run against every store: a directory, and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from jwcrypto import jwt as jose_jwt
 from agentrouter_auth.keys.material import generate_key
 from agentrouter_auth.keys.policy import DAY, HOUR, Policy
 from agentrouter_auth.keys.ring import KeyRing, SigningError, next_events
-from agentrouter_auth.keys.store import DirectoryStore, Entry, KeyStoreError, State
+from agentrouter_auth.keys.store import DirectoryStore, Entry, KeyStore, KeyStoreError, State
+from agentrouter_auth.keys.stores import open_store
 from agentrouter_auth.snapshot import KeySetError
+from tests.keystores import StoreFactory
 
 T0 = 1_700_000_000
 PRIVATE = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
@@ -36,8 +40,9 @@ class Clock:
         return self.now
 
 
-def ring_at(path: Path, clock: Clock, policy: Policy | None = None) -> KeyRing:
-    return KeyRing(DirectoryStore(path), policy or Policy(), clock=clock)
+def ring_at(where: Path | KeyStore, clock: Clock, policy: Policy | None = None) -> KeyRing:
+    store = DirectoryStore(where) if isinstance(where, Path) else where
+    return KeyRing(store, policy or Policy(), clock=clock)
 
 
 def states(ring: KeyRing) -> dict[str, str]:
@@ -48,10 +53,10 @@ def published(ring: KeyRing) -> list[str]:
     return [key["kid"] for key in json.loads(ring.snapshot().json)["keys"]]
 
 
-def test_lifecycle_walks_at_the_policys_times(tmp_path: Path) -> None:
+def test_lifecycle_walks_at_the_policys_times(store_factory: StoreFactory) -> None:
     clock = Clock()
     policy = Policy()  # 30d rotation, 1d publish-ahead, 1d retention
-    ring = ring_at(tmp_path, clock, policy)
+    ring = ring_at(store_factory(), clock, policy)
     (created,) = ring.init(["ES256"])
     first = created.kid
     ring.load()
@@ -83,12 +88,14 @@ def test_lifecycle_walks_at_the_policys_times(tmp_path: Path) -> None:
     assert (deleted.kid, deleted.before, deleted.after) == (first, State.RETIRED, None)
     assert ring.refresh()
     assert published(ring) == [second]
-    assert not DirectoryStore(tmp_path).key_file(first).exists()
+    assert states(ring) == {second: "active"}
+    if store_factory.kind == "directory":
+        assert not (Path(store_factory.location) / f"{first}.jwk.json").exists()
 
 
-def test_manual_rotation_signs_only_after_publish_ahead(tmp_path: Path) -> None:
+def test_manual_rotation_signs_only_after_publish_ahead(store_factory: StoreFactory) -> None:
     clock = Clock()
-    ring = ring_at(tmp_path, clock)
+    ring = ring_at(store_factory(), clock)
     (first,) = ring.init(["EdDSA"])
     (second,) = ring.rotate()
     assert ring.rotate() == []  # a successor is already pending: nothing more
@@ -130,25 +137,27 @@ def test_a_failed_reload_keeps_the_last_good_set_and_loses_nothing(
     assert "empty" in str(ring.status().error)
 
 
-def test_an_empty_store_will_not_load(tmp_path: Path) -> None:
+def test_an_empty_store_will_not_load(store_factory: StoreFactory) -> None:
     with pytest.raises(KeySetError, match="empty"):
-        ring_at(tmp_path, Clock()).load()
+        ring_at(store_factory(), Clock()).load()
 
 
-def test_restart_renders_the_same_bytes(tmp_path: Path) -> None:
+def test_restart_renders_the_same_bytes(store_factory: StoreFactory) -> None:
     clock = Clock()
-    ring = ring_at(tmp_path, clock)
+    ring = ring_at(store_factory(), clock)
     ring.init(["RS256", "ES256", "EdDSA"])
     ring.rotate(["ES256"])
     first = ring.load()
-    again = ring_at(tmp_path, clock).load()
+    again = ring_at(store_factory(), clock).load()
     assert (again.json, again.proto, again.etag) == (first.json, first.proto, first.etag)
 
 
 @pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA"])
-def test_signed_tokens_verify_against_the_published_set(tmp_path: Path, alg: str) -> None:
+def test_signed_tokens_verify_against_the_published_set(
+    store_factory: StoreFactory, alg: str
+) -> None:
     clock = Clock(now=__import__("time").time())
-    ring = ring_at(tmp_path, clock)
+    ring = ring_at(store_factory(), clock)
     ring.init([alg])
     snapshot = ring.load()
     token = ring.sign({"sub": "svc-a", "aud": "agentrouter"}, ttl=600)
@@ -177,8 +186,8 @@ def test_signed_tokens_verify_against_the_published_set(tmp_path: Path, alg: str
         )
 
 
-def test_signing_refuses_what_the_policy_forbids(tmp_path: Path) -> None:
-    ring = ring_at(tmp_path, Clock())
+def test_signing_refuses_what_the_policy_forbids(store_factory: StoreFactory) -> None:
+    ring = ring_at(store_factory(), Clock())
     ring.init(["ES256", "EdDSA"])
     ring.load()
     with pytest.raises(SigningError, match="at most --max-token-ttl"):
@@ -191,9 +200,9 @@ def test_signing_refuses_what_the_policy_forbids(tmp_path: Path) -> None:
 
 
 def test_imported_public_key_is_published_and_never_signs(
-    tmp_path: Path, key_pool: list[jwk.JWK]
+    store_factory: StoreFactory, key_pool: list[jwk.JWK]
 ) -> None:
-    ring = ring_at(tmp_path, Clock())
+    ring = ring_at(store_factory(), Clock())
     ring.init(["ES256"])
     foreign = json.loads(key_pool[0].export())  # RSA with its private half
     for member in ("kid", "alg", "use"):
@@ -202,18 +211,21 @@ def test_imported_public_key_is_published_and_never_signs(
     ring.load()
     kid = key_pool[0].thumbprint()
     assert kid in published(ring)
-    stored = DirectoryStore(tmp_path).key_file(kid).read_text()
-    assert not PRIVATE & set(json.loads(stored))  # only the public half is kept
+    (imported,) = [k for k in store_factory().read().keys if k.kid == kid]
+    assert not imported.key.has_private  # only the public half is kept
+    secrets = [str(v) for m, v in json.loads(key_pool[0].export()).items() if m in PRIVATE]
+    for text in store_factory.stored_text():  # at rest too
+        assert not any(secret in text for secret in secrets)
     with pytest.raises(SigningError, match="no active RS256 key"):
         ring.sign({}, alg="RS256")
     with pytest.raises(ValueError, match="already in the store"):
         ring.import_key(jwk.JWK(**foreign))
 
 
-def test_prune_deletes_only_expired_retired_keys(tmp_path: Path) -> None:
+def test_prune_deletes_only_expired_retired_keys(store_factory: StoreFactory) -> None:
     clock = Clock()
     policy = Policy()
-    ring = ring_at(tmp_path, clock, policy)
+    ring = ring_at(store_factory(), clock, policy)
     (first,) = ring.init(["ES256"])
     ring.rotate()
     clock.now = T0 + policy.publish_ahead
@@ -224,22 +236,27 @@ def test_prune_deletes_only_expired_retired_keys(tmp_path: Path) -> None:
     assert pruned.kid == first.kid
 
 
-def _race_step(path: str, now: float, barrier: Any, out: Any) -> None:
-    ring = KeyRing(DirectoryStore(Path(path)), Policy(), clock=lambda: now)
+def _race_step(factory: StoreFactory, now: float, barrier: Any, out: Any) -> None:
+    store = open_store(factory.location, keks=factory.keks)  # a process of its own
+    ring = KeyRing(store, Policy(), clock=lambda: now)
     barrier.wait()
     out.put(len(ring.step()))
+    store.close()
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_processes_racing_the_rotation_step_create_one_key(tmp_path: Path, round_: int) -> None:
+def test_processes_racing_the_rotation_step_create_one_key(
+    store_factory: StoreFactory, round_: int
+) -> None:
     policy = Policy()
-    ring = ring_at(tmp_path, Clock(), policy)
+    ring = ring_at(store_factory(), Clock(), policy)
     ring.init(["ES256"])
+    ring.store.close()  # no session of this process is inherited by the racers
     due = T0 + policy.rotation_period - policy.publish_ahead + round_
     context = multiprocessing.get_context("fork")
     barrier, out = context.Barrier(4), context.Queue()
     workers = [
-        context.Process(target=_race_step, args=(str(tmp_path), due, barrier, out))
+        context.Process(target=_race_step, args=(store_factory, due, barrier, out))
         for _ in range(4)
     ]
     for worker in workers:
@@ -249,7 +266,8 @@ def test_processes_racing_the_rotation_step_create_one_key(tmp_path: Path, round
         assert worker.exitcode == 0
     assert sorted(out.get(timeout=5) for _ in workers) == [0, 0, 0, 1]
     assert sorted(states(ring).values()) == ["active", "pending"]
-    assert len(list(tmp_path.glob("*.jwk.json"))) == 2
+    if store_factory.kind == "directory":
+        assert len(list(Path(store_factory.location).glob("*.jwk.json"))) == 2
 
 
 def test_a_read_only_store_still_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,29 +299,26 @@ member_values = st.one_of(st.text(max_size=20), st.integers(), st.booleans())
     public_only=st.booleans(),
 )
 def test_whatever_the_store_holds_no_private_member_is_published(
-    tmp_path_factory: pytest.TempPathFactory,
+    store_factory: StoreFactory,
     key_pool: list[jwk.JWK],
     picks: list[int],
     extras: dict[str, object],
     public_only: bool,
 ) -> None:
-    path = tmp_path_factory.mktemp("store")
-    records = []
+    store_factory.clear()  # each example starts from an empty store
     for index in picks:
         key = key_pool[index]
         members = json.loads(key.export_public() if public_only else key.export())
         members.update(extras)
-        target = path / f"{key['kid']}.jwk.json"
-        target.write_text(json.dumps(members))
-        target.chmod(0o600)
-        records.append({"kid": key["kid"], "alg": key["alg"], "state": "published",
-                        "origin": "imported", "created": 1})  # fmt: skip
-    (path / "manifest.json").write_text(json.dumps({"format": 1, "keys": records}))
-    ring = KeyRing(DirectoryStore(path), Policy())
+        store_factory.plant(key["kid"], key["alg"], members)
+    store = open_store(store_factory.location, keks=store_factory.keks)
+    ring = KeyRing(store, Policy())
     try:
         snapshot = ring.load()
     except (KeyStoreError, KeySetError):
         return  # refused whole, which is allowed; publishing a secret is not
+    finally:
+        store.close()
     for document in (json.loads(snapshot.json),):
         for published_key in document["keys"]:
             assert not PRIVATE & set(published_key)

@@ -1,4 +1,5 @@
-"""The directory store persists keys safely, refuses bad files by name, and keeps them whole."""
+"""The stores persist keys safely, refuse bad keys by name, and keep them whole. Tests that
+take `store_factory` run against every store: a directory, and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from agentrouter_auth.keys.store import (
     State,
 )
 from tests.conftest import Seeder
+from tests.keystores import StoreFactory
 
 
 @pytest.mark.parametrize("alg", sorted(SIGNING_ALGORITHMS))
@@ -61,6 +63,18 @@ def test_keys_survive_a_round_trip_with_private_modes(
     states = sorted(k.entry.state.value for k in loaded.keys)
     assert states == ["active"] * 3 + ["pending"] * 3
     assert all(k.key.has_private for k in loaded.keys)
+
+
+def test_keys_survive_a_round_trip_in_every_store(
+    store_factory: StoreFactory, key_pool: list[jwk.JWK]
+) -> None:
+    store_factory.seed(key_pool)
+    loaded = store_factory().read()  # another store object: another process would
+    assert {k.kid: k.key for k in loaded.keys} == {k.thumbprint(): k for k in key_pool}
+    states = sorted(k.entry.state.value for k in loaded.keys)
+    assert states == ["active"] * 3 + ["pending"] * 3
+    assert all(k.key.has_private for k in loaded.keys)
+    assert {k.entry for k in loaded.keys} == {k.entry for k in store_factory().read().keys}
 
 
 def test_missing_directory_holds_no_keys(tmp_path: Path) -> None:
@@ -108,20 +122,26 @@ def test_key_files_without_a_manifest_are_refused_and_left_alone(
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made or removed
 
 
-def test_a_failed_transaction_writes_nothing(tmp_path: Path, key_pool: list[jwk.JWK]) -> None:
-    store = DirectoryStore(tmp_path)
+def test_a_failed_transaction_writes_nothing(
+    store_factory: StoreFactory, key_pool: list[jwk.JWK]
+) -> None:
+    store = store_factory()
     key = key_pool[2]
+    fingerprint = store.fingerprint()
     with pytest.raises(RuntimeError), store.transaction() as tx:
         tx.add(key, Entry(key["kid"], "ES256", State.ACTIVE, 1, activated=1))
         raise RuntimeError("interrupted")
     assert store.read().keys == ()
-    assert not list(tmp_path.glob("*.json"))
+    if store_factory.kind == "directory":
+        assert not list(Path(store_factory.location).glob("*.json"))
+    else:
+        assert store.fingerprint() == fingerprint  # no generation bump either
 
 
 def test_two_active_keys_for_one_algorithm_are_refused(
-    tmp_path: Path, key_pool: list[jwk.JWK]
+    store_factory: StoreFactory, key_pool: list[jwk.JWK]
 ) -> None:
-    store = DirectoryStore(tmp_path)
+    store = store_factory()
     with pytest.raises(KeyStoreError, match="two active ES256 keys"), store.transaction() as tx:
         for key in key_pool[2:4]:
             tx.add(key, Entry(key["kid"], "ES256", State.ACTIVE, 1, activated=1))
@@ -170,25 +190,37 @@ REFUSED = {
 }
 
 
+# What a PostgreSQL row says where its content differs from a key file's: text that is no JSON
+# object cannot be a public JWK column, so that row's public JWK is empty; a private member of
+# another type stays in the public column.
+PG_REASONS = {
+    "truncated": "unsupported key type None",
+    "empty": "unsupported key type None",
+    "not-utf8": "unsupported key type None",
+    "private-member-on-wrong-type": "the public JWK holds private member(s) d, k",
+}
+
+
 @pytest.mark.parametrize("case", sorted(REFUSED))
-def test_refused_key_files_are_named(tmp_path: Path, case: str) -> None:
+def test_refused_keys_are_named(store_factory: StoreFactory, case: str) -> None:
     make, reason = REFUSED[case]
-    content = make()
-    path = tmp_path / "suspect.jwk.json"
-    _write(path, content.encode("utf-8", "surrogateescape"))
-    _list(tmp_path, "suspect")
-    with pytest.raises(KeyStoreError, match="suspect.jwk.json") as failure:
-        DirectoryStore(tmp_path).read()
+    if store_factory.kind == "postgresql":
+        reason = PG_REASONS.get(case, reason)
+    store_factory.plant("suspect", "ES256", make())
+    with pytest.raises(KeyStoreError, match=store_factory.where("suspect")) as failure:
+        store_factory().read()
     assert reason in str(failure.value)
+    assert "\n" not in str(failure.value)
 
 
-def test_kid_that_is_not_the_thumbprint_is_refused(tmp_path: Path) -> None:
+def test_kid_that_is_not_the_thumbprint_is_refused(store_factory: StoreFactory) -> None:
     key = generate_key("EdDSA")
     key.update(kid="chosen-by-hand")
-    _write(tmp_path / "chosen-by-hand.jwk.json", key.export())
-    _list(tmp_path, "chosen-by-hand", alg="EdDSA")
-    with pytest.raises(KeyStoreError, match="chosen-by-hand.jwk.json: kid 'chosen-by-hand' is not"):
-        DirectoryStore(tmp_path).read()
+    store_factory.plant("chosen-by-hand", "EdDSA", key.export())
+    with pytest.raises(
+        KeyStoreError, match=f"{store_factory.where('chosen-by-hand')}: kid 'chosen-by-hand' is not"
+    ):
+        store_factory().read()
 
 
 def test_world_readable_private_key_is_refused(tmp_path: Path) -> None:
@@ -237,8 +269,10 @@ def test_bad_manifest_is_named(tmp_path: Path, manifest: str, reason: str) -> No
     assert reason in str(failure.value)
 
 
-def test_fingerprint_changes_with_every_write(tmp_path: Path, key_pool: list[jwk.JWK]) -> None:
-    store = DirectoryStore(tmp_path)
+def test_fingerprint_changes_with_every_write(
+    store_factory: StoreFactory, key_pool: list[jwk.JWK]
+) -> None:
+    store = store_factory()
     empty = store.fingerprint()
     key = key_pool[2]
     with store.transaction() as tx:

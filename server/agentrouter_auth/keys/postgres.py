@@ -409,7 +409,9 @@ class PostgresStore:
         if not isinstance(public, dict):
             raise self._refuse(kid, "the public JWK is not a JSON object")
         if public.get("kty") == "oct":
-            raise self._refuse(kid, "symmetric (oct) keys are refused: a secret is never published")
+            raise self._refuse(
+                kid, "symmetric (oct) keys are refused: a shared secret is never published"
+            )
         leaked = sorted(PRIVATE_MEMBERS & set(public))
         if leaked:
             raise self._refuse(kid, f"the public JWK holds private member(s) {', '.join(leaked)}")

@@ -1,4 +1,5 @@
-"""The key-management and signing commands, run as an operator runs them."""
+"""The key-management and signing commands, run as an operator runs them. Tests that take
+`store_factory` run against a key directory and against a PostgreSQL database alike."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from jwcrypto import jwk
 
 from agentrouter_auth.keys.store import MANIFEST, DirectoryStore
+from tests.keystores import StoreFactory
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, refused_in_one_line
 
@@ -32,35 +34,32 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def listing(keys_dir: Path) -> list[dict[str, object]]:
-    keys: list[dict[str, object]] = json.loads(
-        cli("keys", "list", "--json", "--keys-dir", str(keys_dir)).stdout
-    )["keys"]
+def listing(where: Path | StoreFactory) -> list[dict[str, object]]:
+    store = ["--keys-dir", str(where)] if isinstance(where, Path) else where.options()
+    keys: list[dict[str, object]] = json.loads(cli("keys", "list", "--json", *store).stdout)["keys"]
     return keys
 
 
-def test_init_list_rotate_and_sign_for_every_algorithm(tmp_path: Path) -> None:
-    keys_dir = str(tmp_path / "keys")
-    cli(
-        "keys", "init", "--keys-dir", keys_dir, "--alg", "RS256", "--alg", "ES256", "--alg", "EdDSA"
-    )
-    keys = listing(tmp_path / "keys")
+def test_init_list_rotate_and_sign_for_every_algorithm(store_factory: StoreFactory) -> None:
+    store = store_factory.options()
+    cli("keys", "init", *store, "--alg", "RS256", "--alg", "ES256", "--alg", "EdDSA")
+    keys = listing(store_factory)
     assert sorted((k["alg"], k["state"]) for k in keys) == [
         ("ES256", "active"), ("EdDSA", "active"), ("RS256", "active")
     ]  # fmt: skip
     assert all(k["next"]["event"] == "successor" for k in keys)  # type: ignore[index]
-    table = cli("keys", "list", "--keys-dir", keys_dir).stdout.splitlines()
+    table = cli("keys", "list", *store).stdout.splitlines()
     assert table[0].split() == ["KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRED", "NEXT"]
     assert len(table) == 4
 
-    cli("keys", "rotate", "--keys-dir", keys_dir, "--alg", "EdDSA")
-    states = sorted((k["alg"], k["state"]) for k in listing(tmp_path / "keys"))
+    cli("keys", "rotate", *store, "--alg", "EdDSA")
+    states = sorted((k["alg"], k["state"]) for k in listing(store_factory))
     assert ("EdDSA", "pending") in states
     assert len(states) == 4
 
     for alg in ("RS256", "ES256", "EdDSA"):
         token = cli(
-            "token", "sign", "--keys-dir", keys_dir, "--alg", alg,
+            "token", "sign", *store, "--alg", alg,
             "--claims", '{"sub": "operator", "aud": "fleet"}', "--ttl", "5m",
         ).stdout.strip()  # fmt: skip
         header = pyjwt.get_unverified_header(token)
@@ -68,18 +67,21 @@ def test_init_list_rotate_and_sign_for_every_algorithm(tmp_path: Path) -> None:
         assert header == {"alg": alg, "kid": active["kid"], "typ": "JWT"}
 
 
-def test_concurrent_rotations_leave_a_consistent_store(tmp_path: Path) -> None:
-    keys_dir = tmp_path / "keys"
-    cli("keys", "init", "--keys-dir", str(keys_dir), "--alg", "ES256")
+def test_concurrent_rotations_leave_a_consistent_store(store_factory: StoreFactory) -> None:
+    cli("keys", "init", *store_factory.options(), "--alg", "ES256")
     rotations = [
         subprocess.Popen(
-            [*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(keys_dir)],
+            [*AGENTROUTER_AUTH, "keys", "rotate", *store_factory.options()],
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(4)
     ]
     assert [proc.wait(timeout=120) for proc in rotations] == [0, 0, 0, 0]
+    assert sorted(str(key["state"]) for key in listing(store_factory)) == ["active", "pending"]
+    if store_factory.kind != "directory":
+        return
+    keys_dir = Path(store_factory.location)
     manifest = json.loads((keys_dir / MANIFEST).read_text())
     listed = {entry["kid"] for entry in manifest["keys"]}
     files = {path.name.removesuffix(".jwk.json") for path in keys_dir.glob("*.jwk.json")}
@@ -88,17 +90,16 @@ def test_concurrent_rotations_leave_a_consistent_store(tmp_path: Path) -> None:
     assert not list(keys_dir.glob("*.tmp"))
 
 
-def test_import_publishes_a_foreign_public_key(tmp_path: Path) -> None:
-    keys_dir = str(tmp_path / "keys")
-    cli("keys", "init", "--keys-dir", keys_dir)
+def test_import_publishes_a_foreign_public_key(tmp_path: Path, store_factory: StoreFactory) -> None:
+    cli("keys", "init", *store_factory.options())
     foreign = tmp_path / "issuer.json"
     foreign.write_text(
         json.dumps(
             {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
         )
     )
-    cli("keys", "import", "--keys-dir", keys_dir, str(foreign))
-    imported = [k for k in listing(tmp_path / "keys") if k["origin"] == "imported"]
+    cli("keys", "import", *store_factory.options(), str(foreign))
+    imported = [k for k in listing(store_factory) if k["origin"] == "imported"]
     assert [(k["alg"], k["state"], k["next"]) for k in imported] == [("EdDSA", "published", None)]
 
 
@@ -118,56 +119,57 @@ def test_import_publishes_a_foreign_public_key(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_errors_are_one_line_and_exit_non_zero(
-    tmp_path: Path, args: list[str], message: str
+    store_factory: StoreFactory, args: list[str], message: str
 ) -> None:
-    keys_dir = str(tmp_path / "keys")
-    cli("keys", "init", "--keys-dir", keys_dir)
-    result = cli(*args, "--keys-dir", keys_dir, check=False)
+    cli("keys", "init", *store_factory.options())
+    result = cli(*args, *store_factory.options(), check=False)
     assert result.returncode != 0
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_import_of_a_symmetric_key_is_refused(tmp_path: Path) -> None:
-    keys_dir = str(tmp_path / "keys")
-    cli("keys", "init", "--keys-dir", keys_dir)
+def test_import_of_a_symmetric_key_is_refused(tmp_path: Path, store_factory: StoreFactory) -> None:
+    cli("keys", "init", *store_factory.options())
     secret = tmp_path / "secret.json"
     secret.write_text(jwk.JWK.generate(kty="oct", size=256).export())  # made now, never committed
-    result = cli("keys", "import", "--keys-dir", keys_dir, str(secret), check=False)
+    result = cli("keys", "import", *store_factory.options(), str(secret), check=False)
     assert result.returncode == 1
     assert "secret.json: symmetric (oct) keys are refused" in result.stderr
-    assert len(listing(tmp_path / "keys")) == 1
+    assert len(listing(store_factory)) == 1
 
 
-def test_rotate_with_no_keys_says_so(tmp_path: Path) -> None:
-    result = cli("keys", "rotate", "--keys-dir", str(tmp_path / "empty"), check=False)
+def test_rotate_with_no_keys_says_so(store_factory: StoreFactory) -> None:
+    result = cli("keys", "rotate", *store_factory.options(), check=False)
     assert result.returncode == 1
     assert "no active key to rotate" in result.stderr
 
 
-def test_remove_an_imported_key_and_a_compromised_active_one(tmp_path: Path) -> None:
-    keys_dir = str(tmp_path / "keys")
-    cli("keys", "init", "--keys-dir", keys_dir)
-    (active,) = listing(tmp_path / "keys")
+def test_remove_an_imported_key_and_a_compromised_active_one(
+    tmp_path: Path, store_factory: StoreFactory
+) -> None:
+    store = store_factory.options()
+    cli("keys", "init", *store)
+    (active,) = listing(store_factory)
     foreign = tmp_path / "issuer.json"
     foreign.write_text(jwk.JWK.generate(kty="OKP", crv="Ed25519").export_public())
-    cli("keys", "import", "--keys-dir", keys_dir, str(foreign))
-    (imported,) = [k for k in listing(tmp_path / "keys") if k["origin"] == "imported"]
-    cli("keys", "remove", "--keys-dir", keys_dir, "--", str(imported["kid"]))
-    assert [k["kid"] for k in listing(tmp_path / "keys")] == [active["kid"]]
-    assert not (tmp_path / "keys" / f"{imported['kid']}.jwk.json").exists()
+    cli("keys", "import", *store, str(foreign))
+    (imported,) = [k for k in listing(store_factory) if k["origin"] == "imported"]
+    cli("keys", "remove", *store, "--", str(imported["kid"]))
+    assert [k["kid"] for k in listing(store_factory)] == [active["kid"]]
+    if store_factory.kind == "directory":
+        assert not (Path(store_factory.location) / f"{imported['kid']}.jwk.json").exists()
 
     # a kid may start with "-": `--` ends the options
-    refused = cli("keys", "remove", "--keys-dir", keys_dir, "--", str(active["kid"]), check=False)
+    refused = cli("keys", "remove", *store, "--", str(active["kid"]), check=False)
     assert refused.returncode == 1
     assert "is the active ES256 key; rotate first, or use --force" in refused.stderr
-    missing = cli("keys", "remove", "--keys-dir", keys_dir, "--", "no-such-kid", check=False)
+    missing = cli("keys", "remove", *store, "--", "no-such-kid", check=False)
     assert "no key no-such-kid" in missing.stderr
 
-    cli("keys", "remove", "--keys-dir", keys_dir, "--force", "--", str(active["kid"]))
-    assert listing(tmp_path / "keys") == []
-    cli("keys", "init", "--keys-dir", keys_dir)  # the emergency path: a fresh signing key
-    (replacement,) = listing(tmp_path / "keys")
+    cli("keys", "remove", *store, "--force", "--", str(active["kid"]))
+    assert listing(store_factory) == []
+    cli("keys", "init", *store)  # the emergency path: a fresh signing key
+    (replacement,) = listing(store_factory)
     assert replacement["kid"] != active["kid"]
 
 

@@ -1,5 +1,5 @@
-"""`keys …` run in-process against a real store in a temporary directory: the store is chosen
-by path or file: URL alike, and `keys list` shows each key's state and next step."""
+"""`keys …` run in-process against real stores (a directory, a PostgreSQL database): the store
+is chosen by path or file: URL alike, and `keys list` shows each key's state and next step."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from jwcrypto import jwk
 
 from agentrouter_auth import cli
 from agentrouter_auth.keys.store import DirectoryStore
-from tests.conftest import Seeder
+from tests.keystores import StoreFactory
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -36,14 +36,13 @@ def test_a_file_url_and_a_path_name_the_same_store(
 
 
 def test_list_shows_states_times_and_the_next_step(
-    tmp_path: Path,
+    store_factory: StoreFactory,
     capsys: pytest.CaptureFixture[str],
-    seed_store: Seeder,
     key_pool: Sequence[jwk.JWK],
 ) -> None:
     es256 = [key for key in key_pool if key["alg"] == "ES256"]
-    seed_store(tmp_path, es256)  # created 1970-01-12T13:46:40Z: one active, one pending
-    status, out, _ = run(capsys, "keys", "list", "--key-store", str(tmp_path))
+    store_factory.seed(es256)  # created 1970-01-12T13:46:40Z: one active, one pending
+    status, out, _ = run(capsys, "keys", "list", *store_factory.options())
     assert status == 0
     header, *rows = out.splitlines()
     assert header.split() == ["KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRED", "NEXT"]
@@ -58,10 +57,10 @@ def test_list_shows_states_times_and_the_next_step(
 
 
 def test_import_refuses_what_is_not_a_jwk_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_factory: StoreFactory
 ) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"kty": "EC"}')
-    status, _, err = run(capsys, "keys", "import", "--key-store", str(tmp_path / "keys"), str(bad))
+    status, _, err = run(capsys, "keys", "import", *store_factory.options(), str(bad))
     assert status == 1
     assert re.fullmatch(r"agentrouter-auth: error: \S*bad\.json: not a valid JWK: .*\n", err)

@@ -12,18 +12,17 @@ import pytest
 from jwcrypto import jwk
 
 from agentrouter_auth import cli
-from tests.conftest import Seeder
+from tests.keystores import StoreFactory
 
 
 def test_a_signed_token_verifies_with_the_published_key(
-    tmp_path: Path,
+    store_factory: StoreFactory,
     capsys: pytest.CaptureFixture[str],
-    seed_store: Seeder,
     key_pool: Sequence[jwk.JWK],
 ) -> None:
     key = next(key for key in key_pool if key["alg"] == "EdDSA")
-    seed_store(tmp_path, [key])
-    argv = ["token", "sign", "--key-store", f"file://{tmp_path}", "--claims", '{"sub": "svc"}',
+    store_factory.seed([key])
+    argv = ["token", "sign", *store_factory.options(), "--claims", '{"sub": "svc"}',
             "--ttl", "5m"]  # fmt: skip
     assert cli.main(argv) == 0
     token = capsys.readouterr().out.strip()

@@ -11,6 +11,7 @@ line is parsed here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from agentrouter_auth import logs
@@ -18,6 +19,7 @@ from agentrouter_auth.config import from_environment
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.http.limits import BodyDeadline
 from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.keys.store import KeyStoreUnavailableError
 from agentrouter_auth.keys.stores import open_store
 from agentrouter_auth.runtime import Runtime
 
@@ -28,5 +30,6 @@ def create_app() -> BodyDeadline:
     logs.configure(config.log_format)
     store = open_store(config.key_store, keks=config.keks)
     ring = KeyRing(store, config.policy, rsa_bits=config.rsa_bits)
-    ring.load()
+    with contextlib.suppress(KeyStoreUnavailableError):  # the upkeep retries until it loads
+        ring.load()
     return BodyDeadline(HttpApp(Runtime(config, ring)), config.http_limits.body_timeout)

@@ -166,7 +166,7 @@ class KeySetCollector(Collector):
             "Seconds since the active key of each algorithm started signing.",
             labels=["alg"],
         )
-        entries = ring.key_set.entries
+        entries = ring.key_set.entries if status.loaded else ()
         for entry in entries:
             counts[entry.state.value] += 1
             if entry.state is State.ACTIVE:
@@ -191,6 +191,11 @@ class KeySetCollector(Collector):
             "agentrouter_auth_key_set_healthy",
             "1 when the last key-store reload succeeded, 0 while the last good set is served.",
             value=1.0 if status.healthy else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "agentrouter_auth_key_store_up",
+            "1 when the key store answered the last reload, 0 while it cannot be reached.",
+            value=1.0 if status.reachable else 0.0,
         )
         yield GaugeMetricFamily(
             "agentrouter_auth_unlisted_key_files",

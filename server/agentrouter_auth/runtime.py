@@ -20,6 +20,9 @@ from agentrouter_auth.rendered import Freshness
 from agentrouter_auth.service import AuthService, Discovery
 
 log = logging.getLogger("agentrouter-auth")
+FIRST_LOAD_RETRY_SECONDS = 0.25
+"""The first retry's delay while no key set could be loaded yet; each retry doubles it, up to
+the reload interval."""
 
 
 class Runtime:
@@ -55,12 +58,16 @@ class Runtime:
             limits=self.config.grpc_limits,
         )
         grpc_addr = Address(self.config.grpc_addr.host, self.grpc.port)
-        kids = list(self.ring.snapshot().kids)
+        loaded = self.ring.status().loaded
+        if not loaded:  # the store was unreachable: serve once the upkeep loads a set
+            await self.grpc.set_serving(False)
+            await self.grpc.set_keyring_health(False)
+        kids = list(self.ring.snapshot().kids) if loaded else []
         log.info(
             "HTTP listening on %s, gRPC listening on %s (keys: %s)",
             self.config.http_addr,
             grpc_addr,
-            ", ".join(kids),
+            ", ".join(kids) or "none loaded yet",
             extra={
                 "event": "listening",
                 "pid": os.getpid(),
@@ -92,7 +99,9 @@ class Runtime:
         log.info("stopped", extra={"event": "stopped", "pid": os.getpid()})
 
     async def _maintain(self) -> None:
-        """Every reload interval: take due rotation steps, then pick up any store change.
+        """Every reload interval, or as soon as the store announces a change: take due rotation
+        steps, then pick up any store change. Until a first key set is loaded (the store was
+        unreachable at start), retry sooner, backing off up to the reload interval.
 
         The store is only written when the loaded set says a step is due: a transaction re-reads the
         store under its exclusive lock, which every other worker's reload would wait for, and a step
@@ -100,26 +109,45 @@ class Runtime:
         taken.
         """
         last_error, failures_seen = "", self.ring.reload_failures
-        while True:
-            await asyncio.sleep(self.config.reload_interval)
-            if self.config.auto_rotate and self.ring.due():
-                try:
-                    for change in await asyncio.to_thread(self.ring.step):
-                        extra = {"event": "rotation_step", "pid": os.getpid(), **change.fields()}
-                        log.info("rotation step applied: %s", change, extra=extra)
-                    last_error = ""
-                except (KeyStoreError, OSError) as err:
-                    if str(err) != last_error:
-                        log.error(
-                            "rotation step failed: %s",
-                            err,
-                            extra={"event": "rotation_step_failed", "reason": str(err)},
-                        )
-                    last_error = str(err)
-            self.recorder.flush()
-            await asyncio.to_thread(self.ring.refresh)
-            if self.ring.reload_failures > failures_seen:
-                metrics.RELOAD_FAILURES.inc(self.ring.reload_failures - failures_seen)
-                failures_seen = self.ring.reload_failures
-            if self.grpc is not None:
-                await self.grpc.set_keyring_health(self.ring.status().healthy)
+        feed = self.ring.store.change_feed()
+        attempts = 0
+        try:
+            while True:
+                loaded = self.ring.status().loaded
+                delay = self.config.reload_interval
+                if not loaded:
+                    delay = min(delay, FIRST_LOAD_RETRY_SECONDS * 2**attempts)
+                    attempts += 1
+                await (asyncio.sleep(delay) if feed is None else feed.wait(delay))
+                if self.config.auto_rotate and loaded and self.ring.due():
+                    last_error = await self._take_due_steps(last_error)
+                self.recorder.flush()
+                await asyncio.to_thread(self.ring.refresh)
+                if self.ring.reload_failures > failures_seen:
+                    metrics.RELOAD_FAILURES.inc(self.ring.reload_failures - failures_seen)
+                    failures_seen = self.ring.reload_failures
+                status = self.ring.status()
+                if self.grpc is not None:
+                    if status.loaded and not loaded:
+                        await self.grpc.set_serving(True)
+                    await self.grpc.set_keyring_health(status.healthy)
+        finally:
+            if feed is not None:
+                await feed.close()
+
+    async def _take_due_steps(self, last_error: str) -> str:
+        """Apply the due lifecycle steps; log a failure once until it changes. Returns the
+        failure's text ("" on success)."""
+        try:
+            for change in await asyncio.to_thread(self.ring.step):
+                extra = {"event": "rotation_step", "pid": os.getpid(), **change.fields()}
+                log.info("rotation step applied: %s", change, extra=extra)
+        except (KeyStoreError, OSError) as err:
+            if str(err) != last_error:
+                log.error(
+                    "rotation step failed: %s",
+                    err,
+                    extra={"event": "rotation_step_failed", "reason": str(err)},
+                )
+            return str(err)
+        return ""

@@ -10,10 +10,11 @@ required, and request metadata (an Authorization header included) is never consu
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth.rendered import Freshness, Rendered, render_message
-from agentrouter_auth.snapshot import PerSnapshot, Snapshot, SnapshotSource
+from agentrouter_auth.snapshot import NotLoadedError, PerSnapshot, Snapshot, SnapshotSource
 from agentrouter_auth.status import Code, RpcError
 
 
@@ -48,7 +49,7 @@ class AuthService:
         self, request: auth_pb2.GetJWKSRequest
     ) -> Rendered[auth_pb2.GetJWKSResponse]:
         """The public key set: the snapshot's RFC 7517 document, cacheable for `freshness`."""
-        return self._jwks.current()
+        return _current(self._jwks)
 
     async def get_open_id_configuration(
         self, request: auth_pb2.GetOpenIDConfigurationRequest
@@ -56,7 +57,18 @@ class AuthService:
         """The issuer's OpenID Connect Discovery document; NOT_FOUND without an issuer."""
         if self._openid is None:
             raise RpcError(Code.NOT_FOUND, "no issuer is configured (--issuer)")
-        return self._openid.current()
+        return _current(self._openid)
+
+
+T = TypeVar("T")
+
+
+def _current(answers: PerSnapshot[T]) -> T:
+    """The answer for the snapshot served now; UNAVAILABLE before the first key set loads."""
+    try:
+        return answers.current()
+    except NotLoadedError:
+        raise RpcError(Code.UNAVAILABLE, "the key set has not been loaded yet") from None
 
 
 def _openid_configuration(

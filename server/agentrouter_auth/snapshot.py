@@ -32,6 +32,11 @@ class KeySetError(ValueError):
     """The keys cannot be published as given; the message says which key and why."""
 
 
+class NotLoadedError(KeySetError):
+    """No key set has been loaded yet (the store was unreachable since the process started):
+    there is nothing to serve, as opposed to an old set still served."""
+
+
 class EmptyKeySetError(KeySetError):
     """There is no key to publish: verifiers would reject every token."""
 

@@ -43,7 +43,8 @@ def serve_argv(keys_dir: Path | str, *extra: str) -> list[str]:
 
 class ServerProcess:
     """A started, ready server: `port` and `http_port` are the ports it reported; `lines` is
-    its stderr so far. Entering waits until /readyz answers 200."""
+    its stderr so far. Entering waits until /readyz answers 200 (with `ready=False`, only until
+    it reports its listeners)."""
 
     def __init__(
         self,
@@ -52,8 +53,10 @@ class ServerProcess:
         startup_timeout: float = 60.0,
         env: Mapping[str, str] | None = None,
         tls: ssl.SSLContext | None = None,
+        ready: bool = True,
     ) -> None:
         self.argv = list(argv)
+        self._ready = ready
         self.scheme = "https" if tls is not None else "http"
         self._verify: ssl.SSLContext | bool = tls if tls is not None else True
         self.env = dict(env) if env is not None else None
@@ -82,7 +85,8 @@ class ServerProcess:
             if match:
                 self.port = int(match["port"])
                 self.http_port = int(match["http_port"])
-        self._wait_ready(deadline)
+        if self._ready:
+            self._wait_ready(deadline)
         return self
 
     def drain(self) -> list[str]:

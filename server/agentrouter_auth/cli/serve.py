@@ -7,6 +7,7 @@ configuration (free ports chosen for port 0 included) is exported before they st
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import tempfile
@@ -23,14 +24,25 @@ from agentrouter_auth.config import (
     to_environment,
 )
 from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.keys.store import KeyStoreUnavailableError
 
 MAX_HEADER_BYTES = 64 * 1024
+log = logging.getLogger("agentrouter-auth")
 
 
 def run(ring: KeyRing, config: KeyConfig, _args: argparse.Namespace) -> int:
     """Load the keys and check the addresses, then bind and serve until SIGTERM/SIGINT."""
     assert isinstance(config, ServeConfig)
-    ring.load()
+    try:
+        ring.load()
+    except KeyStoreUnavailableError as err:
+        # A bad store stops us here, before any port is bound; one that cannot be reached now
+        # (a database still starting) may come back: listen, answer not-ready, and retry.
+        log.warning(
+            "the key store cannot be reached; serving once it answers: %s",
+            err,
+            extra={"event": "key_store_unreachable_at_start", "reason": err.reason},
+        )
     # The workers open the store themselves; sessions of this process must not be inherited.
     ring.store.close()
     config = replace(

@@ -1,7 +1,9 @@
 """/healthz and /readyz: whether this worker lives, and whether it should get traffic.
 
-/readyz says `draining` (503) once shutdown has begun, and `keyring: error` while the last
-key-store reload was refused; it is still ready then, since the last good set is served. The
+/readyz says `loading` (503) until a first key set is loaded (a store unreachable at start),
+`draining` (503) once shutdown has begun, and `keyring: error` while the last key-store reload
+failed (refused, or the store unreachable); it is still ready then, since the last good set is
+served. The
 reason names files, so it goes to the log (`key_set_reload_failed`), never to whoever asks.
 """
 
@@ -36,15 +38,21 @@ def readiness(runtime: Runtime) -> App:
         body: dict[str, Any] = {
             "status": "ready",
             "version": ring_status.version,
-            "keys": len(runtime.ring.snapshot().kids),
+            "keys": len(runtime.ring.snapshot().kids) if ring_status.loaded else 0,
             "keyring": "ok",
         }
         code = 200
+        if not ring_status.loaded:
+            body["status"], code = "loading", 503
         if runtime.draining:
             body["status"], code = "draining", 503
         if ring_status.error:
             body["keyring"] = "error"
-            body["reason"] = "a change to the key store was refused; see the server log"
+            body["reason"] = (
+                "the key store cannot be reached; see the server log"
+                if not ring_status.reachable
+                else "a change to the key store was refused; see the server log"
+            )
         await _json(send, code, body)
 
     return readyz

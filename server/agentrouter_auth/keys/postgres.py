@@ -25,6 +25,7 @@ upkeep and the CLI), `migrate()` and `rekey()`; the request path serves the ring
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -50,6 +51,7 @@ from agentrouter_auth.keys.store import (
     Entry,
     KeySet,
     KeyStoreError,
+    KeyStoreUnavailableError,
     State,
     StoredKey,
     Transaction,
@@ -115,6 +117,37 @@ def migrations() -> tuple[Migration, ...]:
 def latest_version() -> int:
     """The schema version this code knows."""
     return migrations()[-1].version
+
+
+# SQLSTATEs of a server that is there but cannot serve now: shutting down, starting up,
+# restarting, too many connections (classes 08 and 57P, and 53300).
+_UNAVAILABLE_STATES = ("08", "57P", "53300")
+# libpq reports a refusal while connecting as text with no SQLSTATE ("FATAL:  password
+# authentication failed …"); these FATAL messages are the ones that pass by themselves.
+_PASSING_FATAL = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "sorry, too many clients already",
+    "remaining connection slots are reserved",
+    "terminating connection",
+)
+
+
+def unavailable(err: psycopg.Error) -> bool:
+    """Whether `err` says the database cannot be reached now (no server answered, the session
+    was lost, the server is starting or stopping), as opposed to refusing us (a wrong password,
+    no such database, a denied privilege): the first may pass by itself, the second will not."""
+    if not isinstance(err, psycopg.OperationalError):
+        return False
+    state = err.sqlstate
+    if state is not None:
+        return state.startswith(_UNAVAILABLE_STATES)
+    text = str(err)
+    if "FATAL:" not in text:
+        return True  # refused, timed out, reset, no route: nobody answered
+    return any(phrase in text for phrase in _PASSING_FATAL)
 
 
 def _first_line(err: BaseException) -> str:
@@ -193,12 +226,17 @@ class PostgresStore:
         return extra
 
     def connect(self) -> psycopg.Connection[Any]:
-        """A new autocommit session outside the pool (the caller closes it); KeyStoreError if
-        the database cannot be reached."""
+        """A new autocommit session outside the pool (the caller closes it);
+        KeyStoreUnavailableError if the database cannot be reached."""
         try:
             return psycopg.connect(self.location, **self.connection_parameters())
         except psycopg.Error as err:
-            raise KeyStoreError(self.description, f"cannot connect: {self._reason(err)}") from err
+            error = KeyStoreUnavailableError if unavailable(err) else KeyStoreError
+            raise error(self.description, f"cannot connect: {self._reason(err)}") from err
+
+    def change_feed(self) -> PostgresChangeFeed:
+        """LISTEN on `CHANNEL` in a session of its own: the commit of every change notifies."""
+        return PostgresChangeFeed(self)
 
     def _open_pool(self) -> ConnectionPool:
         with self._pool_lock:
@@ -243,9 +281,10 @@ class PostgresStore:
                     self._prepare(conn)
                 yield conn
         except PoolTimeout as err:
-            raise KeyStoreError(self.description, self._unreachable()) from err
+            raise KeyStoreUnavailableError(self.description, self._unreachable()) from err
         except psycopg.Error as err:
-            raise KeyStoreError(self.description, self._reason(err)) from err
+            error = KeyStoreUnavailableError if unavailable(err) else KeyStoreError
+            raise error(self.description, self._reason(err)) from err
 
     def _unreachable(self) -> str:
         """Why no session could be had: a direct attempt tells what the pool does not."""
@@ -494,3 +533,54 @@ class PostgresStore:
                     [entry.alg, entry.state.value, entry.origin.value, entry.created,
                      entry.activated, entry.retired, entry.kid],
                 )  # fmt: skip
+
+
+class PostgresChangeFeed:
+    """The store's change announcements: LISTEN on `CHANNEL` in an async session of its own.
+
+    A lost session is opened again on the next wait, and that wait reports a change: anything
+    committed meanwhile was announced to nobody. While the database cannot be reached, a wait
+    sleeps its timeout and reports none, and the ring's polling carries on alone.
+    """
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def wait(self, timeout: float) -> bool:
+        """True on a notification (or a new session), False after `timeout` without one."""
+        if self._conn is None or self._conn.closed:
+            started = asyncio.get_running_loop().time()
+            if await self._listen():
+                return True
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(max(0.0, timeout - elapsed))
+            return False
+        try:
+            async for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                return True
+        except psycopg.Error:
+            await self.close()
+            return True  # changes may have gone unannounced: look
+        return False
+
+    async def _listen(self) -> bool:
+        parameters = self._store.connection_parameters()
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._store.location, **parameters)
+        except psycopg.Error:
+            return False
+        try:
+            await conn.execute("LISTEN " + CHANNEL)  # a constant identifier
+        except psycopg.Error:
+            await conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    async def close(self) -> None:
+        """Close the session (a new wait opens another)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()

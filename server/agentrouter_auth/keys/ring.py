@@ -31,11 +31,12 @@ from agentrouter_auth.keys.store import (
     KeySet,
     KeyStore,
     KeyStoreError,
+    KeyStoreUnavailableError,
     Origin,
     State,
     Transaction,
 )
-from agentrouter_auth.snapshot import KeySetError, Snapshot, render
+from agentrouter_auth.snapshot import KeySetError, NotLoadedError, Snapshot, render
 
 log = logging.getLogger("agentrouter_auth.keys")
 
@@ -96,6 +97,14 @@ class RingStatus:
     version: int
     loaded_at: float | None
     unlisted: int = 0
+    reachable: bool = True
+    """False while the store cannot be reached (KeyStoreUnavailableError), as opposed to a
+    store that answers with something refused."""
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a key set has been loaded (and is served)."""
+        return self.version > 0
 
 
 def scheduled_steps(entries: Iterable[Entry], policy: Policy) -> list[tuple[Step, float]]:
@@ -179,6 +188,7 @@ class KeyRing:
         self._error: str | None = None
         self._loaded_at: float | None = None
         self._refresh_lock = threading.Lock()  # one reload at a time; never on the request path
+        self._reachable = True
         self.reload_failures = 0
 
     # -- the published set ---------------------------------------------------------------
@@ -206,10 +216,13 @@ class KeyRing:
                 return self._install(key_set, fingerprint)
             except (KeyStoreError, KeySetError) as err:
                 self._fingerprint = fingerprint  # retried when the store changes again
+                self._reachable = not isinstance(err, KeyStoreUnavailableError)
                 self.reload_failures += 1
                 if str(err) != self._error:
+                    served = "still serving the last good set" if self._snapshot else "no set yet"
                     log.error(
-                        "key set reload failed, still serving the last good set: %s",
+                        "key set reload failed, %s: %s",
+                        served,
                         err,
                         extra={
                             "event": "key_set_reload_failed",
@@ -231,8 +244,13 @@ class KeyRing:
             for change in diff(self._key_set, key_set):
                 extra = {"event": "key_state_changed", **change.fields()}
                 log.info("key set changed: %s", change, extra=extra)
+        if self._error is not None:
+            log.info(
+                "key set reloaded: the key store answers again",
+                extra={"event": "key_set_reload_recovered"},
+            )
         self._key_set, self._fingerprint = key_set, fingerprint
-        self._error, self._loaded_at = None, self._clock()
+        self._error, self._loaded_at, self._reachable = None, self._clock(), True
         if previous is not None and previous.json == snapshot.json:
             return False  # same public set: keep the snapshot (and its ETag) as it was
         self._snapshot = snapshot
@@ -242,7 +260,7 @@ class KeyRing:
         """The snapshot to serve now (a reference read: safe from any thread)."""
         snapshot = self._snapshot
         if snapshot is None:
-            raise KeySetError("the key ring has not been loaded")
+            raise NotLoadedError("no key set has been loaded yet")
         return snapshot
 
     def status(self) -> RingStatus:
@@ -250,7 +268,9 @@ class KeyRing:
         version = self._snapshot.version if self._snapshot else 0
         healthy = self._snapshot is not None and self._error is None
         unlisted = len(self._key_set.unlisted) if self._key_set is not None else 0
-        return RingStatus(healthy, self._error, version, self._loaded_at, unlisted)
+        return RingStatus(
+            healthy, self._error, version, self._loaded_at, unlisted, reachable=self._reachable
+        )
 
     @property
     def key_set(self) -> KeySet:

@@ -78,6 +78,25 @@ class KeyStoreError(ValueError):
         return self.location
 
 
+class KeyStoreUnavailableError(KeyStoreError):
+    """The store cannot be reached now (a database that is down or unreachable), as opposed
+    to a store that answers but is wrong. It may recover by itself: a server that meets it at
+    start keeps retrying rather than refusing to start."""
+
+
+class ChangeFeed(Protocol):
+    """Tells a process soon after another one changed the store (PostgreSQL's LISTEN)."""
+
+    async def wait(self, timeout: float) -> bool:
+        """Return True when the store announced a change, or may have changed unannounced (the
+        feed reconnected); False when `timeout` seconds passed without one."""
+        ...
+
+    async def close(self) -> None:
+        """Stop listening."""
+        ...
+
+
 class State(StrEnum):
     """Where a key is in its life. Keys in every state are published; only ACTIVE signs."""
 
@@ -258,6 +277,11 @@ class KeyStore(Protocol):
         again. A process closes its stores before it forks workers."""
         ...
 
+    def change_feed(self) -> ChangeFeed | None:
+        """A feed of the store's change announcements, or None when it has none (then the
+        ring's polling of `fingerprint()` alone sees changes)."""
+        ...
+
 
 class DirectoryStore:
     """The embedded default store: a directory of JWK files and a manifest."""
@@ -269,6 +293,9 @@ class DirectoryStore:
     def description(self) -> str:
         """The directory."""
         return str(self.path)
+
+    def change_feed(self) -> None:
+        """None: a directory announces nothing; the ring polls its fingerprint."""
 
     def close(self) -> None:
         """Nothing is held open between calls."""

@@ -274,6 +274,7 @@ class PostgresStore:
     def _session(self, *, prepare: bool = True) -> Iterator[psycopg.Connection[Any]]:
         """A pooled autocommit session, the schema checked (and migrated) when `prepare`;
         every database error becomes a one-line KeyStoreError."""
+        pool = None
         try:
             pool = self._open_pool()
             with pool.connection(timeout=self.timeout) as conn:
@@ -281,10 +282,24 @@ class PostgresStore:
                     self._prepare(conn)
                 yield conn
         except PoolTimeout as err:
+            self._discard(pool)
             raise KeyStoreUnavailableError(self.description, self._unreachable()) from err
         except psycopg.Error as err:
             error = KeyStoreUnavailableError if unavailable(err) else KeyStoreError
             raise error(self.description, self._reason(err)) from err
+
+    def _discard(self, pool: ConnectionPool | None) -> None:
+        """Forget a pool that gave no session in time; the next use opens another.
+
+        The pool retries a lost database with a backoff that doubles up to minutes, so one left
+        to itself would answer late after the database returns (and the reason the ring reports
+        would change meanwhile). A new pool starts with one direct connection, which fails at
+        once while the database is away and succeeds as soon as it is back."""
+        with self._pool_lock:
+            if pool is None or self._pool is not pool:
+                return
+            self._pool = None
+        pool.close(timeout=1.0)
 
     def _unreachable(self) -> str:
         """Why no session could be had: a direct attempt tells what the pool does not."""

@@ -5,6 +5,11 @@ Every target runs on loopback for the whole run; measurements alternate between 
 reported as ratios to baselines measured in the same run. Absolute numbers are printed too,
 but only the ratios are meant to be compared between runs.
 
+Two measurements run agentrouter-auth on a PostgreSQL key store, on a throw-away cluster that
+`tests/postgres.py` starts (Debian's server binaries, installed by `make bench`): REST from a
+PostgreSQL-backed ring against the directory-backed one, and REST load spread over three
+replicas sharing one ring while they rotate keys.
+
     python bench/run.py [--duration SECONDS] [--rounds N] [--out bench/results]
 """
 
@@ -24,17 +29,23 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import grpc
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentrouter_auth.keys.kek import new_kek_text
 from agentrouter_auth.keys.material import generate_key, public_copy
 from agentrouter_auth.keys.store import DirectoryStore, Entry, Origin, State
+
+if TYPE_CHECKING:
+    from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -50,6 +61,8 @@ ROTATING_POLICY = [
     "--max-token-ttl", "1s", "--clock-skew", "0s", "--cache-max-age", "0s",
     "--stale-while-revalidate", "0s",
 ]  # fmt: skip
+REPLICAS = 3
+"""Servers sharing one PostgreSQL key ring in the rotation-across-replicas measurement."""
 
 
 @dataclass
@@ -108,11 +121,15 @@ def wait_for_http(url: str, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def process(argv: Sequence[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:  # noqa: ANN401
+def process(
+    argv: Sequence[str],
+    *,
+    stderr: int | IO[bytes] = subprocess.DEVNULL,
+    **kwargs: Any,  # noqa: ANN401
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        **kwargs,
-    )  # fmt: skip
+        list(argv), stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, **kwargs
+    )
     try:
         yield proc
     finally:
@@ -186,24 +203,71 @@ class Server:
 
 
 @contextlib.contextmanager
-def agentrouter_auth(keys_dir: Path, *extra: str, rotation: str = "off") -> Iterator[Server]:
+def agentrouter_auth(
+    store: Path | str, *extra: str, rotation: str = "off", log: Path | None = None
+) -> Iterator[Server]:
+    """`serve` on free ports for the key store at `store` (a directory or a PostgreSQL URL, the
+    KEK among `extra`); its log lines go to `log` if given."""
     http, grpc_port = free_port(), free_port()
-    argv = [str(BIN / "agentrouter-auth"), "serve", "--keys-dir", str(keys_dir), "--http-addr",
+    argv = [str(BIN / "agentrouter-auth"), "serve", "--key-store", str(store), "--http-addr",
             f"127.0.0.1:{http}", "--grpc-addr", f"127.0.0.1:{grpc_port}", "--rotation", rotation,
             # HTTP/2 on: the h2c rows need it, and the bare granian baseline runs in the same
             # (auto-detecting) HTTP mode, so every REST ratio compares like with like.
             "--http2", "on", *extra]  # fmt: skip
-    with process(argv) as proc:
+    with contextlib.ExitStack() as stack:
+        stderr = stack.enter_context(log.open("wb")) if log is not None else subprocess.DEVNULL
+        proc = stack.enter_context(process(argv, stderr=stderr))
         wait_for_http(f"http://127.0.0.1:{http}/readyz")
         wait_for_port(grpc_port)
         yield Server(proc, http, grpc_port)
 
 
+def cli(*args: str) -> None:
+    """Run an `agentrouter-auth` command; its one-line error if it fails."""
+    result = subprocess.run(
+        [str(BIN / "agentrouter-auth"), *args], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"bench: agentrouter-auth {args[0]} {args[1]}: {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL cluster on a free loopback port, as the test suite starts one
+    (`tests/postgres.py`); removed on exit."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.postgres import PostgresServer, PostgresUnavailableError  # noqa: PLC0415
+
+    try:
+        server = PostgresServer.create()
+    except PostgresUnavailableError as err:
+        raise SystemExit(f"bench: {err}") from None
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def write_kek(path: Path) -> Path:
+    """A new key-encryption key file, mode 0600."""
+    path.write_text(new_kek_text())
+    path.chmod(0o600)
+    return path
+
+
 # -- load tools ------------------------------------------------------------------------------
 
 
-def wrk(target: str, url: str, duration: float, script: Path | None = None) -> Result:
-    argv = ["wrk", "-t1", f"-c{CONCURRENCY}", f"-d{max(1, round(duration))}s", "--latency", url]
+def wrk(
+    target: str,
+    url: str,
+    duration: float,
+    script: Path | None = None,
+    *,
+    connections: int = CONCURRENCY,
+) -> Result:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
     if script is not None:
         argv[1:1] = ["-s", str(script)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -319,6 +383,67 @@ http {{
     return conf
 
 
+def replicas_rotating(
+    postgres: PostgresServer, kek: Path, work: Path, seconds: float
+) -> tuple[Result, dict[str, Any]]:
+    """REST load spread over REPLICAS servers sharing one PostgreSQL ring while they rotate a
+    key about every second (each with its own wrk, the connections split between them), and
+    what their logs say: the steps taken (each must be taken once) and any error logged."""
+    dsn = postgres.create_database("bench_replicas")
+    cli("keys", "init", "--key-store", dsn, "--kek-file", str(kek), *ROTATING_POLICY)
+    logs = [work / f"replica-{index}.log" for index in range(REPLICAS)]
+    connections = [CONCURRENCY // REPLICAS + (i < CONCURRENCY % REPLICAS) for i in range(REPLICAS)]
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                agentrouter_auth(dsn, "--kek-file", str(kek), *ROTATING_POLICY, rotation="auto",
+                                 log=log)
+            )
+            for log in logs
+        ]  # fmt: skip
+        with ThreadPoolExecutor(REPLICAS) as pool:
+            loads = [
+                pool.submit(wrk, "replica", server.base + JWKS, seconds, connections=count)
+                for server, count in zip(servers, connections, strict=True)
+            ]
+            each = [load.result() for load in loads]
+    # The servers have stopped (SIGTERM): their logs are complete.
+    records, text_lines = [], 0
+    for log in logs:
+        for line in log.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                text_lines += 1  # not a log record: a traceback, say
+    steps = Counter(
+        (r["kid"], r["from"], r["to"]) for r in records if r.get("event") == "rotation_step"
+    )
+    result = Result(
+        target=f"REST while rotating, {REPLICAS} replicas on PostgreSQL",
+        tool="wrk (HTTP/1.1), one per replica",
+        rps=sum(r.rps for r in each),
+        p50_ms=max(r.p50_ms for r in each),  # the slowest replica's
+        p99_ms=max(r.p99_ms for r in each),
+        requests=sum(r.requests for r in each),
+        non_2xx=sum(r.non_2xx for r in each),
+        errors=sum(r.errors for r in each),
+    )
+    facts = {
+        "replicas": REPLICAS,
+        "seconds": seconds,
+        "connections": connections,
+        "rps_per_replica": [round(r.rps) for r in each],
+        "keys_created": sum(1 for _, _, to in steps if to == "pending"),
+        "rotation_steps": sum(steps.values()),
+        "steps_taken_twice": sum(1 for count in steps.values() if count > 1),
+        "errors_logged": text_lines
+        + sum(1 for r in records if r.get("level") in {"error", "critical"}),
+        "non_2xx": result.non_2xx,
+        "socket_errors": result.errors,
+    }
+    return result, facts
+
+
 def median(results: list[Result]) -> Result:
     """The run with the median rate (its latencies come with it)."""
     return sorted(results, key=lambda r: r.rps)[len(results) // 2]
@@ -350,12 +475,26 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one linea
             "platform": platform.platform(),
         },
     )
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, postgres_cluster() as postgres:
         work = Path(tmp)
         keys = seed_store(work / "keys-3", 3)
-        with agentrouter_auth(keys) as ours:
+        # The same three keys (kids, states and times) in a PostgreSQL ring.
+        kek = write_kek(work / "kek")
+        ring_db = postgres.create_database("bench_ring")
+        cli("keys", "copy", "--from", str(keys), "--to", ring_db, "--kek-file", str(kek))
+        with (
+            agentrouter_auth(keys) as ours,
+            agentrouter_auth(ring_db, "--kek-file", str(kek)) as on_postgres,
+        ):
             body = work / "jwks.json"
             body.write_bytes(urllib.request.urlopen(ours.base + JWKS).read())  # noqa: S310
+            from_postgres = urllib.request.urlopen(on_postgres.base + JWKS).read()  # noqa: S310
+            if from_postgres != body.read_bytes():
+                raise SystemExit("bench: the PostgreSQL-backed server serves another set")
+            report.extras["postgres"] = {
+                "server_version": postgres.execute("SHOW server_version")[0][0],
+                "same_body_as_directory": True,
+            }
             message = work / "jwks.binpb"
             with grpc.insecure_channel(f"127.0.0.1:{ours.grpc}") as channel:
                 stub = auth_pb2_grpc.AuthServiceStub(channel)
@@ -397,6 +536,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one linea
                 d = duration
                 plan: dict[str, Callable[[], Result]] = {
                     "rest_http1": partial(wrk, "agentrouter-auth REST", ours.base + JWKS, d),
+                    "rest_postgres_http1": partial(
+                        wrk, "agentrouter-auth REST, PostgreSQL store", on_postgres.base + JWKS, d
+                    ),
                     "bare_asgi_http1": partial(wrk, "bare ASGI (granian)", base["asgi"] + "/", d),
                     "nginx_http1": partial(wrk, "nginx static", base["nginx"] + JWKS, d),
                     "rest_h2c": partial(h2load, "agentrouter-auth REST", ours.base + JWKS, d),
@@ -464,14 +606,23 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one linea
             "non_2xx": result.non_2xx,
             "socket_errors": result.errors,
         }
+        replicated, facts = replicas_rotating(postgres, kek, work, seconds)
+        report.results["rest_during_rotation_replicas"] = replicated
+        report.extras["replica_rotation"] = facts
     report.ratios = ratios(report.results)
     write(report, args.out)
     print((args.out / "latest.md").read_text())
+    required_zero = ("non_2xx", "socket_errors", "steps_taken_twice", "errors_logged")
+    failures = [f"{facts[name]} {name}" for name in required_zero if facts[name]]
+    if failures:
+        print(f"bench: rotation across replicas: {', '.join(failures)}", file=sys.stderr)
+        return 1
     return 0
 
 
 RATIOS = {
     "REST / bare ASGI (HTTP/1.1)": ("rest_http1", "bare_asgi_http1", 0.90),
+    "REST, PostgreSQL store / directory store": ("rest_postgres_http1", "rest_http1", 0.90),
     "REST / nginx (HTTP/1.1)": ("rest_http1", "nginx_http1", 0.40),
     "REST / bare ASGI (h2c)": ("rest_h2c", "bare_asgi_h2c", 0.90),
     "gRPC / bare grpcio": ("grpc", "bare_grpc", 0.90),
@@ -528,6 +679,8 @@ def markdown(report: Report) -> str:
     slow = [f"{name} ({r.p99_ms:.2f} ms)" for name, r in report.results.items() if r.p99_ms >= 5]
     rss = report.extras.get("rss_mb_after_load", {})
     rotation = report.extras.get("rotation", {})
+    replicas = report.extras.get("replica_rotation")
+    postgres = report.extras.get("postgres")
     lines += [
         "",
         f"- Body: {report.extras.get('body_bytes')} bytes with 3 keys; "
@@ -540,8 +693,23 @@ def markdown(report: Report) -> str:
         f"- Rotation under load: {rotation.get('seconds')} s of REST load while a key rotates "
         f"every second: {rotation.get('non_2xx')} non-2xx, {rotation.get('socket_errors')} "
         "socket errors",
-        "",
     ]
+    if postgres:
+        lines.append(
+            f"- PostgreSQL store (PostgreSQL {postgres['server_version']}): the same three keys "
+            "copied into a database with `keys copy`, served byte for byte as from the directory"
+        )
+    if replicas:
+        lines.append(
+            f"- Rotation across replicas: {replicas['seconds']} s of REST load spread over "
+            f"{replicas['replicas']} replicas sharing one PostgreSQL ring (one wrk each, "
+            f"{'/'.join(map(str, replicas['connections']))} connections) while they rotate keys "
+            f"(a step about every second): {replicas['keys_created']} keys created, "
+            f"{replicas['rotation_steps']} "
+            f"steps, {replicas['steps_taken_twice']} taken twice, {replicas['non_2xx']} non-2xx, "
+            f"{replicas['socket_errors']} socket errors, {replicas['errors_logged']} errors logged"
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

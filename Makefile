@@ -112,7 +112,7 @@ DURATION ?= 10
 ROUNDS   ?= 2
 BENCH_TOOLS := wrk h2load nginx
 
-bench: $(STAMP) ## Load-test every protocol against baselines (DURATION=seconds, ROUNDS=n)
+bench: $(STAMP) postgresql-server ## Load-test every protocol against baselines (DURATION=seconds, ROUNDS=n)
 	@missing=""; for t in $(BENCH_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && apt-get install -y -qq wrk nghttp2-client nginx-light >/dev/null; \

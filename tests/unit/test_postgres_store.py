@@ -21,6 +21,7 @@ from agentrouter_auth.keys.material import generate_key
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.postgres import (
     CHANNEL,
+    RING_LOCK,
     PostgresStore,
     latest_version,
     migrations,
@@ -473,3 +474,24 @@ def test_an_unreachable_database_is_one_line_and_the_fingerprint_says_so(
     assert "Connection refused" in reason
     with pytest.raises(KeyStoreError, match="not a PostgreSQL URL libpq accepts: invalid URI"):
         open_store("postgresql://h/db?no_such_parameter=1", keks=store.envelope.keks)
+
+
+def test_a_change_waits_for_the_rings_lock_only_so_long(pg_dsn: str, kek_file: Path) -> None:
+    """A session that holds the ring's lock and stops answering must not stop every replica:
+    a change gives up after `lock_timeout` with a one-line reason, and works once it is free."""
+    store = _store(pg_dsn, kek_file, lock_timeout=0.5)
+    store.migrate()
+    with psycopg.connect(pg_dsn) as holder:  # not autocommit: the lock lasts its transaction
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", [RING_LOCK])
+        started = time.monotonic()
+        refused = pytest.raises(KeyStoreError, match="held the key ring's lock for over 0.5s")
+        with refused, store.transaction():
+            pass
+        waited = time.monotonic() - started
+        holder.rollback()
+    assert waited < 5  # gave up, rather than waiting for the holder
+    key = generate_key("EdDSA")
+    with store.transaction() as tx:
+        tx.add(key, Entry(key["kid"], "EdDSA", State.ACTIVE, T0, activated=T0))
+    assert [k.kid for k in store.read().keys] == [key["kid"]]
+    store.close()

@@ -72,6 +72,12 @@ RING_LOCK = 0x6172_6175_7468_0002
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 """JWK members that hold secrets (RFC 7518 §6): never in the public column."""
 DEFAULT_TIMEOUT = 5.0
+LOCK_TIMEOUT = 10.0
+"""Seconds a change waits for the ring's lock before it gives up (and is retried later)."""
+IDLE_TRANSACTION_TIMEOUT = 60.0
+"""Seconds a changing transaction may sit idle before the server ends it and frees the lock (a
+step's slowest part, an RSA key's generation, takes a few seconds at most)."""
+_SET_LOCAL = "SELECT set_config(%s, %s, true)"
 _MIGRATION_FILE = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")
 # The statements, written out (the schema name included) so that no SQL is built from strings.
 _SELECT_KEYS = (
@@ -180,11 +186,13 @@ class PostgresStore:
         description: str,
         timeout: float = DEFAULT_TIMEOUT,
         auto_migrate: bool = True,
+        lock_timeout: float = LOCK_TIMEOUT,
     ) -> None:
         """`location` is the libpq URL (with any password), `description` the same without it.
 
         `timeout` bounds the wait for a connection (from the pool, or a new one); with
-        `auto_migrate` the first use applies any migration the database lacks.
+        `auto_migrate` the first use applies any migration the database lacks; `lock_timeout`
+        bounds a change's wait for the ring's lock.
         """
         self.location = location
         self._description = description
@@ -197,6 +205,7 @@ class PostgresStore:
         check_url(location, description)
         self.envelope = Envelope(keks)
         self.timeout = timeout
+        self.lock_timeout = lock_timeout
         self.auto_migrate = auto_migrate
         self._secrets = self._password_forms()
         self._pool: ConnectionPool | None = None
@@ -418,18 +427,37 @@ class PostgresStore:
         apply the changes on clean exit (one generation bump and NOTIFY at commit); roll back
         on an exception."""
         with self._session() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [RING_LOCK])
+            self._lock_ring(conn)
             rows = conn.execute(_SELECT_KEYS).fetchall()
             tx = Transaction(self._key_set(rows))
             yield tx
             self._apply(conn, tx)
+
+    def _lock_ring(self, conn: psycopg.Connection[Any]) -> None:
+        """Take the ring's transaction lock, waiting at most `lock_timeout`: a session that holds
+        it and stopped answering (its client lost power mid-transaction) would otherwise stop
+        every replica's steps and reloads until TCP gives up on it, hours later. The holder's
+        own transaction is ended by the server once it idles IDLE_TRANSACTION_TIMEOUT."""
+        conn.execute(_SET_LOCAL, ["lock_timeout", f"{round(self.lock_timeout * 1000)}ms"])
+        conn.execute(
+            _SET_LOCAL,
+            ["idle_in_transaction_session_timeout", f"{round(IDLE_TRANSACTION_TIMEOUT * 1000)}ms"],
+        )
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [RING_LOCK])
+        except psycopg.errors.LockNotAvailable as err:
+            raise KeyStoreError(
+                self.description,
+                f"another session has held the key ring's lock for over {self.lock_timeout:g}s; "
+                "the step is retried at the next reload",
+            ) from err
 
     def rekey(self) -> tuple[int, int]:
         """Seal every private key again under the first KEK, in one transaction under the
         ring's lock; return (keys sealed, of which were under another KEK)."""
         sealing = self.envelope.sealing.id
         with self._session() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [RING_LOCK])
+            self._lock_ring(conn)
             rows = conn.execute(_SELECT_KEYS).fetchall()
             key_set = self._key_set(rows)  # every row opens and checks, or nothing changes
             moved = sum(1 for row in rows if row[9] is not None and bytes(row[9]) != sealing)

@@ -187,9 +187,23 @@ class ServerProcess:
             self.kill()
 
 
-def refused_in_one_line(argv: Sequence[str]) -> str:
-    """Run `argv`, expect it to fail before serving, and return its one line of stderr."""
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+def refused_in_one_line(argv: Sequence[str], timeout: float = 60) -> str:
+    """Run `argv`, expect it to fail before serving, and return its one line of stderr.
+
+    The command runs in a session of its own, and a command that does not fail in time is
+    killed with every process it started: a server that wrongly went on to serve must not
+    outlive the test with its workers."""
+    proc = subprocess.Popen(
+        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError(f"{argv[:3]} was not refused within {timeout:g}s") from None
+    result = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
     assert result.returncode != 0, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -4,6 +4,8 @@ base64; the envelope opens only what was sealed for the same kid, alg and KEK.""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import re
 from pathlib import Path
@@ -98,3 +100,20 @@ def test_several_keks_by_flag_or_variable_reach_the_workers_in_order(tmp_path: P
     assert from_environment(exported).keks == served.keks
     with pytest.raises(ConfigError, match="names an empty path"):
         command_config("keys list", {}, {"AGENTROUTER_AUTH_KEK_FILE": f"{first}:"})
+
+
+def test_a_mac_verifies_only_for_its_message_under_a_kek_given(tmp_path: Path) -> None:
+    old = read_kek(str(write_kek(tmp_path / "old")))
+    new = read_kek(str(write_kek(tmp_path / "new")))
+    kek_id, tag = Envelope([old]).mac(b"row")
+    assert kek_id == old.id
+    assert len(tag) == 32
+    both = Envelope([new, old])
+    both.verify(kek_id, b"row", tag)  # every KEK verifies
+    assert both.mac(b"row")[0] == new.id  # the first MACs
+    with pytest.raises(EnvelopeError, match=f"does not verify under KEK {old.id.hex()}"):
+        both.verify(kek_id, b"row!", tag)
+    with pytest.raises(EnvelopeError, match=f"MACed under KEK {old.id.hex()}, which is not among"):
+        Envelope([new]).verify(kek_id, b"row", tag)
+    # The MAC key is derived from the KEK, not the KEK (the AES key) itself.
+    assert tag != hmac.new(old.secret, b"row", hashlib.sha256).digest()

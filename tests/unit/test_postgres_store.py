@@ -29,6 +29,7 @@ from agentrouter_auth.keys.postgres import (
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import Entry, KeyStoreError, State
 from agentrouter_auth.keys.stores import open_store, redacted
+from agentrouter_auth.keys.transfer import copy_keys
 from tests.keystores import PRIVATE, write_kek
 from tests.postgres import PostgresServer
 
@@ -244,6 +245,8 @@ def test_rekey_moves_every_private_key_to_the_first_kek(
         "SELECT kek_id FROM agentrouter_auth.keys WHERE private_jwk IS NOT NULL", dbname=_db(pg_dsn)
     )
     assert [bytes(row[0]) for row in rows] == [new_id, new_id]
+    macs = postgres.execute("SELECT mac_kek_id FROM agentrouter_auth.keys", dbname=_db(pg_dsn))
+    assert [bytes(row[0]) for row in macs] == [new_id] * 3  # every row re-MACed, the import too
     only_new = _store(pg_dsn, new_kek)
     after = {k.kid: k.key.export(private_key=k.key.has_private) for k in only_new.read().keys}
     assert after == before
@@ -495,3 +498,137 @@ def test_a_change_waits_for_the_rings_lock_only_so_long(pg_dsn: str, kek_file: P
         tx.add(key, Entry(key["kid"], "EdDSA", State.ACTIVE, T0, activated=T0))
     assert [k.kid for k in store.read().keys] == [key["kid"]]
     store.close()
+
+
+# -- the rows' integrity MAC ---------------------------------------------------------------------
+
+
+def _attacker_row(alg: str = "ES256") -> tuple[str, str]:
+    """An attacker's own key as an imported, published row: kid and public JWK (JSON)."""
+    key = generate_key(alg)
+    return key["kid"], key.export_public()
+
+
+_INSERT_BY_HAND = (
+    "INSERT INTO agentrouter_auth.keys (kid, alg, state, origin, created, public_jwk, mac_kek_id, "
+    "mac) VALUES (%s, 'ES256', 'published', 'imported', 1, %s, %s, %s)"
+)
+
+
+@pytest.mark.parametrize("mac", ["none", "forged"])
+def test_a_row_added_by_hand_is_never_published(
+    postgres: PostgresServer, store: PostgresStore, mac: str
+) -> None:
+    ring = KeyRing(store, Policy())
+    ring.init(["ES256"])
+    good = ring.load()
+    kid, public = _attacker_row()
+    forged = (store.envelope.sealing.id, bytes(32)) if mac == "forged" else (None, None)
+    postgres.execute(_INSERT_BY_HAND, [kid, public, *forged], dbname=_db(store.location))
+    reason = "has no integrity MAC" if mac == "none" else "integrity MAC does not verify"
+    with pytest.raises(KeyStoreError, match=f"key {kid}: the row('s)? {reason}") as failure:
+        store.read()
+    assert "\n" not in str(failure.value)
+    assert ring.refresh() is False
+    assert ring.snapshot() is good  # the last good set, without the attacker's key
+    assert kid.encode() not in ring.snapshot().json
+    assert not ring.status().healthy
+    with pytest.raises(KeyStoreError, match=f"key {kid}: "):
+        KeyRing(store, Policy()).load()  # a replica starting now serves nothing rather than it
+
+
+def _execute_together(dsn: str, *statements: str) -> None:
+    """Statements in one transaction, as a superuser would type them into psql."""
+    with psycopg.connect(dsn) as conn:
+        for statement in statements:
+            conn.execute(statement.encode())
+
+
+@pytest.mark.parametrize(
+    ("edit", "victim"),
+    [
+        # A retired key brought back to sign (the active one retired to make room).
+        (["UPDATE agentrouter_auth.keys SET state = 'retired', retired = 1 WHERE state = 'active'",
+          "UPDATE agentrouter_auth.keys SET state = 'active', retired = NULL "
+          "WHERE state = 'retired' AND retired <> 1"], "either"),
+        # A retired key aged so that it is deleted early (its tokens then fail to verify).
+        (["UPDATE agentrouter_auth.keys SET retired = retired - 31536000 "
+          "WHERE state = 'retired'"], "retired"),
+        # A pending key published for good, so it is never promoted nor deleted.
+        (["UPDATE agentrouter_auth.keys SET state = 'published' WHERE state = 'pending'"],
+         "pending"),
+        (["UPDATE agentrouter_auth.keys SET created = created + 1 WHERE state = 'active'"],
+         "active"),
+    ],
+)  # fmt: skip
+def test_a_state_or_time_edited_by_hand_is_refused(
+    store: PostgresStore, edit: list[str], victim: str
+) -> None:
+    keys = [generate_key("ES256") for _ in range(3)]
+    entries = [
+        Entry(keys[0]["kid"], "ES256", State.RETIRED, T0 - 20, activated=T0 - 20, retired=T0),
+        Entry(keys[1]["kid"], "ES256", State.ACTIVE, T0 - 10, activated=T0),
+        Entry(keys[2]["kid"], "ES256", State.PENDING, T0),
+    ]
+    with store.transaction() as tx:
+        for key, entry in zip(keys, entries, strict=True):
+            tx.add(key, entry)
+    by_state = {entry.state.value: entry.kid for entry in entries}
+    ring = KeyRing(store, Policy(), clock=lambda: T0)
+    good = ring.load()
+    _execute_together(store.location, *edit)
+    with pytest.raises(KeyStoreError, match="integrity MAC does not verify") as failure:
+        store.read()
+    kids = set(by_state.values()) if victim == "either" else {by_state[victim]}
+    assert any(str(failure.value).startswith(f"{store.description}: key {kid}: ") for kid in kids)
+    assert ring.refresh() is False
+    assert ring.snapshot() is good
+
+
+def test_a_row_copied_from_a_database_under_another_kek_is_refused(
+    postgres: PostgresServer, store: PostgresStore, tmp_path: Path
+) -> None:
+    KeyRing(store, Policy()).init(["ES256"])
+    other_dsn = postgres.create_database()
+    other = _store(other_dsn, write_kek(tmp_path / "other"))
+    imported = generate_key("EdDSA")
+    KeyRing(other, Policy()).import_key(imported)  # a public row: nothing sealed to fail first
+    other.close()
+    columns = (
+        "kid, alg, state, origin, created, activated, retired, public_jwk, private_jwk, kek_id, "
+        "mac_kek_id, mac"
+    )
+    (row,) = postgres.execute(f"SELECT {columns} FROM agentrouter_auth.keys", dbname=_db(other_dsn))
+    postgres.execute(
+        f"INSERT INTO agentrouter_auth.keys ({columns}) VALUES "
+        "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        [*row[:7], json.dumps(row[7]), *row[8:]],
+        dbname=_db(store.location),
+    )
+    with pytest.raises(
+        KeyStoreError, match=f"key {imported['kid']}: the row's integrity MAC MACed under KEK "
+        "[0-9a-f]{16}, which is not among the KEKs given"
+    ):  # fmt: skip
+        store.read()
+    postgres.drop_database(_db(other_dsn))
+
+
+def test_keys_copied_between_databases_are_sealed_and_maced_under_the_destinations_kek(
+    postgres: PostgresServer, store: PostgresStore, tmp_path: Path, key_pool: list[jwk.JWK]
+) -> None:
+    ring = KeyRing(store, Policy())
+    ring.init(["ES256", "EdDSA"])
+    ring.import_key(key_pool[0])
+    other_kek = write_kek(tmp_path / "other")
+    other_dsn = postgres.create_database()
+    other = _store(other_dsn, other_kek)
+    copy_keys(store, other)
+    other_id = read_kek(str(other_kek)).id
+    rows = postgres.execute(
+        "SELECT mac_kek_id, coalesce(kek_id, mac_kek_id) FROM agentrouter_auth.keys",
+        dbname=_db(other_dsn),
+    )
+    assert [tuple(bytes(v) for v in row) for row in rows] == [(other_id, other_id)] * 3
+    assert other.read().entries == store.read().entries
+    other.close()
+    postgres.drop_database(_db(other_dsn))

@@ -12,6 +12,11 @@ id of the KEK that sealed it (the first 8 bytes of the KEK's SHA-256), so openin
 
 The associated data binds a sealed value to its format version, its KEK, and the kid and alg of
 its key: a value copied to another key's row, or edited, fails to open.
+
+The same KEKs authenticate whole records (`mac`, `verify`): HMAC-SHA256 under a subkey derived
+from the KEK with HKDF and a label of its own (never the AES key itself), so that write access
+to where the records live is not enough to add, revive or age a key. The first KEK MACs; every
+one verifies.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEK_BYTES = 32
 KEK_ID_BYTES = 8
@@ -34,6 +41,8 @@ NONCE_BYTES = 12
 FORMAT = 1
 """The first byte of every sealed value: the layout `FORMAT || nonce || ciphertext+tag`."""
 _LABEL = "agentrouter-auth private JWK"
+_MAC_INFO = b"agentrouter-auth record MAC v1"
+"""HKDF info of the MAC subkey: a key of its own, never the AES key."""
 
 
 class KekError(ValueError):
@@ -101,6 +110,7 @@ class Envelope:
         self._by_id: dict[bytes, Kek] = {}
         for kek in self.keks:
             self._by_id.setdefault(kek.id, kek)
+        self._mac_keys = {kek_id: _mac_key(kek) for kek_id, kek in self._by_id.items()}
 
     @property
     def sealing(self) -> Kek:
@@ -133,6 +143,36 @@ class Envelope:
                 f"does not decrypt under KEK {kek.id.hex()} ({kek.path}): the value was edited, "
                 "or copied from another key's row"
             ) from None
+
+    def mac(self, message: bytes) -> tuple[bytes, bytes]:
+        """`(kek id, HMAC-SHA256 tag)` of `message` under the first KEK's MAC subkey."""
+        kek = self.sealing
+        return kek.id, _hmac(self._mac_keys[kek.id], message).finalize()
+
+    def verify(self, kek_id: bytes, message: bytes, tag: bytes) -> None:
+        """Return if `tag` is the MAC of `message` under KEK `kek_id`; EnvelopeError otherwise."""
+        kek = self._by_id.get(bytes(kek_id))
+        if kek is None:
+            known = ", ".join(k.id.hex() for k in self.keks)
+            raise EnvelopeError(
+                f"MACed under KEK {bytes(kek_id).hex()}, which is not among the KEKs given "
+                f"({known})"
+            )
+        try:
+            _hmac(self._mac_keys[kek.id], message).verify(bytes(tag))
+        except InvalidSignature:
+            raise EnvelopeError(f"does not verify under KEK {kek.id.hex()} ({kek.path})") from None
+
+
+def _mac_key(kek: Kek) -> bytes:
+    """The MAC subkey of `kek`: HKDF-SHA256 with its own label."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_MAC_INFO).derive(kek.secret)
+
+
+def _hmac(key: bytes, message: bytes) -> hmac.HMAC:
+    mac = hmac.HMAC(key, hashes.SHA256())
+    mac.update(message)
+    return mac
 
 
 def _associated(kek_id: bytes, kid: str, alg: str) -> bytes:

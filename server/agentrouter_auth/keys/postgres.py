@@ -5,8 +5,8 @@ every libpq parameter works, `passfile` and `sslmode` included). The schema live
 PostgreSQL schema, `agentrouter_auth`:
 
     keys               one row per key: kid (primary key), alg, state, origin, times, the public
-                       JWK, and the private JWK sealed under a key-encryption key (`kek`), or
-                       NULL for an imported public key
+                       JWK, the private JWK sealed under a key-encryption key (`kek`), or NULL
+                       for an imported public key, and the row's integrity MAC under a KEK
     ring               one row: `generation`, bumped once by every transaction that changes a key
                        (a trigger does it, so a change made by hand counts too), and `stamp`
     schema_migrations  the versions applied from `migrations/NNNN_name.sql`
@@ -14,10 +14,13 @@ PostgreSQL schema, `agentrouter_auth`:
 The store keeps the directory store's promises. Only what the rows say is loaded, and every row
 is checked as a key file is (kid is the thumbprint, alg matches, the private half belongs to the
 public one, no private member in the public JWK, legal states): a damaged row is a KeyStoreError
-naming its kid, and the ring keeps serving its last good set. A change is one database
-transaction under a transaction-scoped advisory lock that re-reads the rows first, so replicas,
-workers and the CLI never take the same lifecycle step twice. The commit notifies `CHANNEL` with
-the new generation; `fingerprint()` reads the generation, which is what the ring polls.
+naming its kid, and the ring keeps serving its last good set. Write access to the database is
+not enough to publish a key, revive one or age one: every row carries an HMAC under a KEK over
+all of its columns (`row_mac_message`), and a row whose MAC is missing or wrong is refused the
+same way. A change is one database transaction under a transaction-scoped advisory lock that
+re-reads the rows first, so replicas, workers and the CLI never take the same lifecycle step
+twice. The commit notifies `CHANNEL` with the new generation; `fingerprint()` reads the
+generation, which is what the ring polls.
 
 The database is touched only by `fingerprint()`, `read()`, `transaction()` (from the key ring's
 upkeep and the CLI), `migrate()` and `rekey()`; the request path serves the ring's snapshot.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -71,6 +75,8 @@ RING_LOCK = 0x6172_6175_7468_0002
 """Transaction advisory lock held by every transaction that may change the keys."""
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 """JWK members that hold secrets (RFC 7518 §6): never in the public column."""
+MAC_FORMAT = 1
+"""The version of the encoding a row's MAC covers (`row_mac_message`)."""
 DEFAULT_TIMEOUT = 5.0
 LOCK_TIMEOUT = 10.0
 """Seconds a change waits for the ring's lock before it gives up (and is retried later)."""
@@ -81,18 +87,21 @@ _SET_LOCAL = "SELECT set_config(%s, %s, true)"
 _MIGRATION_FILE = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")
 # The statements, written out (the schema name included) so that no SQL is built from strings.
 _SELECT_KEYS = (
-    "SELECT kid, alg, state, origin, created, activated, retired, public_jwk, private_jwk, kek_id "
-    "FROM agentrouter_auth.keys ORDER BY kid"
+    "SELECT kid, alg, state, origin, created, activated, retired, public_jwk, private_jwk, kek_id, "
+    "mac_kek_id, mac FROM agentrouter_auth.keys ORDER BY kid"
 )
 _INSERT_KEY = (
     "INSERT INTO agentrouter_auth.keys (kid, alg, state, origin, created, activated, retired, "
-    "public_jwk, private_jwk, kek_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "public_jwk, private_jwk, kek_id, mac_kek_id, mac) VALUES (%(kid)s, %(alg)s, %(state)s, "
+    "%(origin)s, %(created)s, %(activated)s, %(retired)s, %(public_jwk)s, %(private_jwk)s, "
+    "%(kek_id)s, %(mac_kek_id)s, %(mac)s)"
 )
-_UPDATE_ENTRY = (
-    "UPDATE agentrouter_auth.keys SET alg = %s, state = %s, origin = %s, created = %s, "
-    "activated = %s, retired = %s WHERE kid = %s"
+_UPDATE_KEY = (
+    "UPDATE agentrouter_auth.keys SET alg = %(alg)s, state = %(state)s, origin = %(origin)s, "
+    "created = %(created)s, activated = %(activated)s, retired = %(retired)s, "
+    "public_jwk = %(public_jwk)s, private_jwk = %(private_jwk)s, kek_id = %(kek_id)s, "
+    "mac_kek_id = %(mac_kek_id)s, mac = %(mac)s WHERE kid = %(kid)s"
 )
-_UPDATE_SEALED = "UPDATE agentrouter_auth.keys SET private_jwk = %s, kek_id = %s WHERE kid = %s"
 _DELETE_KEYS = "DELETE FROM agentrouter_auth.keys WHERE kid = ANY(%s)"
 _SELECT_RING = "SELECT generation, stamp FROM agentrouter_auth.ring"
 _HAS_MIGRATIONS = "SELECT to_regclass('agentrouter_auth.schema_migrations') IS NOT NULL"
@@ -173,6 +182,18 @@ def check_url(location: str, description: str) -> None:
     except psycopg.Error as err:
         reason = f"not a PostgreSQL URL libpq accepts: {_first_line(err)}"
         raise KeyStoreError(description, reason) from None
+
+
+def row_mac_message(columns: Sequence[Any]) -> bytes:
+    """What a row's MAC covers, canonically encoded (a JSON array; the public JWK with sorted
+    members) of `columns`, the first ten of `_SELECT_KEYS` (kid … kek_id): every column but the
+    MAC's own, the sealed private half by its KEK and SHA-256."""
+    kid, alg, state, origin, created, activated, retired, public, sealed, kek_id = columns
+    sealed_by = None if kek_id is None else bytes(kek_id).hex()
+    sealed_hash = None if sealed is None else hashlib.sha256(bytes(sealed)).hexdigest()
+    record = ["agentrouter-auth key row", MAC_FORMAT, kid, alg, state, origin, created,
+              activated, retired, public, sealed_by, sealed_hash]  # fmt: skip
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 class PostgresStore:
@@ -453,21 +474,18 @@ class PostgresStore:
             ) from err
 
     def rekey(self) -> tuple[int, int]:
-        """Seal every private key again under the first KEK, in one transaction under the
-        ring's lock; return (keys sealed, of which were under another KEK)."""
+        """Seal every private key again under the first KEK and MAC every row under it, in one
+        transaction under the ring's lock; return (keys sealed, of which were under another
+        KEK)."""
         sealing = self.envelope.sealing.id
         with self._session() as conn, conn.transaction():
             self._lock_ring(conn)
             rows = conn.execute(_SELECT_KEYS).fetchall()
             key_set = self._key_set(rows)  # every row opens and checks, or nothing changes
             moved = sum(1 for row in rows if row[9] is not None and bytes(row[9]) != sealing)
-            sealed = 0
             for stored in key_set.keys:
-                if stored.key.has_private:
-                    kek_id, value = self._seal(stored)
-                    conn.execute(_UPDATE_SEALED, [value, kek_id, stored.kid])
-                    sealed += 1
-        return sealed, moved
+                conn.execute(_UPDATE_KEY, self._row(stored))
+        return sum(1 for stored in key_set.keys if stored.key.has_private), moved
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -481,7 +499,7 @@ class PostgresStore:
 
     def _stored(self, row: tuple[Any, ...]) -> StoredKey:
         """A row as a checked key: every check a key file gets, and the envelope's."""
-        kid, alg, state, origin, created, activated, retired, public, sealed, kek_id = row
+        kid, alg, state, origin, created, activated, retired, public, sealed, kek_id = row[:10]
         record = {"kid": kid, "alg": alg, "state": state, "origin": origin, "created": created,
                   "activated": activated, "retired": retired}  # fmt: skip
         try:
@@ -505,8 +523,30 @@ class PostgresStore:
         if sealed is None:
             if entry.state is State.ACTIVE:
                 raise self._refuse(kid, "active key has no private half to sign with")
-            return StoredKey(entry, public_key)
-        return StoredKey(entry, self._private(entry, public_key, bytes(kek_id or b""), sealed))
+            key = public_key
+        else:
+            key = self._private(entry, public_key, bytes(kek_id or b""), sealed)
+        self._verify_mac(kid, row)
+        return StoredKey(entry, key)
+
+    def _verify_mac(self, kid: object, row: tuple[Any, ...]) -> None:
+        """Refuse a row whose MAC is missing or is not that of its values under a KEK given:
+        one written by hand, edited, or copied from a database under another KEK."""
+        mac_kek_id, mac = row[10], row[11]
+        if mac_kek_id is None or mac is None:
+            raise self._refuse(
+                kid,
+                "the row has no integrity MAC: it was not written by agentrouter-auth with the "
+                "KEK (added by hand?); refused",
+            )
+        try:
+            self.envelope.verify(bytes(mac_kek_id), row_mac_message(row[:10]), bytes(mac))
+        except EnvelopeError as err:
+            raise self._refuse(
+                kid,
+                f"the row's integrity MAC {err}: the row was edited, added by hand, or copied "
+                "from a database under another KEK; refused",
+            ) from err
 
     def _private(self, entry: Entry, public_key: jwk.JWK, kek_id: bytes, sealed: bytes) -> jwk.JWK:
         """The sealed private key of a row, opened and checked against its public JWK."""
@@ -540,9 +580,22 @@ class PostgresStore:
             raise self._refuse(kid, str(err)) from err
         return key
 
-    def _seal(self, stored: StoredKey) -> tuple[bytes, bytes]:
-        plaintext = stored.key.export(private_key=True).encode()
-        return self.envelope.seal(stored.kid, stored.entry.alg, plaintext)
+    def _row(self, stored: StoredKey) -> dict[str, Any]:
+        """The columns of a key's row: its private half sealed afresh, and the row's MAC."""
+        entry = stored.entry
+        sealed: tuple[bytes | None, bytes | None] = (None, None)
+        if stored.key.has_private:
+            plaintext = stored.key.export(private_key=True).encode()
+            sealed = self.envelope.seal(stored.kid, entry.alg, plaintext)
+        public = stored.key.export_public(as_dict=True)
+        values = (entry.kid, entry.alg, entry.state.value, entry.origin.value, entry.created,
+                  entry.activated, entry.retired, public, sealed[1], sealed[0])  # fmt: skip
+        mac_kek_id, mac = self.envelope.mac(row_mac_message(values))
+        names = ("kid", "alg", "state", "origin", "created", "activated", "retired")
+        columns: dict[str, Any] = dict(zip(names, values, strict=False))
+        columns.update(public_jwk=Jsonb(public), private_jwk=sealed[1], kek_id=sealed[0],
+                       mac_kek_id=mac_kek_id, mac=mac)  # fmt: skip
+        return columns
 
     def _apply(self, conn: psycopg.Connection[Any], tx: Transaction) -> None:
         """Deletions, then rows that do not sign, then signing ones (the unique index allows
@@ -559,23 +612,7 @@ class PostgresStore:
         writes = [after[kid] for kid in sorted(set(tx.added) | set(tx.updated)) if kid in after]
         writes.sort(key=lambda stored: stored.entry.state is State.ACTIVE)
         for stored in writes:
-            entry = stored.entry
-            if stored.kid in tx.added:
-                sealed: tuple[bytes | None, bytes | None] = (None, None)
-                if stored.key.has_private:
-                    sealed = self._seal(stored)
-                public = stored.key.export_public(as_dict=True)
-                conn.execute(
-                    _INSERT_KEY,
-                    [entry.kid, entry.alg, entry.state.value, entry.origin.value, entry.created,
-                     entry.activated, entry.retired, Jsonb(public), sealed[1], sealed[0]],
-                )  # fmt: skip
-            else:
-                conn.execute(
-                    _UPDATE_ENTRY,
-                    [entry.alg, entry.state.value, entry.origin.value, entry.created,
-                     entry.activated, entry.retired, entry.kid],
-                )  # fmt: skip
+            conn.execute(_INSERT_KEY if stored.kid in tx.added else _UPDATE_KEY, self._row(stored))
 
 
 class PostgresChangeFeed:

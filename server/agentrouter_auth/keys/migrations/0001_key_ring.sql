@@ -27,6 +27,12 @@ CREATE TABLE agentrouter_auth.keys (
     -- ciphertext and tag), and the id of that KEK; both NULL for an imported public key.
     private_jwk bytea,
     kek_id      bytea,
+    -- HMAC-SHA256 of every other column (see agentrouter_auth.keys.postgres.row_mac_message)
+    -- under a subkey of a KEK, and the id of that KEK. agentrouter-auth refuses a row whose MAC
+    -- is missing or wrong, so write access to this table does not publish or revive a key.
+    -- Nullable on purpose: the store, not a constraint, is what refuses a row without one.
+    mac_kek_id  bytea,
+    mac         bytea,
     CHECK ((private_jwk IS NULL) = (kek_id IS NULL))
 );
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ from agentrouter_auth.keys.postgres import (
 )
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import Entry, KeyStoreError, State
-from agentrouter_auth.keys.stores import open_store, redacted
+from agentrouter_auth.keys.stores import check_location, open_store, redacted
 from agentrouter_auth.keys.transfer import copy_keys
 from tests.keystores import PRIVATE, write_kek
 from tests.postgres import PostgresServer
@@ -632,3 +634,57 @@ def test_keys_copied_between_databases_are_sealed_and_maced_under_the_destinatio
     assert other.read().entries == store.read().entries
     other.close()
     postgres.drop_database(_db(other_dsn))
+
+
+# -- a password in a URL libpq cannot parse --------------------------------------------------------
+
+BAD_URLS = [
+    # libpq quotes the token it cannot parse: here, the password itself.
+    ("postgresql://postgres:Hid%zzDen42@127.0.0.1/db", ("Hid", "Den42")),
+    ("postgres://u:Hid%41%zzDen42@127.0.0.1:5432/db?sslmode=disable", ("Hid", "Den42")),
+    ("postgresql://u@127.0.0.1/db?password=pw%zzQuux9", ("pw%zz", "Quux9")),
+    ("postgresql://u@127.0.0.1/db?sslmode=require&sslpassword=pw%zzQuux9", ("pw%zz", "Quux9")),
+]
+
+
+@pytest.mark.parametrize(("location", "secrets"), BAD_URLS)
+def test_a_url_libpq_cannot_parse_is_refused_without_its_password(
+    kek_file: Path, location: str, secrets: tuple[str, ...]
+) -> None:
+    for attempt in (
+        lambda: check_location(location),
+        lambda: open_store(location, keks=[read_kek(str(kek_file))]),
+        lambda: PostgresStore(location, [read_kek(str(kek_file))], description="db"),
+    ):
+        with pytest.raises(KeyStoreError, match="invalid percent-encoded token") as failure:
+            attempt()
+        message = str(failure.value)
+        assert "\n" not in message
+        assert not [secret for secret in secrets if secret in message], message
+
+
+@pytest.mark.parametrize(("location", "secrets"), BAD_URLS[::2])
+def test_no_command_shows_the_password_of_a_url_libpq_cannot_parse(
+    tmp_path: Path, kek_file: Path, location: str, secrets: tuple[str, ...]
+) -> None:
+    keks = ["--kek-file", str(kek_file)]
+    directory = str(tmp_path / "keys")
+    commands = [
+        (["keys", "list", "--key-store", location, *keks], {}),
+        (["keys", "copy", "--key-store", directory, "--to", location, *keks], {}),
+        (["keys", "copy", "--key-store", directory, "--from", location, "--to", directory + "2",
+          *keks], {}),
+        (["serve", "--key-store", location, *keks], {}),
+        (["serve", *keks], {"AGENTROUTER_AUTH_KEY_STORE": location}),
+    ]  # fmt: skip
+    for argv, env in commands:
+        result = subprocess.run(
+            [sys.executable, "-m", "agentrouter_auth", *argv],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, **env}, cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode != 0, argv
+        assert "invalid percent-encoded token" in result.stderr, (argv, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, (argv, result.stderr)
+        shown = result.stdout + result.stderr
+        assert not [secret for secret in secrets if secret in shown], (argv, shown)

@@ -61,6 +61,7 @@ from agentrouter_auth.keys.store import (
     Transaction,
     check_one_active_per_alg,
 )
+from agentrouter_auth.keys.stores import scrub
 
 SCHEMES = ("postgresql", "postgres")
 SCHEMA = "agentrouter_auth"
@@ -180,7 +181,8 @@ def check_url(location: str, description: str) -> None:
     try:
         _libpq_parameters(location)
     except psycopg.Error as err:
-        reason = f"not a PostgreSQL URL libpq accepts: {_first_line(err)}"
+        # libpq quotes what it cannot parse, which may be the password (a bad %-escape in it).
+        reason = f"not a PostgreSQL URL libpq accepts: {scrub(location, _first_line(err))}"
         raise KeyStoreError(description, reason) from None
 
 
@@ -228,7 +230,6 @@ class PostgresStore:
         self.timeout = timeout
         self.lock_timeout = lock_timeout
         self.auto_migrate = auto_migrate
-        self._secrets = self._password_forms()
         self._pool: ConnectionPool | None = None
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
@@ -340,17 +341,11 @@ class PostgresStore:
             return f"cannot connect: {self._reason(err)}"
         return f"no database session within {self.timeout:g}s"
 
-    def _password_forms(self) -> tuple[str, ...]:
-        password = str(_libpq_parameters(self.location).get("password") or "")
-        raw = re.search(r"//[^/@]*?:([^/@]*)@", self.location)
-        return tuple(sorted({p for p in (password, raw[1] if raw else "") if p}, key=len))[::-1]
-
     def _reason(self, err: BaseException) -> str:
         """The first line of a driver error, any password in it replaced."""
         text = _first_line(err)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        password = str(_libpq_parameters(self.location).get("password") or "")
+        return scrub(self.location, text.replace(password, "***") if password else text)
 
     # -- schema --------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ path, so a directory whose name holds a colon still works.
 Another backend is one more entry in `BACKENDS`: a function that checks a location without
 touching the store (so a bad one is refused before anything starts) and returns how to open it,
 given the key-encryption keys (which a store that keeps private keys in the clear ignores).
-A location reaches messages and logs only through `redacted`, which hides passwords.
+A location reaches messages and logs only through `redacted`, which hides passwords, and a
+reason that may quote it (a driver's) only through `scrub`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, urlsplit
 
 from agentrouter_auth.keys.kek import Kek
 from agentrouter_auth.keys.store import DirectoryStore, KeyStore, KeyStoreError
@@ -99,6 +100,41 @@ def redacted(location: str) -> str:
                   for name, value in query]  # fmt: skip
         parts = parts._replace(query=urlencode(hidden, safe="*/:", quote_via=quote))
     return parts.geturl()
+
+
+_USERINFO = (
+    re.compile(r"[^:/?#]*://([^/?#]*)@"),  # as a URL parser reads it
+    re.compile(r"[^:/?#]*://(.*?)@"),  # a password with a raw '/', '?' or '#' in it …
+    re.compile(r"[^:/?#]*://(.*)@"),  # … or a raw '@'
+)
+_PASSWORD_PARAMETER = re.compile(r"(?i)(?:^|[?&\s])(?:ssl)?password\s*=\s*([^&\s#]*)")
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+def _passwords(location: str) -> set[str]:
+    """Every form a password of `location` may take in a message, however the location may
+    be parsed: the user part's password (each way that part may end) and `password` or
+    `sslpassword` parameters, as written and percent-decoded."""
+    written = {m[1].partition(":")[2] for pattern in _USERINFO if (m := pattern.match(location))}
+    written.update(match[1] for match in _PASSWORD_PARAMETER.finditer(location))
+    return {form for raw in written for form in (raw, unquote(raw), unquote_plus(raw)) if form}
+
+
+def scrub(location: str, text: str) -> str:
+    """`text`, a message about `location`, with its passwords hidden: every form of them, and
+    every quoted token that overlaps one (libpq quotes the token it cannot parse, which may be
+    part of a password: `invalid percent-encoded token: "Secr%zz"`)."""
+    passwords = _passwords(location)
+
+    def overlapping(match: re.Match[str]) -> str:
+        token = match[1]
+        hidden = any(token in password or password in token for password in passwords)
+        return '"***"' if hidden else match[0]
+
+    text = _QUOTED.sub(overlapping, text)
+    for password in sorted(passwords, key=len, reverse=True):
+        text = text.replace(password, "***")
+    return text
 
 
 def _backend(location: str) -> Backend:

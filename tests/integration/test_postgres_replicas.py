@@ -37,10 +37,10 @@ import pytest
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess
 
-DURATION = 45.0
-"""Seconds of rotation under observation: a new key signs about every 4.1 s, so about eleven
-rotations, each key created, promoted, retired and deleted (the test takes about a minute in
-all, starting and stopping the servers included; 20 s of CPU)."""
+DURATION = 60.0
+"""Seconds of rotation under observation, the minute the issue asks for: a new key signs about
+every 4.1 s, so about fourteen rotations, each key created, promoted, retired and deleted (the
+test takes about 70 s in all, starting and stopping the servers included; ~25 s of CPU)."""
 REPLICAS = 3
 WINDOW = 1.0
 """How long a change may take to reach every replica's answers (the issue's "within a second")."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from agentrouter_auth.keys.postgres import (
     PostgresStore,
     latest_version,
     migrations,
+    row_mac_message,
 )
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import Entry, KeyStoreError, State
@@ -688,3 +690,58 @@ def test_no_command_shows_the_password_of_a_url_libpq_cannot_parse(
         assert len(result.stderr.strip().splitlines()) == 1, (argv, result.stderr)
         shown = result.stdout + result.stderr
         assert not [secret for secret in secrets if secret in shown], (argv, shown)
+
+
+# -- a signing state without a private half ------------------------------------------------------
+
+
+def test_no_change_writes_a_pending_or_active_key_without_its_private_half(
+    store: PostgresStore,
+) -> None:
+    """Else the store writes a state it then refuses to read: a public-only pending key is
+    promoted, and every replica's reads and steps fail from then on."""
+    ring = KeyRing(store, Policy(), clock=lambda: T0)
+    ring.init(["ES256"])
+    imported = generate_key("ES256")
+    ring.import_key(imported)
+    before, generation = store.read().entries, store.generation()
+    public = jwk.JWK(**json.loads(imported.export_public()))
+    other = generate_key("ES256")
+    other_public = jwk.JWK(**json.loads(other.export_public()))
+    refused = "key {}: {} key has no private half to sign with; nothing was written"
+    with pytest.raises(
+        KeyStoreError, match=refused.format(other["kid"], "pending")
+    ), store.transaction() as tx:  # fmt: skip
+        tx.add(other_public, Entry(other["kid"], "ES256", State.PENDING, T0))
+    active = store.read().active("ES256")
+    assert active is not None
+    entry = next(e for e in before if e.kid == imported["kid"])
+    with pytest.raises(
+        KeyStoreError, match=refused.format(public["kid"], "active")
+    ), store.transaction() as tx:  # fmt: skip
+        tx.update(replace(active.entry, state=State.RETIRED, retired=T0))
+        tx.update(replace(entry, state=State.ACTIVE, activated=T0))
+    assert store.read().entries == before  # nothing was written
+    assert store.generation() == generation
+
+
+def test_a_pending_row_without_a_private_half_is_refused_when_read(
+    postgres: PostgresServer, store: PostgresStore
+) -> None:
+    """A row an earlier version could write (its MAC is good): refused at once, naming it,
+    rather than loaded, promoted, and then refused by every read."""
+    KeyRing(store, Policy()).init(["ES256"])
+    key = generate_key("ES256")
+    public = json.loads(key.export_public())
+    columns = [key["kid"], "ES256", "pending", "generated", T0, None, None, public, None, None]
+    mac_kek_id, mac = store.envelope.mac(row_mac_message(columns))
+    postgres.execute(
+        "INSERT INTO agentrouter_auth.keys (kid, alg, state, origin, created, public_jwk, "
+        "mac_kek_id, mac) VALUES (%s, 'ES256', 'pending', 'generated', %s, %s, %s, %s)",
+        [key["kid"], T0, json.dumps(public), mac_kek_id, mac],
+        dbname=_db(store.location),
+    )
+    with pytest.raises(
+        KeyStoreError, match=f"key {key['kid']}: pending key has no private half to sign with"
+    ):
+        store.read()

@@ -76,6 +76,8 @@ RING_LOCK = 0x6172_6175_7468_0002
 """Transaction advisory lock held by every transaction that may change the keys."""
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 """JWK members that hold secrets (RFC 7518 §6): never in the public column."""
+SIGNING_STATES = frozenset({State.PENDING, State.ACTIVE})
+"""States whose key signs, or will once promoted: such a row must hold its private half."""
 MAC_FORMAT = 1
 """The version of the encoding a row's MAC covers (`row_mac_message`)."""
 DEFAULT_TIMEOUT = 5.0
@@ -516,8 +518,8 @@ class PostgresStore:
         if public_key.get("alg") != entry.alg:
             raise self._refuse(kid, f"alg {public_key.get('alg')} but the row says {entry.alg}")
         if sealed is None:
-            if entry.state is State.ACTIVE:
-                raise self._refuse(kid, "active key has no private half to sign with")
+            if entry.state in SIGNING_STATES:
+                raise self._refuse(kid, f"{entry.state.value} key has no private half to sign with")
             key = public_key
         else:
             key = self._private(entry, public_key, bytes(kek_id or b""), sealed)
@@ -599,6 +601,13 @@ class PostgresStore:
             return
         result = tx.result()
         check_one_active_per_alg(result, self.description)
+        for stored in result.keys:  # a state that every read would refuse is never written
+            if stored.entry.state in SIGNING_STATES and not stored.key.has_private:
+                raise self._refuse(
+                    stored.kid,
+                    f"{stored.entry.state.value} key has no private half to sign with; "
+                    "nothing was written",
+                )
         before = {stored.kid for stored in tx.current.keys}
         after = {stored.kid: stored for stored in result.keys}
         gone = sorted((before - set(after)) | (before & set(tx.added)))

@@ -745,3 +745,32 @@ def test_a_pending_row_without_a_private_half_is_refused_when_read(
         KeyStoreError, match=f"key {key['kid']}: pending key has no private half to sign with"
     ):
         store.read()
+
+
+# -- the ring row --------------------------------------------------------------------------------
+
+
+def test_a_deleted_ring_row_is_an_error_until_the_next_change_makes_it_again(
+    postgres: PostgresServer, store: PostgresStore
+) -> None:
+    ring = KeyRing(store, Policy())
+    ring.init(["ES256"])
+    good = ring.load()
+    assert ring.status().healthy
+    postgres.execute("DELETE FROM agentrouter_auth.ring", dbname=_db(store.location))
+    with pytest.raises(KeyStoreError, match="the row of agentrouter_auth.ring is missing"):
+        store.read()
+    assert ring.refresh() is False
+    assert ring.snapshot() is good
+    assert not ring.status().healthy  # health says so, rather than serving a frozen set
+    listener = psycopg.connect(store.location, **store.connection_parameters())
+    listener.execute(f"LISTEN {CHANNEL}")
+    other = _store(store.location, *[Path(kek.path) for kek in store.envelope.keks])
+    KeyRing(other, Policy()).rotate()  # another replica's change: the trigger makes the row again
+    assert [n.payload for n in listener.notifies(timeout=2, stop_after=1)] == ["1"]
+    listener.close()
+    other.close()
+    assert store.generation() == 1
+    assert ring.refresh() is True  # the change is seen
+    assert ring.status().healthy
+    assert len(store.read().keys) == 2

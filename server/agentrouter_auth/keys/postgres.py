@@ -422,7 +422,7 @@ class PostgresStore:
         except KeyStoreError as err:
             return ("unreachable", err.reason)
         if row is None:
-            return ("unreachable", "the ring row is missing")
+            return ("missing",)  # read() says so; the next change to a key makes it again
         return ("generation", int(row[0]), str(row[1]))
 
     def generation(self) -> int:
@@ -430,14 +430,26 @@ class PostgresStore:
         with self._session() as conn:
             row = conn.execute(_SELECT_RING).fetchone()
         if row is None:
-            raise KeyStoreError(self.description, "the ring row is missing")
+            raise self._ring_missing()
         return int(row[0])
 
     def read(self) -> KeySet:
-        """Every row, checked; KeyStoreError naming the first bad kid."""
+        """Every row, checked; KeyStoreError naming the first bad kid, or saying that the ring
+        row is missing (then no change would be noticed: nothing bumps the generation)."""
         with self._session() as conn:
             rows = conn.execute(_SELECT_KEYS).fetchall()
+            ring = conn.execute(_SELECT_RING).fetchone()
+        if ring is None:
+            raise self._ring_missing()
         return self._key_set(rows)
+
+    def _ring_missing(self) -> KeyStoreError:
+        return KeyStoreError(
+            self.description,
+            "the row of agentrouter_auth.ring is missing (deleted by hand?), so replicas cannot "
+            "see changes: the next change to a key makes it again, or run "
+            "`INSERT INTO agentrouter_auth.ring DEFAULT VALUES`",
+        )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:

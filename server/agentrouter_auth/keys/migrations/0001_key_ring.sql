@@ -53,15 +53,17 @@ INSERT INTO agentrouter_auth.ring DEFAULT VALUES;
 
 -- Any change to the keys, by agentrouter-auth or by hand, bumps the generation once per
 -- transaction and notifies the channel agentrouter_auth_keys with the new generation; the
--- notification is delivered when (and only if) the transaction commits.
+-- notification is delivered when (and only if) the transaction commits. A ring row deleted by
+-- hand is made again (its new stamp tells it apart from the one it replaces).
 CREATE FUNCTION agentrouter_auth.keys_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     bumped bigint;
 BEGIN
-    UPDATE agentrouter_auth.ring
-       SET generation = generation + 1, stamp = gen_random_uuid(), xact = txid_current()
-     WHERE xact IS DISTINCT FROM txid_current()
+    INSERT INTO agentrouter_auth.ring AS ring (generation, xact) VALUES (1, txid_current())
+    ON CONFLICT (one) DO UPDATE
+       SET generation = ring.generation + 1, stamp = gen_random_uuid(), xact = txid_current()
+     WHERE ring.xact IS DISTINCT FROM txid_current()
     RETURNING generation INTO bumped;
     IF bumped IS NOT NULL THEN
         PERFORM pg_notify('agentrouter_auth_keys', bumped::text);

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -774,3 +775,52 @@ def test_a_deleted_ring_row_is_an_error_until_the_next_change_makes_it_again(
     assert ring.refresh() is True  # the change is seen
     assert ring.status().healthy
     assert len(store.read().keys) == 2
+
+
+# -- sessions that stop answering ----------------------------------------------------------------
+
+
+def test_connections_keep_alive_and_bound_statements_unless_the_url_says_otherwise(
+    pg_dsn: str, kek_file: Path
+) -> None:
+    parameters = _store(pg_dsn, kek_file).connection_parameters()
+    assert parameters["keepalives"] == 1
+    assert parameters["tcp_user_timeout"] > 0
+    assert parameters["options"] == "-c statement_timeout=30000"
+    given = _store(
+        pg_dsn + "?keepalives_idle=99&options=-c%20search_path%3Dx", kek_file
+    ).connection_parameters()
+    assert "keepalives_idle" not in given  # the URL's own stands
+    assert given["options"] == "-c search_path=x -c statement_timeout=30000"
+    with psycopg.connect(pg_dsn, **parameters) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("30s",)
+
+
+def test_a_backend_that_stops_answering_does_not_hold_the_poll(
+    postgres: PostgresServer, pg_dsn: str, kek_file: Path
+) -> None:
+    store = _store(pg_dsn, kek_file, timeout=1.0)
+    KeyRing(store, Policy()).init(["ES256"])
+    healthy = store.fingerprint()
+    pids = [row[0] for row in postgres.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+        [_db(pg_dsn), "agentrouter-auth"],
+    )]  # fmt: skip
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    found: list[object] = []
+    poll = threading.Thread(target=lambda: found.append(store.fingerprint()), daemon=True)
+    try:
+        poll.start()
+        poll.join(timeout=8)  # bounded: no hang on the stopped sessions
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert found, "fingerprint() still waits on a stopped backend"
+    poll.join(timeout=30)
+    assert found[0] == healthy or (isinstance(found[0], tuple) and found[0][0] == "unreachable")
+    if found[0] != healthy:
+        assert "within 1s" in str(found[0])
+    assert store.fingerprint() == healthy
+    store.close()

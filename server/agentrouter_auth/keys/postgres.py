@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,13 @@ LOCK_TIMEOUT = 10.0
 IDLE_TRANSACTION_TIMEOUT = 60.0
 """Seconds a changing transaction may sit idle before the server ends it and frees the lock (a
 step's slowest part, an RSA key's generation, takes a few seconds at most)."""
+STATEMENT_TIMEOUT = 30.0
+"""Seconds the server lets one statement run (`statement_timeout`, unless the URL sets it):
+longer than any lock wait, far longer than any statement the store makes."""
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
+"""TCP keepalives and the longest unacknowledged send (ms), unless the URL sets them: a
+session whose peer vanished (a half-open connection) fails in about half a minute, not hours."""
 _SET_LOCAL = "SELECT set_config(%s, %s, true)"
 _MIGRATION_FILE = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")
 # The statements, written out (the schema name included) so that no SQL is built from strings.
@@ -252,6 +260,11 @@ class PostgresStore:
         for a session of one's own (a LISTEN connection)."""
         given = _libpq_parameters(self.location)
         extra: dict[str, Any] = {"autocommit": True}
+        extra.update({name: value for name, value in KEEPALIVES.items() if name not in given})
+        options = str(given.get("options") or "")
+        if "statement_timeout" not in options:
+            timeout = f"-c statement_timeout={round(STATEMENT_TIMEOUT * 1000)}"
+            extra["options"] = f"{options} {timeout}".strip()
         if "connect_timeout" not in given:
             extra["connect_timeout"] = max(1, round(self.timeout))
         if "application_name" not in given:
@@ -289,7 +302,7 @@ class PostgresStore:
                     kwargs=self.connection_parameters(),
                     open=False,
                     timeout=self.timeout,
-                    check=ConnectionPool.check_connection,
+                    check=self._check,
                     name="agentrouter-auth-keys",
                 )
                 self._pool.open(wait=False)
@@ -320,6 +333,44 @@ class PostgresStore:
         except psycopg.Error as err:
             error = KeyStoreUnavailableError if unavailable(err) else KeyStoreError
             raise error(self.description, self._reason(err)) from err
+
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check of a session before handing it out, bounded by `_deadline`."""
+        with self._deadline(conn):
+            ConnectionPool.check_connection(conn)
+
+    @contextlib.contextmanager
+    def _deadline(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
+        """Cut the session if what runs inside takes over `timeout`: a backend that stopped
+        answering while its host's TCP still does (a stopped process, a frozen VM) is noticed
+        by neither keepalives nor statement_timeout, and would hold the ring's upkeep for good.
+        Raises KeyStoreUnavailableError when it cut."""
+        sock = socket.socket(fileno=os.dup(conn.fileno()))  # the same socket, our own fd
+        guard = threading.Lock()
+        state = {"cut": False, "done": False}
+
+        def expire() -> None:
+            with guard:
+                if not state["done"]:
+                    state["cut"] = True
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(self.timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except psycopg.Error as err:
+            if state["cut"]:
+                reason = f"the database did not answer within {self.timeout:g}s"
+                raise KeyStoreUnavailableError(self.description, reason) from err
+            raise
+        finally:
+            timer.cancel()
+            with guard:
+                state["done"] = True
+                sock.close()
 
     def _discard(self, pool: ConnectionPool | None) -> None:
         """Forget a pool that gave no session in time; the next use opens another.
@@ -417,7 +468,7 @@ class PostgresStore:
         """The ring row's generation and stamp: one primary-key read. Never raises: a store
         that cannot be read gives a value naming why, which changes when it recovers."""
         try:
-            with self._session(prepare=not self._schema_ready) as conn:
+            with self._session(prepare=not self._schema_ready) as conn, self._deadline(conn):
                 row = conn.execute(_SELECT_RING).fetchone()
         except KeyStoreError as err:
             return ("unreachable", err.reason)
@@ -436,7 +487,7 @@ class PostgresStore:
     def read(self) -> KeySet:
         """Every row, checked; KeyStoreError naming the first bad kid, or saying that the ring
         row is missing (then no change would be noticed: nothing bumps the generation)."""
-        with self._session() as conn:
+        with self._session() as conn, self._deadline(conn):
             rows = conn.execute(_SELECT_KEYS).fetchall()
             ring = conn.execute(_SELECT_RING).fetchone()
         if ring is None:

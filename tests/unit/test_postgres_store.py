@@ -25,6 +25,7 @@ from agentrouter_auth.keys.material import generate_key
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.postgres import (
     CHANNEL,
+    MIGRATION_LOCK,
     RING_LOCK,
     PostgresStore,
     latest_version,
@@ -823,4 +824,28 @@ def test_a_backend_that_stops_answering_does_not_hold_the_poll(
     if found[0] != healthy:
         assert "within 1s" in str(found[0])
     assert store.fingerprint() == healthy
+    store.close()
+
+
+def test_a_migration_waits_for_another_ones_lock_only_so_long(pg_dsn: str, kek_file: Path) -> None:
+    store = _store(pg_dsn, kek_file, migration_lock_timeout=0.5)
+    with psycopg.connect(pg_dsn, autocommit=True) as holder:  # a migration that never ends
+        holder.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+        result: list[BaseException] = []
+
+        def migrate() -> None:
+            try:
+                store.migrate()
+            except KeyStoreError as err:
+                result.append(err)
+
+        attempt = threading.Thread(target=migrate, daemon=True)
+        attempt.start()
+        attempt.join(timeout=10)
+        holder.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+    attempt.join(timeout=30)
+    assert result, "the migration waited for the lock beyond its timeout"
+    assert "migrating the schema for over 0.5s" in str(result[0])
+    assert "\n" not in str(result[0])
+    assert [m.version for m in store.migrate()] == [m.version for m in migrations()]
     store.close()

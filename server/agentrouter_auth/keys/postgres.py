@@ -83,6 +83,8 @@ MAC_FORMAT = 1
 """The version of the encoding a row's MAC covers (`row_mac_message`)."""
 DEFAULT_TIMEOUT = 5.0
 LOCK_TIMEOUT = 10.0
+MIGRATION_LOCK_TIMEOUT = 30.0
+"""Seconds a migration waits for another process's to finish before it gives up."""
 """Seconds a change waits for the ring's lock before it gives up (and is retried later)."""
 IDLE_TRANSACTION_TIMEOUT = 60.0
 """Seconds a changing transaction may sit idle before the server ends it and frees the lock (a
@@ -220,12 +222,13 @@ class PostgresStore:
         timeout: float = DEFAULT_TIMEOUT,
         auto_migrate: bool = True,
         lock_timeout: float = LOCK_TIMEOUT,
+        migration_lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
     ) -> None:
         """`location` is the libpq URL (with any password), `description` the same without it.
 
         `timeout` bounds the wait for a connection (from the pool, or a new one); with
         `auto_migrate` the first use applies any migration the database lacks; `lock_timeout`
-        bounds a change's wait for the ring's lock.
+        bounds a change's wait for the ring's lock, `migration_lock_timeout` a migration's.
         """
         self.location = location
         self._description = description
@@ -239,6 +242,7 @@ class PostgresStore:
         self.envelope = Envelope(keks)
         self.timeout = timeout
         self.lock_timeout = lock_timeout
+        self.migration_lock_timeout = migration_lock_timeout
         self.auto_migrate = auto_migrate
         self._pool: ConnectionPool | None = None
         self._pool_pid = 0
@@ -445,7 +449,18 @@ class PostgresStore:
             return self._version(conn)
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> list[Migration]:
-        conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+        wait = f"{round(self.migration_lock_timeout * 1000)}ms"
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", [wait])
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+        except psycopg.errors.LockNotAvailable as err:
+            raise KeyStoreError(
+                self.description,
+                f"another session has been migrating the schema for over "
+                f"{self.migration_lock_timeout:g}s (or holds its lock): try again later",
+            ) from err
+        finally:
+            conn.execute("RESET lock_timeout")
         try:
             version = self._version(conn)  # again, under the lock
             self._refuse_newer(version)

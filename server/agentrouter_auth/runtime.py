@@ -41,6 +41,7 @@ class Runtime:
         self.grpc: GrpcServer | None = None
         self.draining = False
         self._upkeep: asyncio.Task[None] | None = None
+        self._supervisor: int | None = None
 
     async def start(self) -> None:
         """Start the gRPC listener and the upkeep task."""
@@ -49,6 +50,7 @@ class Runtime:
             # worker that stopped on it before its supervisor did would look like a crash to
             # respawn. The supervisor stops its workers (SIGTERM) itself.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._supervisor = os.getppid()
         self.grpc = await start_grpc_server(
             self.service,
             self.config.grpc_addr.host,
@@ -119,6 +121,7 @@ class Runtime:
                     delay = min(delay, FIRST_LOAD_RETRY_SECONDS * 2**attempts)
                     attempts += 1
                 await (asyncio.sleep(delay) if feed is None else feed.wait(delay))
+                self._stop_if_orphaned()
                 if self.config.auto_rotate and loaded and self.ring.due():
                     last_error = await self._take_due_steps(last_error)
                 self.recorder.flush()
@@ -134,6 +137,18 @@ class Runtime:
         finally:
             if feed is not None:
                 await feed.close()
+
+    def _stop_if_orphaned(self) -> None:
+        """A worker whose supervisor died (SIGKILL, OOM) drains and exits: nothing else would
+        tell it, and it would hold its ports and serve on, unsupervised, for ever."""
+        if self._supervisor is not None and os.getppid() != self._supervisor:
+            log.error(
+                "the supervisor (pid %s) is gone: stopping this worker",
+                self._supervisor,
+                extra={"event": "supervisor_gone", "pid": os.getpid()},
+            )
+            self._supervisor = None
+            os.kill(os.getpid(), signal.SIGTERM)  # granian's own graceful stop
 
     async def _take_due_steps(self, last_error: str) -> str:
         """Apply the due lifecycle steps; log a failure once until it changes. Returns the

@@ -105,3 +105,38 @@ def test_ctrl_c_on_the_whole_group_stops_cleanly_and_is_no_crash(tmp_path: Path)
             server.returncode = 0
             lines = server.drain()
             assert not [line for line in lines if "Unexpected exit" in line or "Respawning" in line]
+
+
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) leaves a supervisor no chance to stop its workers: they
+    notice within a reload interval and drain, rather than serve on unsupervised."""
+    KeyRing(DirectoryStore(tmp_path), Policy()).init(["ES256"])
+    argv = serve_argv(tmp_path, "--workers", "2", "--reload-interval", "200ms")
+    with ServerProcess(argv) as server:
+        pids = worker_pids(server.base_url)
+        assert len(pids) == 2
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        alive = set(pids)
+        try:
+            while alive and time.monotonic() < deadline:
+                alive = {pid for pid in alive if _running(pid)}
+                time.sleep(0.1)
+        finally:
+            for pid in alive:  # never leave them behind, even when the test fails
+                os.kill(pid, signal.SIGKILL)
+        assert not alive, f"workers {alive} outlived their supervisor"
+        with pytest.raises(httpx.TransportError):
+            httpx.get(server.base_url + "/healthz", timeout=2)
+        gone = [e for e in server.events("supervisor_gone") if e["pid"] in pids]
+        assert {e["pid"] for e in gone} == pids
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not: it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

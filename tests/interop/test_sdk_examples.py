@@ -10,6 +10,7 @@ must print every key id the server publishes.
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,9 @@ from .readme import snippets
 
 pytestmark = pytest.mark.integration
 EXAMPLES = REPO / "sdk" / "examples"
+# Ours beside the documentation's files: the lock files that pin what the examples' tests
+# install (the documentation ships none; a user resolves them with `go mod tidy`/`npm install`).
+LOCKS = {"go": "go.sum", "typescript": "package-lock.json"}
 DOCUMENTATION = REPO.parent / "shared" / "seed_examples"  # beside a checkout, when present
 API_KEY = "sk-agentrouter-example-key"
 
@@ -83,7 +87,8 @@ def test_the_examples_are_the_documentations() -> None:
             assert (EXAMPLES / language / name).read_bytes() == (
                 DOCUMENTATION / language / name
             ).read_bytes(), f"{language}/{name}"
-        assert sorted(p.name for p in (EXAMPLES / language).iterdir()) == names
+        ours = {p.name for p in (EXAMPLES / language).iterdir()} - {LOCKS.get(language)}
+        assert sorted(ours) == names
 
 
 README_EXAMPLES = {
@@ -163,6 +168,8 @@ def test_the_go_example(
     printed = shell("go mod tidy && go run .", folder, server)
     for kid in served_kids(server):
         assert f'kid:"{kid}"' in printed.replace(" ", "")
+    # The committed go.sum is complete: tidy added nothing (and verified every hash in it).
+    assert (folder / "go.sum").read_text() == (EXAMPLES / "go" / "go.sum").read_text()
     (folder / "errors").mkdir()
     (folder / "errors" / "main.go").write_text(snippets()["go-sdk-errors"] + "\n")
     failed = shell("go mod tidy && go run ./errors", folder, f"{peer.url}/fail/not_found")
@@ -182,8 +189,18 @@ def test_the_typescript_example(
     )
     for kid in served_kids(server):
         assert f"kid: '{kid}'" in printed
+    # npm installed what the committed lock pins, and had nothing to add to it.
+    assert _locked(folder / "package-lock.json") == _locked(
+        EXAMPLES / "typescript" / LOCKS["typescript"]
+    )
     (folder / "errors.ts").write_text(snippets()["ts-sdk-errors"])
     failed = shell(
         "npx tsx errors.ts", folder, f"{peer.url}/fail/unavailable", npm_config_yes="true"
     )
     assert failed == "Unavailable forced unavailable\n"
+
+
+def _locked(lock: Path) -> dict[str, str | None]:
+    """Each package of a package-lock.json and the version it pins."""
+    packages: dict[str, dict[str, str]] = json.loads(lock.read_text())["packages"]
+    return {name: entry.get("version") for name, entry in packages.items()}

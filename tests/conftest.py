@@ -11,7 +11,8 @@ import pytest
 from jwcrypto import jwk
 
 from agentrouter_auth.keys.material import generate_key
-from agentrouter_auth.keys.store import DirectoryStore, Entry, State
+from agentrouter_auth.keys.store import DirectoryStore
+from tests import keystores
 from tests.keystores import KINDS, StoreFactory, write_kek
 from tests.postgres import PostgresServer
 
@@ -29,19 +30,12 @@ def key_pool() -> list[jwk.JWK]:
 def seed_store() -> Seeder:
     """Write keys into a directory store: the first of each algorithm active, others pending."""
 
-    def seed(path: Path, keys: Sequence[jwk.JWK], created: int = 1_000_000) -> DirectoryStore:
-        store = DirectoryStore(path)
-        with store.transaction() as tx:
-            active = {k.entry.alg for k in tx.current.keys if k.entry.state is State.ACTIVE}
-            for key in keys:
-                alg = key["alg"]
-                state = State.PENDING if alg in active else State.ACTIVE
-                active.add(alg)
-                activated = created if state is State.ACTIVE else None
-                tx.add(key, Entry(key["kid"], alg, state, created, activated=activated))
-        return store
+    def seed_directory(
+        path: Path, keys: Sequence[jwk.JWK], created: int = 1_000_000
+    ) -> DirectoryStore:
+        return keystores.seed(DirectoryStore(path), keys, created)
 
-    return seed
+    return seed_directory
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jwcrypto import jwk
 
@@ -27,6 +27,23 @@ def write_kek(path: Path, mode: int = 0o600) -> Path:
     path.write_text(new_kek_text())
     path.chmod(mode)
     return path
+
+
+S = TypeVar("S", bound=KeyStore)
+
+
+def seed(store: S, keys: Sequence[jwk.JWK], created: int = 1_000_000) -> S:
+    """Add keys to `store`: the first of each algorithm active (unless one is), the others
+    pending."""
+    with store.transaction() as tx:
+        active = {k.entry.alg for k in tx.current.keys if k.entry.state is State.ACTIVE}
+        for key in keys:
+            alg = key["alg"]
+            state = State.PENDING if alg in active else State.ACTIVE
+            active.add(alg)
+            activated = created if state is State.ACTIVE else None
+            tx.add(key, Entry(key["kid"], alg, state, created, activated=activated))
+    return store
 
 
 class StoreFactory:
@@ -107,16 +124,7 @@ class StoreFactory:
 
     def seed(self, keys: Sequence[jwk.JWK], created: int = 1_000_000) -> KeyStore:
         """Add keys: the first of each algorithm active (unless one is), the others pending."""
-        store = self()
-        with store.transaction() as tx:
-            active = {k.entry.alg for k in tx.current.keys if k.entry.state is State.ACTIVE}
-            for key in keys:
-                alg = key["alg"]
-                state = State.PENDING if alg in active else State.ACTIVE
-                active.add(alg)
-                activated = created if state is State.ACTIVE else None
-                tx.add(key, Entry(key["kid"], alg, state, created, activated=activated))
-        return store
+        return seed(self(), keys, created)
 
     def where(self, kid: str) -> str:
         """How a refusal names the key `kid`: its file, or its row."""

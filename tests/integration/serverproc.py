@@ -15,10 +15,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -228,3 +228,17 @@ def grpc_listener(snapshot: Snapshot, limits: GrpcLimits | None = None) -> Itera
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
+
+
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T], accept: Callable[[T], bool], within: float = 15) -> T:
+    """Poll `probe` until `accept` holds or `within` seconds pass; return the last value (a
+    bounded wait for something the server must do, asserted by the caller)."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if accept(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)

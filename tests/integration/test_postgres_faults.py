@@ -12,10 +12,9 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import httpx
@@ -29,11 +28,10 @@ from agentrouter_auth.grpc_server import KEYRING_HEALTH_NAME
 from agentrouter_auth.keys.postgres import APPLICATION_NAME, CHANNEL, RING_LOCK
 from tests.postgres import PostgresServer
 
-from .serverproc import ServerProcess
+from .serverproc import ServerProcess, eventually
 from .test_postgres_serve import cli, serve
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 JWKS = "/.well-known/jwks.json"
 CONNECT = "/agentrouter.auth.v1.AuthService/GetJWKS"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -44,17 +42,6 @@ OUTAGE = 17.5
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def eventually(probe: Callable[[], T], accept: Callable[[T], bool], within: float = 15) -> T:
-    """Poll `probe` until `accept` holds or `within` seconds pass; return the last value (a
-    bounded wait for something the server must do, asserted by the caller)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if accept(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def database(dsn: str) -> str:

@@ -6,9 +6,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import httpx
@@ -21,11 +19,10 @@ from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter_auth.grpc_server import KEYRING_HEALTH_NAME
 from agentrouter_auth.keys.store import MANIFEST
 
-from .serverproc import AGENTROUTER_AUTH, ServerProcess
+from .serverproc import AGENTROUTER_AUTH, ServerProcess, eventually
 from .serverproc import serve_argv as base_serve_argv
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 # A policy compressed into seconds so a whole lifecycle fits in a test.
 FAST_POLICY = [
     "--rotation-period", "4s", "--publish-ahead", "2s", "--retain-after", "2s",
@@ -47,16 +44,6 @@ def keyring_health(port: int) -> int:
         stub = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest(service=KEYRING_HEALTH_NAME)
         return int(stub.Check(request, timeout=10).status)  # type: ignore[attr-defined]
-
-
-def eventually(probe: Callable[[], T], accept: Callable[[T], bool], within: float = 10) -> T:
-    """Poll `probe` until `accept` holds (a bounded wait for a change the server must notice)."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if accept(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def serve_argv(keys_dir: Path, *extra: str) -> list[str]:

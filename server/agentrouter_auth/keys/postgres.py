@@ -41,7 +41,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from jwcrypto import jwk
@@ -63,6 +63,7 @@ from agentrouter_auth.keys.store import (
     check_one_active_per_alg,
 )
 from agentrouter_auth.keys.stores import scrub
+from agentrouter_auth.snapshot import PRIVATE_MEMBERS
 
 SCHEMES = ("postgresql", "postgres")
 SCHEMA = "agentrouter_auth"
@@ -75,8 +76,6 @@ MIGRATION_LOCK = 0x6172_6175_7468_0001
 """Session advisory lock held while migrations are applied."""
 RING_LOCK = 0x6172_6175_7468_0002
 """Transaction advisory lock held by every transaction that may change the keys."""
-PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-"""JWK members that hold secrets (RFC 7518 §6): never in the public column."""
 SIGNING_STATES = frozenset({State.PENDING, State.ACTIVE})
 """States whose key signs, or will once promoted: such a row must hold its private half."""
 MAC_FORMAT = 1
@@ -96,7 +95,7 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
               "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
 """TCP keepalives and the longest unacknowledged send (ms), unless the URL sets them: a
 session whose peer vanished (a half-open connection) fails in about half a minute, not hours."""
-_SET_LOCAL = "SELECT set_config(%s, %s, true)"
+_SET_CONFIG = "SELECT set_config(%s, %s, %s)"
 _MIGRATION_FILE = re.compile(r"(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql")
 # The statements, written out (the schema name included) so that no SQL is built from strings.
 _SELECT_KEYS = (
@@ -449,18 +448,15 @@ class PostgresStore:
             return self._version(conn)
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> list[Migration]:
-        wait = f"{round(self.migration_lock_timeout * 1000)}ms"
-        conn.execute("SELECT set_config('lock_timeout', %s, false)", [wait])
-        try:
-            conn.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
-        except psycopg.errors.LockNotAvailable as err:
-            raise KeyStoreError(
-                self.description,
-                f"another session has been migrating the schema for over "
-                f"{self.migration_lock_timeout:g}s (or holds its lock): try again later",
-            ) from err
-        finally:
-            conn.execute("RESET lock_timeout")
+        self._wait_for_lock(
+            conn,
+            "SELECT pg_advisory_lock(%s)",
+            MIGRATION_LOCK,
+            self.migration_lock_timeout,
+            local=False,
+            refusal=f"another session has been migrating the schema for over "
+            f"{self.migration_lock_timeout:g}s (or holds its lock): try again later",
+        )
         try:
             version = self._version(conn)  # again, under the lock
             self._refuse_newer(version)
@@ -534,19 +530,39 @@ class PostgresStore:
         it and stopped answering (its client lost power mid-transaction) would otherwise stop
         every replica's steps and reloads until TCP gives up on it, hours later. The holder's
         own transaction is ended by the server once it idles IDLE_TRANSACTION_TIMEOUT."""
-        conn.execute(_SET_LOCAL, ["lock_timeout", f"{round(self.lock_timeout * 1000)}ms"])
-        conn.execute(
-            _SET_LOCAL,
-            ["idle_in_transaction_session_timeout", f"{round(IDLE_TRANSACTION_TIMEOUT * 1000)}ms"],
+        idle = f"{round(IDLE_TRANSACTION_TIMEOUT * 1000)}ms"
+        conn.execute(_SET_CONFIG, ["idle_in_transaction_session_timeout", idle, True])
+        self._wait_for_lock(
+            conn,
+            "SELECT pg_advisory_xact_lock(%s)",
+            RING_LOCK,
+            self.lock_timeout,
+            local=True,
+            refusal=f"another session has held the key ring's lock for over "
+            f"{self.lock_timeout:g}s; the step is retried at the next reload",
         )
+
+    def _wait_for_lock(
+        self,
+        conn: psycopg.Connection[Any],
+        statement: LiteralString,
+        key: int,
+        seconds: float,
+        *,
+        local: bool,
+        refusal: str,
+    ) -> None:
+        """Take an advisory lock with `statement`, waiting at most `seconds` (`local`: the
+        limit lasts the transaction; else it is reset after); KeyStoreError `refusal` when the
+        wait runs out."""
+        conn.execute(_SET_CONFIG, ["lock_timeout", f"{round(seconds * 1000)}ms", local])
         try:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [RING_LOCK])
+            conn.execute(statement, [key])
         except psycopg.errors.LockNotAvailable as err:
-            raise KeyStoreError(
-                self.description,
-                f"another session has held the key ring's lock for over {self.lock_timeout:g}s; "
-                "the step is retried at the next reload",
-            ) from err
+            raise KeyStoreError(self.description, refusal) from err
+        finally:
+            if not local:
+                conn.execute("RESET lock_timeout")
 
     def rekey(self) -> tuple[int, int]:
         """Seal every private key again under the first KEK and MAC every row under it, in one

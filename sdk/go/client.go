@@ -28,6 +28,7 @@ type config struct {
 	apiKey     string
 	httpClient *http.Client
 	timeout    time.Duration
+	maxBytes   int
 }
 
 // Option configures a [Client]; pass options to [New].
@@ -49,7 +50,9 @@ func WithAPIKey(apiKey string) Option {
 
 // WithHTTPClient sets the HTTP client the calls go through (for a proxy, TLS settings or
 // instrumentation). The default is [http.DefaultClient]. Its own Timeout, if any, applies on
-// top of the call's deadline.
+// top of the call's deadline. The SDK calls through a copy of it, whose redirect policy (the
+// client's own, then the SDK's) never sends the API key to another origin (scheme, host and
+// port), and whose transport bounds each response (see [WithMaxResponseBytes]).
 func WithHTTPClient(httpClient *http.Client) Option {
 	return func(c *config) { c.httpClient = httpClient }
 }
@@ -58,6 +61,13 @@ func WithHTTPClient(httpClient *http.Client) Option {
 // positive. A ctx that has a deadline keeps it. The default is [DefaultTimeout].
 func WithTimeout(timeout time.Duration) Option {
 	return func(c *config) { c.timeout = timeout }
+}
+
+// WithMaxResponseBytes bounds the size of a response, both as received and decompressed; it
+// must be positive. A call whose response is larger fails with connect.CodeResourceExhausted
+// without reading the rest. The default is [DefaultMaxResponseBytes] (4 MiB).
+func WithMaxResponseBytes(maxBytes int) Option {
+	return func(c *config) { c.maxBytes = maxBytes }
 }
 
 // Client is an AgentRouter endpoint, with one client per service. It is safe for concurrent
@@ -69,7 +79,7 @@ type Client struct {
 // New returns a client for the endpoint set by [WithBaseURL]. It makes no network call, and
 // returns an error (never panics) when an option is missing or invalid. ctx is not retained.
 func New(ctx context.Context, opts ...Option) (*Client, error) {
-	cfg := config{httpClient: http.DefaultClient, timeout: DefaultTimeout}
+	cfg := config{httpClient: http.DefaultClient, timeout: DefaultTimeout, maxBytes: DefaultMaxResponseBytes}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(&cfg)
@@ -85,12 +95,21 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 	if cfg.timeout <= 0 {
 		return nil, fmt.Errorf("agentrouter: WithTimeout: the timeout must be positive, got %v", cfg.timeout)
 	}
-	headers := connect.WithInterceptors(headerInterceptor(cfg.apiKey))
+	if cfg.maxBytes <= 0 {
+		return nil, fmt.Errorf("agentrouter: WithMaxResponseBytes: the limit must be positive, got %d", cfg.maxBytes)
+	}
+	httpClient := sdkHTTPClient(cfg.httpClient, int64(cfg.maxBytes))
+	options := []connect.ClientOption{
+		connect.WithInterceptors(headerInterceptor(cfg.apiKey)),
+		// HTTP GET (the method has no side effects), so HTTP caches can serve it; the binary
+		// Protobuf codec is connect's default.
+		connect.WithHTTPGet(),
+		// connect's own bound of a message, on the wire and decompressed: resource_exhausted.
+		connect.WithReadMaxBytes(cfg.maxBytes),
+	}
 	return &Client{
 		auth: &AuthClient{
-			// HTTP GET (the method has no side effects), so HTTP caches can serve it; the
-			// binary Protobuf codec is connect's default.
-			client:  authv1connect.NewAuthServiceClient(cfg.httpClient, baseURL, headers, connect.WithHTTPGet()),
+			client:  authv1connect.NewAuthServiceClient(httpClient, baseURL, options...),
 			timeout: cfg.timeout,
 		},
 	}, nil

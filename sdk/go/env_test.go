@@ -40,12 +40,23 @@ func peerURL(t *testing.T) string {
 	return strings.TrimRight(env(t, "AGENTROUTER_TEST_PEER_URL"), "/")
 }
 
+// peerTLSURL is the base URL of the peer's HTTPS listener, whose CA is in peerCAFile.
+func peerTLSURL(t *testing.T) string {
+	return strings.TrimRight(env(t, "AGENTROUTER_TEST_PEER_TLS_URL"), "/")
+}
+
+// peerCAFile is the PEM file of the CA that signed the peer's HTTPS certificate.
+func peerCAFile(t *testing.T) string {
+	return env(t, "AGENTROUTER_TEST_PEER_CA")
+}
+
 // recorded is one request the peer received, as its GET /_requests reports it.
 type recorded struct {
 	Method  string            `json:"method"`
 	Path    string            `json:"path"`
 	Query   string            `json:"query"`
 	Headers map[string]string `json:"headers"`
+	Origin  string            `json:"origin"`
 }
 
 var notInPath = regexp.MustCompile(`[^A-Za-z0-9_-]+`)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,11 +14,13 @@ import pytest
 from tests.conftest import REPO
 from tests.integration.serverproc import ServerProcess
 
-from .peer import Peer
+from .peer import Peer, run_measured
 
 pytestmark = pytest.mark.integration
 
 GO_SDK = REPO / "sdk" / "go"
+# A client that bounds what it reads holds a few MiB of answer; one that does not, hundreds.
+MEMORY_BOUND_MIB = 200
 
 
 def go() -> str:
@@ -40,6 +43,15 @@ def run_go(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     return result
 
 
+def peer_env(peer: Peer) -> dict[str, str]:
+    """What the Go tests read to find the peer's three listeners and its CA."""
+    return {
+        "AGENTROUTER_TEST_PEER_URL": peer.url,
+        "AGENTROUTER_TEST_PEER_TLS_URL": peer.tls_url,
+        "AGENTROUTER_TEST_PEER_CA": str(peer.ca_file),
+    }
+
+
 def test_go_sdk_tests_pass_against_the_server_and_the_peer(
     server: ServerProcess, peer: Peer
 ) -> None:
@@ -48,16 +60,40 @@ def test_go_sdk_tests_pass_against_the_server_and_the_peer(
     assert kids
     env = {
         **os.environ,
+        **peer_env(peer),
         "AGENTROUTER_TEST_SERVER_URL": server.base_url,
-        "AGENTROUTER_TEST_PEER_URL": peer.url,
         "AGENTROUTER_TEST_KIDS": ",".join(kids),
     }
     result = run_go("test", "-count=1", "-v", "./...", env=env)
     # Every test ran: none skipped, and the ones that need the server and the peer were there.
     assert "--- SKIP" not in result.stdout
-    for name in ("TestServerGetJWKSReturnsTheServedKids", "TestPeerAPIKeyIsABearerToken"):
+    for name in (
+        "TestServerGetJWKSReturnsTheServedKids",
+        "TestPeerAPIKeyIsABearerToken",
+        "TestPeerAPIKeyNeverGoesToAnotherOrigin",
+        "TestPeerResponseLimit",
+        "TestPeerDeadlineCoversADrippingBody",
+    ):
         assert f"--- PASS: {name}" in result.stdout
     assert peer.requests, "the Go tests sent nothing to the peer"
+
+
+def test_go_sdk_reads_an_oversized_answer_in_bounded_memory(peer: Peer, tmp_path: Path) -> None:
+    """100 MiB answers (with and without a Content-Length, and as an error) and a 300-MiB gzip
+    bomb each fail resource_exhausted (TestPeerResponseLimit), in a process that never holds
+    much of them."""
+    binary = tmp_path / "sdk.test"
+    run_go("test", "-c", "-o", str(binary), ".")
+    measured = run_measured(
+        [str(binary), "-test.run", "^TestPeerResponseLimit$", "-test.count=1", "-test.v"],
+        cwd=GO_SDK, env={**os.environ, **peer_env(peer)}, timeout=120,
+    )  # fmt: skip
+    assert not measured.timed_out, f"still running after 120 s:\n{measured.output}"
+    assert measured.returncode == 0, measured.output
+    assert "--- PASS: TestPeerResponseLimit" in measured.output
+    assert measured.peak_rss_mib < MEMORY_BOUND_MIB, (
+        f"peak RSS {measured.peak_rss_mib:.0f} MiB reading oversized answers"
+    )
 
 
 def test_go_sdk_tests_fail_without_the_server() -> None:

@@ -8,12 +8,14 @@ import hashlib
 import hmac
 import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
 
 from agentrouter_auth.config import ConfigError, command_config, from_environment, to_environment
 from agentrouter_auth.keys.kek import Envelope, EnvelopeError, KekError, read_kek
+from tests.integration.serverproc import AGENTROUTER_AUTH, refused_in_one_line
 from tests.keystores import write_kek
 
 
@@ -117,3 +119,25 @@ def test_a_mac_verifies_only_for_its_message_under_a_kek_given(tmp_path: Path) -
         Envelope([new]).verify(kek_id, b"row", tag)
     # The MAC key is derived from the KEK, not the KEK (the AES key) itself.
     assert tag != hmac.new(old.secret, b"row", hashlib.sha256).digest()
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["serve"]])
+def test_a_kek_file_that_is_a_fifo_is_refused_at_once_by_the_real_cli(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Opening a FIFO for reading waits for a writer: the command would hang. Bounded by the
+    subprocess timeout, so a regression fails instead of hanging the suite."""
+    fifo = tmp_path / "kek"
+    os.mkfifo(fifo, 0o600)
+    argv = [*AGENTROUTER_AUTH, *command, "--key-store", str(tmp_path / "keys"),
+            "--kek-file", str(fifo)]  # fmt: skip
+    line = refused_in_one_line(argv, timeout=30)
+    assert line == f"agentrouter-auth: error: --kek-file: {fifo}: a FIFO, not a regular file"
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # refused without being touched
+
+
+def test_a_directory_or_a_device_is_refused_as_a_kek_file(tmp_path: Path) -> None:
+    with pytest.raises(KekError, match=r": a directory, not a regular file$"):
+        read_kek(str(tmp_path))
+    with pytest.raises(KekError, match=r": a character device, not a regular file$"):
+        read_kek("/dev/null")

@@ -70,16 +70,23 @@ def read_kek(path: str) -> Kek:
     """The KEK in `path`, refused with one line unless it is private and 32 bytes of base64."""
     try:
         # Symlinks are followed: a Kubernetes Secret links each file into its current version.
-        with open(path, "rb") as handle:
-            st = os.fstat(handle.fileno())
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer, for ever; what was
+        # opened is checked through its descriptor, so nothing can be swapped in between.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise KekError(f"{path}: not a regular file")
+                raise KekError(f"{path}: {_file_type(st.st_mode)}, not a regular file")
             mode = stat.S_IMODE(st.st_mode)
             if mode & 0o077:
                 raise KekError(
                     f"{path}: a key-encryption key must not be readable or writable by group or "
                     f"others (mode {mode:04o}); chmod 600 it"
                 )
+        except BaseException:
+            os.close(fd)
+            raise
+        with open(fd, "rb") as handle:
             raw = handle.read(4096)
     except OSError as err:
         raise KekError(f"{path}: unreadable: {err.strerror or err}") from err
@@ -98,6 +105,19 @@ def read_kek(path: str) -> Kek:
             f"(`openssl rand -base64 32`)"
         )
     return Kek(path, secret)
+
+
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _file_type(mode: int) -> str:
+    return next((name for test, name in _FILE_TYPES if test(mode)), "a special file")
 
 
 class Envelope:

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from urllib.parse import quote
 
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
+from agentrouter_auth.keys.kek import read_kek
+from agentrouter_auth.keys.postgres import PostgresStore
 from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError
-from agentrouter_auth.keys.stores import check_location, open_store, redacted
+from agentrouter_auth.keys.stores import check_location, open_store, redacted, scrub
+from tests.keystores import write_kek
 
 SERVER = Path(__file__).resolve().parents[2] / "server" / "agentrouter_auth"
 
@@ -87,3 +93,140 @@ def test_open_store_is_the_only_place_a_store_is_constructed() -> None:
                     found.append(f"{path.relative_to(SERVER)}:{node.lineno}")
     assert found
     assert {place.partition(":")[0] for place in found} == {"keys/stores.py"}, found
+
+
+# -- passwords in every form libpq accepts (issue 17, finding 5) -------------------------------
+
+PASSWORD_CHARACTERS = "#/@:?%&= "
+"""Each character that means something in a URL or a key=value DSN, or that libpq refuses raw."""
+
+
+def _pieces(password: str) -> tuple[str, ...]:
+    """What of `password` must never show: itself, percent-encoded, and each half around its
+    special character (libpq may read a half as a host, a port or a database name)."""
+    return (password, quote(password, safe=""), *password.split(password[6]))
+
+
+def _locations(password: str) -> list[str]:
+    """`password` in every place a location may hold it: a URL's user part and its query, raw
+    and percent-encoded, and a key=value DSN, quoted and not."""
+    encoded = quote(password, safe="")
+    return [
+        f"postgresql://auth:{password}@db.internal:5432/keys?sslmode=require",
+        f"postgresql://auth:{encoded}@db.internal:5432/keys?sslmode=require",
+        f"postgres://auth:{password}@db.internal/keys",
+        f"postgresql://auth@db.internal:5432/keys?password={password}&sslmode=require",
+        f"postgresql://auth@db.internal:5432/keys?sslmode=require&password={encoded}",
+        f"postgresql://db.internal/keys?sslpassword={password}",
+        f"host=db.internal port=5432 dbname=keys user=auth password='{password}'",
+        f"host=db.internal password={password} dbname=keys",
+        f"password = '{password}' host=db.internal",
+    ]
+
+
+def _libpq_texts(location: str) -> list[str]:
+    """What a driver may say about `location`: libpq's own parse error, or each value of
+    libpq's reading quoted the way libpq quotes a token it rejects."""
+    try:
+        parsed = conninfo_to_dict(location)
+    except psycopg.Error as err:
+        return [str(err)]
+    return [f'invalid value "{value}" for connection option "{name}"'
+            for name, value in parsed.items()]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("password", "location"),
+    [
+        (password, location)
+        for character in PASSWORD_CHARACTERS
+        for password in [f"Hunter{character}Secret2"]
+        for location in _locations(password)
+    ],
+)
+def test_no_piece_of_a_password_survives_redaction_in_any_location_libpq_reads(
+    tmp_path: Path, password: str, location: str
+) -> None:
+    shown = {"redacted": redacted(location)}
+    for number, text in enumerate(_libpq_texts(location)):
+        shown[f"scrub {number}"] = scrub(location, text)
+    shown["scrub of the location"] = scrub(location, f"cannot use {location} now")
+    kek = read_kek(str(write_kek(tmp_path / "kek")))
+    try:
+        check_location(location)
+        store = open_store(location, keks=[kek])
+    except KeyStoreError as err:
+        shown["refusal"] = str(err)
+    else:
+        assert isinstance(store, PostgresStore), f"{location!r} opened {store!r}"
+        shown["description"] = store.description
+        store.close()
+    leaks = {where: text for where, text in shown.items()
+             if any(piece in text for piece in _pieces(password))}  # fmt: skip
+    assert not leaks, f"the password of {location!r} shows in {leaks}"
+
+
+@pytest.mark.parametrize("character", PASSWORD_CHARACTERS)
+def test_a_description_keeps_everything_but_the_password(character: str) -> None:
+    password = f"Hunter{character}Secret2"
+    encoded = quote(password, safe="")
+    assert (
+        redacted(f"postgresql://auth:{encoded}@db.internal:5432/keys?sslmode=require")
+        == "postgresql://auth:***@db.internal:5432/keys?sslmode=require"
+    )
+    assert (
+        redacted(f"postgresql://auth@db.internal/keys?password={encoded}&sslmode=require")
+        == "postgresql://auth@db.internal/keys?password=***&sslmode=require"
+    )
+    assert (
+        redacted(f"host=db.internal port=5432 dbname=keys user=auth password='{password}'")
+        == "host=db.internal port=5432 dbname=keys user=auth password=***"
+    )
+
+
+@pytest.mark.parametrize(
+    ("location", "parameters"),
+    [
+        ("host=db.internal port=5432 dbname=keys user=auth",
+         {"host": "db.internal", "port": "5432", "dbname": "keys", "user": "auth"}),
+        ("  dbname = keys sslmode=verify-full", {"dbname": "keys", "sslmode": "verify-full"}),
+        ("service=auth", {"service": "auth"}),
+    ],
+)  # fmt: skip
+def test_a_key_value_dsn_is_the_postgresql_store(
+    tmp_path: Path, location: str, parameters: dict[str, str]
+) -> None:
+    kek = read_kek(str(write_kek(tmp_path / "kek")))
+    store = open_store(location, keks=[kek])
+    assert isinstance(store, PostgresStore)
+    assert conninfo_to_dict(store.location) == parameters
+    assert store.description == location
+    store.close()
+    # A directory whose name merely holds '=' stays a directory.
+    assert isinstance(open_store("keys=2026"), DirectoryStore)
+
+
+def test_a_key_value_dsn_libpq_cannot_parse_is_refused_in_one_line() -> None:
+    with pytest.raises(KeyStoreError, match="not a PostgreSQL URL libpq accepts") as failure:
+        check_location("host=db.internal password='Hunter Secret2")
+    assert "Hunter" not in str(failure.value)
+    assert "Secret2" not in str(failure.value)
+    assert "\n" not in str(failure.value)
+
+
+@pytest.mark.parametrize("character", "/@")
+def test_a_password_libpq_would_read_as_a_host_port_or_database_is_refused(
+    character: str,
+) -> None:
+    """`auth:Hunter/Secret2@db` is, to libpq, host `auth`, port `Hunter`, database
+    `Secret2@db…`; `auth:Hunter@Secret2@db` the password `Hunter` at host `Secret2@db`."""
+    location = f"postgresql://auth:Hunter{character}Secret2@db.internal:5432/keys"
+    assert conninfo_to_dict(location).get("password") != f"Hunter{character}Secret2"
+    with pytest.raises(KeyStoreError) as failure:
+        check_location(location)
+    assert str(failure.value) == (
+        "postgresql://auth:***@db.internal:5432/keys: libpq would read part of this URL's "
+        "password as its host, port or database: percent-encode '@' as %40 and '/' as %2F in "
+        "a password (and an '@' after the host)"
+    )
+    check_location(location.replace(character, quote(character, safe=""), 1))

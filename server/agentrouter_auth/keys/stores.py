@@ -1,25 +1,30 @@
 """Choosing a key store: the one place where a `--key-store` location becomes a store.
 
-A location is a directory path (`var/keys`, `/etc/agentrouter-auth/keys`) or a URL whose scheme
-names the backend. `file:` is the directory store (`file:///etc/agentrouter-auth/keys`, or
-`file:var/keys` relative to the working directory); `postgresql:` and `postgres:` are the
-PostgreSQL store (a libpq URL: `postgresql://user@db.internal:5432/auth?sslmode=verify-full`).
-A location is read as a URL when it starts with `file:` or holds `scheme://`; anything else is a
-path, so a directory whose name holds a colon still works.
+A location is a directory path (`var/keys`, `/etc/agentrouter-auth/keys`), a URL whose scheme
+names the backend, or a libpq key=value DSN. `file:` is the directory store
+(`file:///etc/agentrouter-auth/keys`, or `file:var/keys` relative to the working directory);
+`postgresql:` and `postgres:` are the PostgreSQL store (a libpq URL:
+`postgresql://user@db.internal:5432/auth?sslmode=verify-full`), and so is a DSN
+(`host=db.internal dbname=auth`: it starts with a libpq parameter and `=`). A location is read as
+a URL when it starts with `file:` or holds `scheme://`; anything else is a path, so a directory
+whose name holds a colon (or starts `keys=`) still works.
 
 Another backend is one more entry in `BACKENDS`: a function that checks a location without
 touching the store (so a bad one is refused before anything starts) and returns how to open it,
 given the key-encryption keys (which a store that keeps private keys in the clear ignores).
 A location reaches messages and logs only through `redacted`, which hides passwords, and a
-reason that may quote it (a driver's) only through `scrub`.
+reason that may quote it (a driver's) only through `scrub`. Both hide whatever may be a secret
+under any reading of the location (libpq's, a URL parser's), so that a password holding `#`, `/`,
+`@`, `?` or a space, percent-encoded or not, never shows in part either.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from agentrouter_auth.keys.kek import Kek
 from agentrouter_auth.keys.store import DirectoryStore, KeyStore, KeyStoreError
@@ -48,15 +53,17 @@ def directory_of(location: str) -> Path:
     parts = urlsplit(location)
     if parts.query or parts.fragment:
         raise KeyStoreError(
-            location, "a file: URL takes no query or fragment (write '?' as %3F, '#' as %23)"
+            redacted(location),
+            "a file: URL takes no query or fragment (write '?' as %3F, '#' as %23)",
         )
     if parts.netloc not in ("", "localhost"):
+        host = parts.netloc.rpartition("@")[2]
         raise KeyStoreError(
-            location, f"a file: URL names a directory on this machine, not on {parts.netloc!r}"
+            redacted(location), f"a file: URL names a directory on this machine, not on {host!r}"
         )
     path = unquote(parts.path)
     if not path:
-        raise KeyStoreError(location, "names no key store directory")
+        raise KeyStoreError(redacted(location), "names no key store directory")
     return Path(path)
 
 
@@ -71,74 +78,221 @@ def _postgres(location: str) -> Opener:
 
     description = redacted(location)
     postgres.check_url(location, description)
+    if not is_conninfo(location):
+        check_userinfo(location)
     return lambda keks: postgres.PostgresStore(location, keks, description=description)
 
 
 BACKENDS: dict[str, Backend] = {"file": _directory, "postgresql": _postgres, "postgres": _postgres}
 """Scheme → backend. A plain path is the `file` backend."""
 
-_SECRET_PARAMETER = re.compile(r"(?i)(ssl)?password")
+SECRET_PARAMETERS = frozenset(
+    {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
+)
+"""The libpq parameters whose values are secrets: never shown, wherever they are written."""
+_DSN_KEYWORD = re.compile(r"\s*([^\s=]+)\s*=\s*")
+
+
+def is_conninfo(location: str) -> bool:
+    """Whether `location` is a libpq key=value DSN (`host=db.internal dbname=auth`): it
+    starts with a libpq parameter and `=`. `keys=2026` (no such parameter) stays a directory."""
+    match = _DSN_KEYWORD.match(location)
+    return match is not None and match[1] in _libpq_keywords()
+
+
+@functools.cache
+def _libpq_keywords() -> frozenset[str]:
+    # Imported here: the driver is loaded only by processes that name a database.
+    from psycopg import pq  # noqa: PLC0415
+
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
+def _libpq_reading(location: str) -> dict[str, str] | None:
+    """libpq's own reading of a PostgreSQL location (None: libpq cannot parse it)."""
+    import psycopg  # noqa: PLC0415 - see _libpq_keywords
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
+    try:
+        return {name: str(value) for name, value in conninfo_to_dict(location).items()}
+    except psycopg.Error:
+        return None
+
+
+Span = tuple[int, int]
+_QUERY_SEPARATOR = re.compile(r"[?&]")
+_QUERY_KEY = re.compile(r"[^=&?]*")
+
+
+def _name(written: str) -> str:
+    """A parameter's name as libpq compares it (percent-decoded)."""
+    return unquote(written).strip().lower()
+
+
+def _authority(location: str) -> int:
+    """Where a URL's authority (`user:password@host:port`) starts: after `scheme://`."""
+    after_scheme = location.index(":") + 1
+    return after_scheme + 2 if location.startswith("//", after_scheme) else after_scheme
+
+
+def _userinfo_password(location: str) -> Span | None:
+    """The widest reading of a URL's password: from the first `:` after `//` to the last `@`.
+    libpq ends it at the first `@` (and finds none past a raw `/`), a URL parser at the first
+    `/`, `?` or `#`: a password holding a raw `@`, `/`, `?` or `#` spreads into what one of
+    them reads as the host, the port or the database, so all of it counts."""
+    begin = _authority(location)
+    colon, last_at = location.find(":", begin), location.rfind("@")
+    return (colon + 1, last_at) if begin <= colon < last_at else None
+
+
+def _url_spans(location: str, *, greedy: bool) -> list[Span]:
+    """Where a URL may hold a secret: its password (`_userinfo_password`) and each secret
+    query parameter, to the next `&` (to the end when `greedy`, as when libpq cannot parse
+    the URL: a raw `&` may have cut a password short)."""
+    password = _userinfo_password(location)
+    spans: list[Span] = [password] if password else []
+    for separator in _QUERY_SEPARATOR.finditer(location, _authority(location)):
+        key = _QUERY_KEY.match(location, separator.end())
+        assert key is not None  # it matches the empty string
+        if not location.startswith("=", key.end()) or _name(key[0]) not in SECRET_PARAMETERS:
+            continue
+        value_start = key.end() + 1
+        value_end = location.find("&", value_start)
+        spans.append((value_start, len(location) if greedy or value_end < 0 else value_end))
+    return spans
+
+
+def _dsn_spans(location: str, *, greedy: bool) -> list[Span]:
+    """Where a key=value DSN holds a secret: the value of each secret parameter (quoted with
+    `'` and backslash escapes, or up to the next space), as libpq reads it. When libpq cannot
+    parse it, everything from a secret value, or from where the DSN stops making sense, to its
+    end (an unquoted space may have cut a password in two)."""
+    spans: list[Span] = []
+    at = 0
+    while location[at:].strip():
+        keyword = _DSN_KEYWORD.match(location, at)
+        if keyword is None:
+            at = len(location) - len(location[at:].lstrip())
+            return [*spans, (at, len(location))] if greedy else spans
+        at = value_start = keyword.end()
+        quoted = location.startswith("'", at)
+        at += quoted
+        while at < len(location) and (
+            location[at] != "'" if quoted else not location[at].isspace()
+        ):
+            at += 2 if location[at] == "\\" else 1
+        at = min(at + quoted, len(location))
+        if keyword[1].lower() in SECRET_PARAMETERS:
+            spans.append((value_start, len(location) if greedy else at))
+    return spans
+
+
+def _is_postgres(location: str) -> bool:
+    return is_conninfo(location) or scheme_of(location) in ("postgresql", "postgres")
+
+
+def _secret_spans(location: str) -> list[Span]:
+    """The parts of `location`, as written, that may be a secret under any reading, merged.
+    A location libpq cannot parse (or that no backend reads with libpq) is read greedily."""
+    scheme = scheme_of(location)
+    unparsed = not _is_postgres(location) or _libpq_reading(location) is None
+    if is_conninfo(location):
+        found = _dsn_spans(location, greedy=unparsed)
+    elif scheme is None:
+        return []  # a directory path
+    else:
+        found = _url_spans(location, greedy=unparsed and scheme != "file")
+    merged: list[Span] = []
+    for start, end in sorted(found):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        elif start < end:
+            merged.append((start, end))
+    return merged
+
+
+def holds_secret(location: str) -> bool:
+    """Whether `location` carries a secret (a URL's password, a `password` parameter, …):
+    on a command line, anyone who can list processes can read it."""
+    return bool(_secret_spans(location))
+
+
+def check_userinfo(location: str) -> None:
+    """Raise KeyStoreError unless libpq reads the password of a PostgreSQL URL as written
+    (`_userinfo_password`): with a raw `@` or `/` in it, libpq would take part of it for a
+    host, a port or a database, and connect there."""
+    password = _userinfo_password(location)
+    reading = _libpq_reading(location)
+    if password is None or reading is None:
+        return
+    if unquote(location[password[0] : password[1]]) != reading.get("password"):
+        raise KeyStoreError(
+            redacted(location),
+            "libpq would read part of this URL's password as its host, port or database: "
+            "percent-encode '@' as %40 and '/' as %2F in a password (and an '@' after the host)",
+        )
 
 
 def redacted(location: str) -> str:
-    """`location` fit for messages and logs: a URL's password (in its user part, or a
-    `password`/`sslpassword` query parameter) is replaced by `***`."""
-    if scheme_of(location) is None:
-        return location
-    try:
-        parts = urlsplit(location)
-        password = parts.password
-    except ValueError:
-        return f"{scheme_of(location)}://(a URL that cannot be shown)"
-    if password is not None:
-        user, _, host = parts.netloc.rpartition("@")
-        name = user.partition(":")[0]
-        parts = parts._replace(netloc=f"{name}:***@{host}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(_SECRET_PARAMETER.fullmatch(name) for name, _ in query):
-        hidden = [(name, "***" if _SECRET_PARAMETER.fullmatch(name) else value)
-                  for name, value in query]  # fmt: skip
-        parts = parts._replace(query=urlencode(hidden, safe="*/:", quote_via=quote))
-    return parts.geturl()
+    """`location` fit for messages and logs: every part that may be a secret (see
+    `_url_spans`, `_dsn_spans`) replaced by `***`, the rest as written."""
+    shown, at = [], 0
+    for start, end in _secret_spans(location):
+        shown += [location[at:start], "***"]
+        at = end
+    return "".join([*shown, location[at:]])
 
 
-_USERINFO = (
-    re.compile(r"[^:/?#]*://([^/?#]*)@"),  # as a URL parser reads it
-    re.compile(r"[^:/?#]*://(.*?)@"),  # a password with a raw '/', '?' or '#' in it …
-    re.compile(r"[^:/?#]*://(.*)@"),  # … or a raw '@'
-)
-_PASSWORD_PARAMETER = re.compile(r"(?i)(?:^|[?&\s])(?:ssl)?password\s*=\s*([^&\s#]*)")
 _QUOTED = re.compile(r'"([^"]+)"')
 
 
-def _passwords(location: str) -> set[str]:
-    """Every form a password of `location` may take in a message, however the location may
-    be parsed: the user part's password (each way that part may end) and `password` or
-    `sslpassword` parameters, as written and percent-decoded."""
-    written = {m[1].partition(":")[2] for pattern in _USERINFO if (m := pattern.match(location))}
-    written.update(match[1] for match in _PASSWORD_PARAMETER.finditer(location))
-    return {form for raw in written for form in (raw, unquote(raw), unquote_plus(raw)) if form}
+def _secrets(location: str) -> set[str]:
+    """Every form a secret of `location` may take in a message: each secret part as written,
+    percent-decoded, unquoted, and as libpq reads it."""
+    written = {location[start:end] for start, end in _secret_spans(location)}
+    if is_conninfo(location):
+        written |= {raw[1:-1] for raw in written if raw.startswith("'") and raw.endswith("'")}
+        written |= {re.sub(r"\\(.)", r"\1", raw) for raw in written}
+    forms = {form for raw in written for form in (raw, unquote(raw), unquote_plus(raw))}
+    if _is_postgres(location):
+        reading = _libpq_reading(location) or {}
+        forms |= {value for name, value in reading.items() if name in SECRET_PARAMETERS}
+    return {form for form in forms if form}
 
 
 def scrub(location: str, text: str) -> str:
-    """`text`, a message about `location`, with its passwords hidden: every form of them, and
-    every quoted token that overlaps one (libpq quotes the token it cannot parse, which may be
-    part of a password: `invalid percent-encoded token: "Secr%zz"`)."""
-    passwords = _passwords(location)
+    """`text`, a message about `location`, with its secrets hidden: every form of them, and
+    every quoted token that overlaps one or a secret part of the location as written (libpq
+    quotes the token it cannot use, which may be part of a password: `invalid percent-encoded
+    token: "Secr%zz"`, or a password's second half read as a host name)."""
+    secrets = _secrets(location)
+    spans = _secret_spans(location)
+
+    def overlaps_a_span(token: str) -> bool:
+        found = location.find(token)
+        while found >= 0:
+            if any(found < end and start < found + len(token) for start, end in spans):
+                return True
+            found = location.find(token, found + 1)
+        return False
 
     def overlapping(match: re.Match[str]) -> str:
         token = match[1]
-        hidden = any(token in password or password in token for password in passwords)
+        if len(token) == 1 and not token.isalnum():
+            return match[0]  # the separator libpq wanted (`missing "=" after …`)
+        hidden = overlaps_a_span(token) or any(
+            token in secret or secret in token for secret in secrets
+        )
         return '"***"' if hidden else match[0]
 
     text = _QUOTED.sub(overlapping, text)
-    for password in sorted(passwords, key=len, reverse=True):
-        text = text.replace(password, "***")
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
 
 
 def _backend(location: str) -> Backend:
-    scheme = scheme_of(location) or "file"
+    scheme = "postgresql" if is_conninfo(location) else scheme_of(location) or "file"
     try:
         return BACKENDS[scheme]
     except KeyError:

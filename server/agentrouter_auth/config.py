@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import re
 import resource
 import ssl
 import urllib.parse
@@ -337,23 +338,39 @@ def _show_kek_files(keks: tuple[Kek, ...]) -> str:
     return KEK_SEPARATOR.join(kek.path for kek in keks)
 
 
+_URL_CHARACTERS = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]*")
+"""RFC 3986's unreserved and reserved characters and `%`, less the quote `'`."""
+
+
 def _public_url(flag: str, text: str) -> str:
-    """An absolute https URL with no query or fragment (http only on a loopback host), as
-    OpenID Connect Discovery 1.0 requires of an issuer; "" for unset."""
+    """An absolute https URL with no user part, query or fragment (http only on a loopback
+    host), as OpenID Connect Discovery 1.0 §3 and RFC 8414 §2 require of an issuer, written in
+    URL characters only; "" for unset. A refusal shows the text escaped (`ascii`): no control
+    or bidirectional character reaches a terminal or a log."""
     if not text:
         return text
+    shown = ascii(text)
+    if not _URL_CHARACTERS.fullmatch(text):
+        raise ConfigError(
+            f"{flag}: {shown} may hold only URL characters (RFC 3986, no quotes): "
+            "percent-encode the others, and write a host name in punycode (xn--)"
+        )
+    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
+        raise ConfigError(f"{flag}: {shown}: a '%' must start a %XX escape")
     try:
         url = urllib.parse.urlsplit(text)
         host = url.hostname or ""
         url.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError as err:
-        raise ConfigError(f"{flag}: {text!r} is not a URL: {err}") from None
+        raise ConfigError(f"{flag}: {shown} is not a URL: {err}") from None
     if url.scheme not in ("https", "http") or not host:
-        raise ConfigError(f"{flag}: {text!r} must be an absolute https URL")
+        raise ConfigError(f"{flag}: {shown} must be an absolute https URL")
+    if "@" in url.netloc:  # not echoed: it may be a password
+        raise ConfigError(f"{flag}: must have no user name or password (user:password@)")
     if url.query or url.fragment or text.endswith(("?", "#")):
-        raise ConfigError(f"{flag}: {text!r} must have no query or fragment")
+        raise ConfigError(f"{flag}: {shown} must have no query or fragment")
     if url.scheme == "http" and not _loopback(host):
-        raise ConfigError(f"{flag}: {text!r} must use https (http only on a loopback host)")
+        raise ConfigError(f"{flag}: {shown} must use https (http only on a loopback host)")
     return text
 
 

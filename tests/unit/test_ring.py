@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import multiprocessing
 import os
 from pathlib import Path
@@ -345,3 +346,77 @@ def test_next_events_name_what_happens_to_each_key_and_never_a_past_successor() 
     }
     alone = next_events([active], policy)
     assert alone == {"a": ("successor", int(t0 + policy.rotation_period - policy.publish_ahead))}
+
+
+# -- a clock that went back: keys dated in the future ----------------------------------------
+
+YEAR = 365 * DAY
+
+
+def _future_ring(store_factory: StoreFactory, clock: Clock) -> tuple[KeyRing, str, str]:
+    """A ring whose keys were made while the clock ran two years ahead, then set back to T0:
+    an active key and a pending successor, both dated T0 + 2 years."""
+    clock.now = T0 + 2 * YEAR
+    ring = ring_at(store_factory(), clock)
+    (first,) = ring.init(["ES256"])
+    (second,) = ring.rotate()
+    clock.now = T0
+    ring.load()
+    return ring, first.kid, second.kid
+
+
+def test_keys_dated_in_the_future_never_push_the_schedule_out(
+    store_factory: StoreFactory,
+) -> None:
+    """The clock ran 2 years ahead and came back: the successor must sign `publish_ahead` from
+    now (real time), not in 2 years, and never sooner."""
+    clock = Clock()
+    ring, first, second = _future_ring(store_factory, clock)
+    policy = ring.policy
+    assert ring.step() == []  # re-dates them: no state changes
+    clock.now = T0 + policy.publish_ahead - 1
+    assert ring.step() == []  # not before it has been published publish_ahead of real time
+    clock.now = T0 + policy.publish_ahead
+    changes = {c.kid: (c.before, c.after) for c in ring.step()}
+    assert changes == {first: (State.ACTIVE, State.RETIRED), second: (State.PENDING, State.ACTIVE)}
+    dates = {e.kid: e for e in ring.store.read().entries}
+    assert dates[second].activated == T0 + policy.publish_ahead
+    assert dates[first].created == T0  # re-dated to when the step saw it
+
+
+def test_keys_dated_in_the_future_are_reported_until_redated(
+    store_factory: StoreFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    with caplog.at_level(logging.INFO, logger="agentrouter_auth.keys"):
+        ring, first, second = _future_ring(store_factory, clock)
+        status = ring.status()
+        assert status.future_dated == tuple(sorted([first, second]))
+        assert not status.serving
+        assert status.healthy  # the set itself loaded and is served
+        assert ring.due()  # re-dating is a step the upkeep takes at once
+        ring.check_clock()
+        ring.check_clock()  # once per state change, not per check
+        ring.step()
+        ring.refresh()
+        assert ring.status().future_dated == ()
+        assert ring.status().serving
+        ring.check_clock()
+    reported = [r for r in caplog.records if getattr(r, "event", "") == "key_dated_in_future"]
+    assert sorted(getattr(r, "kid", "") for r in reported) == sorted([first, second])
+    redated = [r for r in caplog.records if getattr(r, "event", "") == "key_redated"]
+    assert sorted(getattr(r, "kid", "") for r in redated) == sorted([first, second])
+    cleared = [r for r in caplog.records if getattr(r, "event", "") == "key_dates_ok"]
+    assert len(cleared) == 1
+
+
+def test_a_key_a_little_ahead_is_within_the_clock_skew(store_factory: StoreFactory) -> None:
+    """Another replica's clock a few seconds ahead is normal: within --clock-skew, nothing."""
+    clock = Clock(T0 + 60)
+    ring = ring_at(store_factory(), clock)
+    ring.init(["ES256"])
+    clock.now = T0
+    ring.load()
+    assert ring.status().future_dated == ()
+    assert ring.status().serving
+    assert not ring.due()

@@ -453,3 +453,69 @@ def test_a_read_only_mount_is_trusted_whatever_its_modes_and_owners(
     assert ring.load().kids == (key_pool[2]["kid"],)
     with pytest.raises(KeyStoreError, match="cannot lock the key store: .*Read-only file system"):
         ring.rotate()
+
+
+# -- health while the ring cannot take its steps ---------------------------------------------
+
+
+def _rotation_events(caplog: pytest.LogCaptureFixture) -> list[str]:
+    names = ("rotation_step_failed", "rotation_step_recovered")
+    events = (getattr(record, "event", "") for record in caplog.records)
+    return [event for event in events if event in names]
+
+
+def test_a_full_disk_turns_the_keyring_unhealthy_until_a_step_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = Policy()
+    ring = KeyRing(DirectoryStore(tmp_path), policy, clock=lambda: now)
+    now = T0
+    ring.init(["ES256"])
+    ring.load()
+    now = int(T0 + policy.rotation_period - policy.publish_ahead)  # a successor is due
+    assert ring.due()
+    with caplog.at_level(logging.INFO, logger="agentrouter_auth.keys"):
+        for _ in range(3):  # every attempt fails the same way: one log line, not three
+            Faults(at=0, kind="enospc").install(monkeypatch)
+            with pytest.raises(KeyStoreError, match="No space left on device"):
+                ring.step()
+            status = ring.status()
+            assert not status.serving
+            assert status.rotation_error is not None
+            assert "No space left on device" in status.rotation_error
+            assert status.healthy  # the set served is still the good one
+        monkeypatch.undo()  # space again
+        (created,) = ring.step()
+        assert created.after is State.PENDING
+        assert ring.status().rotation_error is None
+        assert ring.status().serving
+    assert _rotation_events(caplog) == ["rotation_step_failed", "rotation_step_recovered"]
+
+
+def test_a_read_only_store_cannot_rotate_and_says_so(
+    tmp_path: Path,
+    key_pool: list[jwk.JWK],
+    seed_store: Any,
+    read_only_bind: Callable[[Path, Path], None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A read-only mount serves its keys, but a server asked to rotate them cannot: the probe
+    a server with `--rotation auto` runs at start says so before any step is due."""
+    seed_store(tmp_path / "source", key_pool[2:3])
+    read_only_bind(tmp_path / "source", tmp_path / "mount")
+    ring = KeyRing(DirectoryStore(tmp_path / "mount"), Policy())
+    ring.load()
+    assert ring.status().serving  # nothing asked it to write yet
+    with caplog.at_level(logging.INFO, logger="agentrouter_auth.keys"):
+        assert ring.check_writable() is False
+        assert ring.check_writable() is False
+    status = ring.status()
+    assert not status.serving
+    assert "Read-only file system" in str(status.rotation_error)
+    assert _rotation_events(caplog) == ["rotation_step_failed"]
+    writable = KeyRing(DirectoryStore(tmp_path / "source"), Policy())
+    writable.load()
+    before = sorted(p.name for p in (tmp_path / "source").iterdir())
+    assert writable.check_writable() is True
+    assert writable.status().serving
+    assert sorted(p.name for p in (tmp_path / "source").iterdir()) == before  # wrote nothing

@@ -45,12 +45,17 @@ class SigningError(ValueError):
     """A token cannot be signed as asked; the message says why."""
 
 
+class _Abandon(Exception):  # noqa: N818 - not an error: ends a probe transaction unwritten
+    """Raised inside a transaction to leave it without writing anything."""
+
+
 class Action(Enum):
     """A lifecycle step the policy calls for."""
 
     CREATE = "create"  # pre-publish a new pending key for an algorithm
     PROMOTE = "promote"  # a pending key starts signing; the active one of its alg retires
     DELETE = "delete"  # a retired key has outlived every token it signed
+    REDATE = "redate"  # a key dated in the future (a clock went back) is dated now
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,10 @@ class RingStatus:
 
     `unlisted` counts the key files the store ignored at the last good load because its
     manifest does not list them (see `KeySet.unlisted`).
+
+    `healthy` is about the set served (the last reload succeeded); `serving` is the keyring's
+    health as a whole, which also needs its lifecycle steps to be taken (`rotation_error`) and
+    its keys' dates to be believable (`future_dated`).
     """
 
     healthy: bool
@@ -100,11 +109,23 @@ class RingStatus:
     reachable: bool = True
     """False while the store cannot be reached (KeyStoreUnavailableError), as opposed to a
     store that answers with something refused."""
+    rotation_error: str | None = None
+    """Why the last lifecycle step, or the check that one could be written, failed; None
+    once one succeeds (and always with `--rotation off`, which writes nothing)."""
+    future_dated: tuple[str, ...] = ()
+    """Kids of keys whose times are later than now plus the clock skew: written while a clock
+    ran ahead. Until re-dated they would hold the schedule back by as long."""
 
     @property
     def loaded(self) -> bool:
         """Whether a key set has been loaded (and is served)."""
         return self.version > 0
+
+    @property
+    def serving(self) -> bool:
+        """The keyring's health: a set is served, the last reload succeeded, lifecycle steps
+        can be taken, and no key is dated in the future."""
+        return self.healthy and self.rotation_error is None and not self.future_dated
 
 
 def scheduled_steps(entries: Iterable[Entry], policy: Policy) -> list[tuple[Step, float]]:
@@ -137,9 +158,34 @@ def scheduled_steps(entries: Iterable[Entry], policy: Policy) -> list[tuple[Step
     return steps
 
 
+def future_dated(entries: Iterable[Entry], now: float, policy: Policy) -> list[Entry]:
+    """The entries with a time later than `now` plus the policy's clock skew: written by a
+    process whose clock ran ahead (or by a replica whose clock still does)."""
+    limit = now + policy.clock_skew
+    return [entry for entry in entries if _latest(entry) > limit]
+
+
+def _latest(entry: Entry) -> int:
+    return max(t for t in (entry.created, entry.activated, entry.retired) if t is not None)
+
+
 def due_steps(entries: Iterable[Entry], now: float, policy: Policy) -> list[Step]:
     """The lifecycle steps the policy calls for at `now`."""
     return [step for step, at in scheduled_steps(entries, policy) if now >= at]
+
+
+def upkeep_steps(entries: Iterable[Entry], now: float, policy: Policy) -> list[Step]:
+    """What a rotation step does at `now`: re-date the keys dated in the future (REDATE),
+    then the due lifecycle steps.
+
+    A key dated in the future would hold its own schedule back until the clock caught up with
+    it, years perhaps; it is dated `now` instead. That never makes a key sign sooner: a
+    pending key re-dated now signs `publish_ahead` from now, later in real time than its own
+    schedule from when it really was published.
+    """
+    entries = list(entries)
+    redate = [Step(Action.REDATE, entry.kid) for entry in future_dated(entries, now, policy)]
+    return redate + due_steps(entries, now, policy)
 
 
 def next_step_at(entries: Iterable[Entry], policy: Policy) -> float | None:
@@ -190,6 +236,8 @@ class KeyRing:
         self._refresh_lock = threading.Lock()  # one reload at a time; never on the request path
         self._reachable = True
         self.reload_failures = 0
+        self._rotation_error: str | None = None
+        self._reported_future: frozenset[str] = frozenset()
 
     # -- the published set ---------------------------------------------------------------
 
@@ -269,8 +317,48 @@ class KeyRing:
         healthy = self._snapshot is not None and self._error is None
         unlisted = len(self._key_set.unlisted) if self._key_set is not None else 0
         return RingStatus(
-            healthy, self._error, version, self._loaded_at, unlisted, reachable=self._reachable
+            healthy,
+            self._error,
+            version,
+            self._loaded_at,
+            unlisted,
+            reachable=self._reachable,
+            rotation_error=self._rotation_error,
+            future_dated=tuple(sorted(entry.kid for entry in self._future_dated())),
         )
+
+    def _future_dated(self) -> list[Entry]:
+        key_set = self._key_set
+        if key_set is None:
+            return []
+        return future_dated(key_set.entries, self._clock(), self.policy)
+
+    def check_clock(self) -> tuple[str, ...]:
+        """Log each key newly found dated in the future, and once when none is left; return
+        their kids. The server calls this every reload interval: a clock set back makes keys
+        that were fine dated in the future without any change to the store."""
+        ahead = self._future_dated()
+        now = self._clock()
+        for entry in ahead:
+            if entry.kid not in self._reported_future:
+                log.warning(
+                    "key %s (%s) is dated %s ahead of this clock (a clock went back?): "
+                    "keyring health is NOT_SERVING until the next rotation step dates it now",
+                    entry.kid,
+                    entry.alg,
+                    format_duration(_latest(entry) - now),
+                    extra={
+                        "event": "key_dated_in_future",
+                        "kid": entry.kid,
+                        "alg": entry.alg,
+                        "seconds_ahead": int(_latest(entry) - now),
+                    },
+                )
+        kids = frozenset(entry.kid for entry in ahead)
+        if self._reported_future and not kids:
+            log.info("no key is dated in the future any more", extra={"event": "key_dates_ok"})
+        self._reported_future = kids
+        return tuple(sorted(kids))
 
     @property
     def key_set(self) -> KeySet:
@@ -290,21 +378,77 @@ class KeyRing:
         key_set = self._key_set
         if key_set is None:
             return False
-        return bool(due_steps(key_set.entries, int(self._clock()), self.policy))
+        return bool(upkeep_steps(key_set.entries, int(self._clock()), self.policy))
 
     def step(self) -> list[Change]:
         """Apply every lifecycle step that is due now. Safe to call from many processes; a
-        transaction with nothing due writes nothing."""
-        with self.store.transaction() as tx:
-            now = int(self._clock())
-            for step in due_steps(tx.current.entries, now, self.policy):
-                if step.action is Action.CREATE:
-                    self._create(tx, step.subject, State.PENDING, now)
-                elif step.action is Action.PROMOTE:
-                    self._promote(tx, step.subject, now)
-                else:
-                    tx.delete(step.subject)
-            return self._changes(tx)
+        transaction with nothing due writes nothing.
+
+        A failure (the store cannot be locked or written: read-only, disk full) is kept for
+        `status()` until a step succeeds, and logged once when it starts and once when it ends.
+        """
+        redated: list[tuple[Entry, int]] = []
+        try:
+            with self.store.transaction() as tx:
+                now = int(self._clock())
+                for step in upkeep_steps(tx.current.entries, now, self.policy):
+                    if step.action is Action.CREATE:
+                        self._create(tx, step.subject, State.PENDING, now)
+                    elif step.action is Action.PROMOTE:
+                        self._promote(tx, step.subject, now)
+                    elif step.action is Action.REDATE:
+                        redated.append(self._redate(tx, step.subject, now))
+                    else:
+                        tx.delete(step.subject)
+                changes = self._changes(tx)
+        except (KeyStoreError, OSError) as err:
+            self._rotation_failed(str(err))
+            raise
+        self._rotation_succeeded()
+        for entry, now in redated:
+            log.warning(
+                "key %s (%s) was dated %s in the future: dated now, and its lifecycle runs "
+                "from now",
+                entry.kid,
+                entry.alg,
+                format_duration(_latest(entry) - now),
+                extra={"event": "key_redated", "kid": entry.kid, "alg": entry.alg,
+                       "seconds_ahead": _latest(entry) - now},
+            )  # fmt: skip
+        return changes
+
+    def check_writable(self) -> bool:
+        """Whether the store lets this process take a lifecycle step now: open a transaction
+        (the directory store's exclusive lock, which a read-only mount refuses) and abandon it
+        before anything is written. Recorded like a step's outcome. A server with
+        `--rotation auto` checks at start, so a store that can never rotate is reported before a
+        step is due; a store that fails only its writes (a full disk) shows at the first step."""
+        try:
+            with self.store.transaction():
+                raise _Abandon
+        except _Abandon:
+            self._rotation_succeeded()
+            return True
+        except (KeyStoreError, OSError) as err:
+            self._rotation_failed(str(err))
+            return False
+
+    def _rotation_failed(self, reason: str) -> None:
+        if self._rotation_error is None:
+            log.error(
+                "rotation step failed: %s; keyring health is NOT_SERVING until a step succeeds",
+                reason,
+                extra={"event": "rotation_step_failed", "reason": reason},
+            )
+        self._rotation_error = reason
+
+    def _rotation_succeeded(self) -> None:
+        if self._rotation_error is not None:
+            log.info(
+                "rotation steps can be taken again",
+                extra={"event": "rotation_step_recovered"},
+            )
+        self._rotation_error = None
 
     def init(self, algs: Iterable[str] = (DEFAULT_ALGORITHM,)) -> list[Change]:
         """Create an active key for each algorithm that has none (a new store signs at once)."""
@@ -340,12 +484,15 @@ class KeyRing:
             return self._changes(tx)
 
     def prune(self) -> list[Change]:
-        """Delete the retired keys whose retention has ended."""
+        """Delete the retired keys whose retention has ended, and date now the keys dated in
+        the future (the upkeep of a store no server rotates)."""
         with self.store.transaction() as tx:
             now = int(self._clock())
-            for step in due_steps(tx.current.entries, now, self.policy):
+            for step in upkeep_steps(tx.current.entries, now, self.policy):
                 if step.action is Action.DELETE:
                     tx.delete(step.subject)
+                elif step.action is Action.REDATE:
+                    self._redate(tx, step.subject, now)
             return self._changes(tx)
 
     def remove(self, kid: str, *, force: bool = False) -> list[Change]:
@@ -398,9 +545,27 @@ class KeyRing:
     def _promote(self, tx: Transaction, kid: str, now: int) -> None:
         entry = next(e for e in tx.current.entries if e.kid == kid)
         current = tx.current.active(entry.alg)
-        if current is not None:
-            tx.update(replace(current.entry, state=State.RETIRED, retired=now))
+        if current is not None:  # as this transaction left it (it may have been re-dated)
+            retiring = tx.updated.get(current.kid, current.entry)
+            tx.update(replace(retiring, state=State.RETIRED, retired=now))
         tx.update(replace(entry, state=State.ACTIVE, activated=now))
+
+    def _redate(self, tx: Transaction, kid: str, now: int) -> tuple[Entry, int]:
+        """Date `now` every time of `kid` that is later; return the entry as it was."""
+        entry = next(e for e in tx.current.entries if e.kid == kid)
+
+        def clamp(at: int | None) -> int | None:
+            return None if at is None else min(at, now)
+
+        tx.update(
+            replace(
+                entry,
+                created=min(entry.created, now),
+                activated=clamp(entry.activated),
+                retired=clamp(entry.retired),
+            )
+        )
+        return entry, now
 
     def _changes(self, tx: Transaction) -> list[Change]:
         """What a transaction changes; the store applies it when the block exits."""

@@ -198,6 +198,17 @@ class KeySetCollector(Collector):
             value=1.0 if status.reachable else 0.0,
         )
         yield GaugeMetricFamily(
+            "agentrouter_auth_rotation_failing",
+            "1 while lifecycle steps cannot be written to the key store (read-only, full, "
+            "locked), from the last step or write check until a step succeeds; 0 otherwise.",
+            value=1.0 if status.rotation_error is not None else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "agentrouter_auth_future_dated_keys",
+            "Keys dated later than now plus --clock-skew (written while a clock ran ahead).",
+            value=float(len(status.future_dated)),
+        )
+        yield GaugeMetricFamily(
             "agentrouter_auth_unlisted_key_files",
             "Key files in the store that its manifest does not list: ignored, never published.",
             value=float(status.unlisted),

@@ -63,7 +63,12 @@ class Runtime:
         loaded = self.ring.status().loaded
         if not loaded:  # the store was unreachable: serve once the upkeep loads a set
             await self.grpc.set_serving(False)
-            await self.grpc.set_keyring_health(False)
+        elif self.config.auto_rotate:
+            # A store that cannot be written (a read-only mount) would never rotate: say so
+            # now, not when the first step falls due weeks from now.
+            await asyncio.to_thread(self.ring.check_writable)
+        self.ring.check_clock()
+        await self.grpc.set_keyring_health(self.ring.status().serving)
         kids = list(self.ring.snapshot().kids) if loaded else []
         log.info(
             "HTTP listening on %s, gRPC listening on %s (keys: %s)",
@@ -110,7 +115,7 @@ class Runtime:
         from a store that cannot be read (say, its manifest is missing) is refused rather than
         taken.
         """
-        last_error, failures_seen = "", self.ring.reload_failures
+        failures_seen = self.ring.reload_failures
         feed = self.ring.store.change_feed()
         attempts = 0
         try:
@@ -122,18 +127,25 @@ class Runtime:
                     attempts += 1
                 await (asyncio.sleep(delay) if feed is None else feed.wait(delay))
                 self._stop_if_orphaned()
-                if self.config.auto_rotate and loaded and self.ring.due():
-                    last_error = await self._take_due_steps(last_error)
+                if self.config.auto_rotate and loaded:
+                    if self.ring.due():
+                        await self._take_due_steps()
+                    elif self.ring.status().rotation_error is not None:
+                        # Nothing is due: has the store become writable again?
+                        await asyncio.to_thread(self.ring.check_writable)
                 self.recorder.flush()
                 await asyncio.to_thread(self.ring.refresh)
                 if self.ring.reload_failures > failures_seen:
                     metrics.RELOAD_FAILURES.inc(self.ring.reload_failures - failures_seen)
                     failures_seen = self.ring.reload_failures
+                if self.config.auto_rotate and not loaded and self.ring.status().loaded:
+                    await asyncio.to_thread(self.ring.check_writable)  # the start's check, late
+                self.ring.check_clock()
                 status = self.ring.status()
                 if self.grpc is not None:
                     if status.loaded and not loaded:
                         await self.grpc.set_serving(True)
-                    await self.grpc.set_keyring_health(status.healthy)
+                    await self.grpc.set_keyring_health(status.serving)
         finally:
             if feed is not None:
                 await feed.close()
@@ -150,19 +162,14 @@ class Runtime:
             self._supervisor = None
             os.kill(os.getpid(), signal.SIGTERM)  # granian's own graceful stop
 
-    async def _take_due_steps(self, last_error: str) -> str:
-        """Apply the due lifecycle steps; log a failure once until it changes. Returns the
-        failure's text ("" on success)."""
+    async def _take_due_steps(self) -> None:
+        """Apply the due lifecycle steps. A failure is kept by the ring (keyring health turns
+        NOT_SERVING until a step succeeds) and logged by it once; the step is tried again at
+        the next interval, as it stays due."""
         try:
-            for change in await asyncio.to_thread(self.ring.step):
-                extra = {"event": "rotation_step", "pid": os.getpid(), **change.fields()}
-                log.info("rotation step applied: %s", change, extra=extra)
-        except (KeyStoreError, OSError) as err:
-            if str(err) != last_error:
-                log.error(
-                    "rotation step failed: %s",
-                    err,
-                    extra={"event": "rotation_step_failed", "reason": str(err)},
-                )
-            return str(err)
-        return ""
+            changes = await asyncio.to_thread(self.ring.step)
+        except (KeyStoreError, OSError):
+            return
+        for change in changes:
+            extra = {"event": "rotation_step", "pid": os.getpid(), **change.fields()}
+            log.info("rotation step applied: %s", change, extra=extra)

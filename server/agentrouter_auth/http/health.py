@@ -1,10 +1,12 @@
 """/healthz and /readyz: whether this worker lives, and whether it should get traffic.
 
 /readyz says `loading` (503) until a first key set is loaded (a store unreachable at start),
-`draining` (503) once shutdown has begun, and `keyring: error` while the last key-store reload
-failed (refused, or the store unreachable); it is still ready then, since the last good set is
-served. The
-reason names files, so it goes to the log (`key_set_reload_failed`), never to whoever asks.
+`draining` (503) once shutdown has begun, and `keyring: error` whenever the gRPC keyring health
+entry is NOT_SERVING: the last key-store reload failed (refused, or the store unreachable), a
+lifecycle step cannot be written (a read-only store with `--rotation auto`, a full disk), or a
+key is dated in the future. It is still ready then, since the last good set is served. The
+details name files, so they go to the log (`key_set_reload_failed`, `rotation_step_failed`,
+`key_dated_in_future`), never to whoever asks; `reason` says which kind of trouble it is.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentrouter_auth.asgi_types import App, Receive, Scope, Send, respond
 from agentrouter_auth.http.representation import uncached
+from agentrouter_auth.keys.ring import RingStatus
 
 if TYPE_CHECKING:
     from agentrouter_auth.runtime import Runtime
@@ -46,16 +49,23 @@ def readiness(runtime: Runtime) -> App:
             body["status"], code = "loading", 503
         if runtime.draining:
             body["status"], code = "draining", 503
-        if ring_status.error:
+        if ring_status.error or (ring_status.loaded and not ring_status.serving):
             body["keyring"] = "error"
-            body["reason"] = (
-                "the key store cannot be reached; see the server log"
-                if not ring_status.reachable
-                else "a change to the key store was refused; see the server log"
-            )
+            body["reason"] = _reason(ring_status)
         await _json(send, code, body)
 
     return readyz
+
+
+def _reason(status: RingStatus) -> str:
+    """Why the keyring is not serving, without a path or a key id."""
+    if status.error and not status.reachable:
+        return "the key store cannot be reached; see the server log"
+    if status.error:
+        return "a change to the key store was refused; see the server log"
+    if status.rotation_error is not None:
+        return "the key store cannot be written: no rotation step can be taken; see the server log"
+    return "a key is dated in the future (a clock went back?); see the server log"
 
 
 async def _json(send: Send, status: int, document: dict[str, Any]) -> None:

@@ -1,21 +1,28 @@
-"""A worker that dies is replaced while the other keeps serving."""
+"""A worker that dies is replaced while the others keep serving: once, or as often as it keeps
+dying (with a growing delay), and the supervisor never gives up and exits."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import signal
 import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
+from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import DirectoryStore
 
-from .serverproc import ServerProcess, serve_argv
+from .serverproc import ServerProcess, eventually, serve_argv
 
 pytestmark = pytest.mark.integration
 JWKS = "/.well-known/jwks.json"
@@ -140,3 +147,220 @@ def _running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+SPAWNED = re.compile(r"Spawning worker-(?P<slot>\d+) with PID: (?P<pid>\d+)")
+
+
+def spawned(server: ServerProcess) -> list[tuple[int, int]]:
+    """(slot, pid) of every worker the supervisor started so far, in order (granian's line)."""
+    return [
+        (int(match["slot"]), int(match["pid"]))
+        for line in server.drain()
+        if (match := SPAWNED.search(line))
+    ]
+
+
+def current_pid(server: ServerProcess, slot: int) -> int:
+    """The pid of the worker most recently started in `slot`."""
+    return [pid for s, pid in spawned(server) if s == slot][-1]
+
+
+def serving(server: ServerProcess, pid: int) -> bool:
+    """Whether worker `pid` has reported its listeners (it is up)."""
+    return any(event["pid"] == pid for event in server.events("listening"))
+
+
+@dataclass
+class Traffic:
+    """Clients calling GetJWKS over REST and gRPC in a loop until stopped, each protocol from
+    `clients` threads that keep one connection (as a verifier does) and `clients` threads that
+    open a new one for every call (spread over every worker, the newest included). Every
+    outcome is kept with its time, so failures can be counted and answers found after a given
+    moment."""
+
+    server: ServerProcess
+    clients: int = 2
+    outcomes: list[tuple[float, str, str]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Traffic:
+        for _ in range(self.clients):
+            for fresh in (False, True):
+                self.threads.append(threading.Thread(target=self._rest, args=(fresh,)))
+                self.threads.append(threading.Thread(target=self._grpc, args=(fresh,)))
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def _rest(self, fresh: bool) -> None:
+        # After a failure, even a kept client opens a new connection for its next request.
+        limits = httpx.Limits(max_keepalive_connections=0 if fresh else 1)
+        with httpx.Client(timeout=5, limits=limits) as client:
+            while not self.stop.is_set():
+                try:
+                    status = client.get(self.server.base_url + JWKS).status_code
+                    result = "ok" if status == 200 else f"http {status}"
+                except httpx.HTTPError as err:
+                    result = type(err).__name__
+                self.outcomes.append((time.monotonic(), "rest", result))
+
+    def _grpc(self, fresh: bool) -> None:
+        target = f"127.0.0.1:{self.server.port}"
+        kept = grpc.insecure_channel(target)
+        own = [("grpc.use_local_subchannel_pool", 1)]  # else channels share one connection
+        try:
+            while not self.stop.is_set():
+                channel = grpc.insecure_channel(target, options=own) if fresh else kept
+                try:
+                    stub = auth_pb2_grpc.AuthServiceStub(channel)
+                    response = stub.GetJWKS(auth_pb2.GetJWKSRequest(), timeout=5)
+                    result = "ok" if response.keys else "empty"
+                except grpc.RpcError as err:
+                    result = str(err.code())
+                finally:
+                    if fresh:
+                        channel.close()
+                self.outcomes.append((time.monotonic(), "grpc", result))
+        finally:
+            kept.close()
+
+    def answered_since(self, moment: float) -> set[str]:
+        """The protocols that got a good answer after `moment`."""
+        return {
+            proto for at, proto, result in list(self.outcomes) if at > moment and result == "ok"
+        }
+
+    def tally(self) -> Counter[tuple[str, str]]:
+        """(protocol, outcome) → count."""
+        return Counter((proto, result) for _, proto, result in self.outcomes)
+
+
+def respawn_delays(server: ServerProcess, slot: int) -> list[float]:
+    """The delays the supervisor chose, in order, for replacing the workers of `slot`."""
+    return [e["delay_seconds"] for e in server.events("worker_died") if e["slot"] == slot]
+
+
+def up(server: ServerProcess, pid: int) -> bool:
+    """Wait until worker `pid` serves; False if it never does or the server exits."""
+    eventually(lambda: serving(server, pid) or server.proc.poll() is not None, bool, within=60)
+    return serving(server, pid)
+
+
+def replacement(server: ServerProcess, slot: int, dead: list[int]) -> int | None:
+    """Wait until `slot` has a worker that is not one of `dead`; None if it never has one or
+    the server exits."""
+    pid = eventually(
+        lambda: current_pid(server, slot),
+        lambda new: new not in dead or server.proc.poll() is not None,
+        within=60,
+    )
+    return None if pid in dead else pid
+
+
+def answered_after(server: ServerProcess, traffic: Traffic, moment: float) -> set[str]:
+    """Wait until both protocols have a good answer after `moment`; the ones that have."""
+    return eventually(
+        lambda: traffic.answered_since(moment),
+        lambda protos: protos == {"rest", "grpc"} or server.proc.poll() is not None,
+        within=30,
+    )
+
+
+def exit_report(server: ServerProcess) -> str:
+    """Why the server stopped, from granian's lines."""
+    said = [line for line in server.drain() if "crash" in line.lower() or "exit" in line.lower()]
+    return f"the server exited {server.proc.returncode}: {said}"
+
+
+def test_a_worker_that_keeps_dying_is_replaced_with_backoff_while_the_others_serve(
+    tmp_path: Path,
+) -> None:
+    """Granian's own supervisor exits (status 1, "Worker crash loop detected") when a slot dies
+    again within 5.5 s of its respawn; ours replaces it, later each time, for as long as it
+    keeps dying, and the three other workers answer REST and gRPC throughout."""
+    KeyRing(DirectoryStore(tmp_path), Policy()).init(["ES256"])
+    kills, slot = 5, 2
+    with ServerProcess(serve_argv(tmp_path, "--workers", "4")) as server:
+        pid: int | None = current_pid(server, slot)
+        killed: list[int] = []
+        with Traffic(server) as traffic:
+            for round_ in range(1, kills + 1):
+                assert pid is not None
+                assert up(server, pid), f"worker {pid} of slot {slot} never served"
+                moment = time.monotonic()
+                os.kill(pid, signal.SIGKILL)  # as soon as it is up
+                killed.append(pid)
+                answered = answered_after(server, traffic, moment)
+                assert server.proc.poll() is None, f"after kill {round_}: {exit_report(server)}"
+                assert answered == {"rest", "grpc"}, f"after kill {round_}: only {answered}"
+                pid = replacement(server, slot, killed)
+                assert pid is not None, f"slot {slot} not replaced after kill {round_}; " + (
+                    exit_report(server) if server.proc.poll() is not None else "still running"
+                )
+            assert pid is not None
+            assert up(server, pid), f"the last replacement {pid} never served"
+            assert server.proc.poll() is None
+        tally = traffic.tally()
+        delays = respawn_delays(server, slot)
+        print(f"killed in slot {slot}: {killed}; respawn delays: {delays}; calls: {dict(tally)}")
+        assert len(delays) == kills, delays
+        assert all(later > earlier for earlier, later in itertools.pairwise(delays)), delays
+        # Only calls that the killed worker held can fail: at most one per client per kill.
+        failed = {key: n for key, n in tally.items() if key[1] != "ok"}
+        assert sum(failed.values()) <= len(traffic.threads) * kills, failed
+        assert tally["rest", "ok"] > 0
+        assert tally["grpc", "ok"] > 0
+        assert server.terminate() == 0
+
+
+def test_sigterm_while_a_respawn_waits_stops_cleanly_and_respawns_nothing(tmp_path: Path) -> None:
+    """A slot waiting out its backoff holds up neither SIGTERM nor the exit status, and is not
+    respawned once the server is stopping."""
+    KeyRing(DirectoryStore(tmp_path), Policy()).init(["ES256"])
+    with ServerProcess(serve_argv(tmp_path, "--workers", "2")) as server:
+        pid: int | None = current_pid(server, 1)
+        killed: list[int] = []
+        for _ in range(4):  # each death quicker than the last: the fourth waits seconds
+            assert pid is not None
+            assert up(server, pid), exit_report(server)
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            pid = replacement(server, 1, killed)
+        assert pid is not None
+        assert up(server, pid), exit_report(server)
+        os.kill(pid, signal.SIGKILL)
+        waiting = eventually(
+            lambda: [e for e in server.events("worker_died") if e["pid"] == pid], bool
+        )
+        assert waiting, "no worker_died event"
+        assert waiting[0]["delay_seconds"] > 0
+        assert server.terminate() == 0
+        stop = next(i for i, line in enumerate(server.lines) if "Shutting down granian" in line)
+        assert not [line for line in server.lines[stop:] if SPAWNED.search(line)]
+
+
+def test_sighup_replaces_every_worker_and_keeps_serving(tmp_path: Path) -> None:
+    """SIGHUP (granian's reload) still starts a new worker in every slot."""
+    KeyRing(DirectoryStore(tmp_path), Policy()).init(["ES256"])
+    with ServerProcess(serve_argv(tmp_path, "--workers", "2")) as server:
+        before = {current_pid(server, slot) for slot in (1, 2)}
+        os.kill(server.proc.pid, signal.SIGHUP)
+        after = eventually(
+            lambda: {current_pid(server, slot) for slot in (1, 2)},
+            lambda pids: not pids & before,
+            within=60,
+        )
+        assert not after & before, (before, after)
+        for pid in after:
+            assert up(server, pid), exit_report(server)
+        with httpx.Client(timeout=5) as client:
+            assert client.get(server.base_url + JWKS).status_code == 200
+        assert server.proc.poll() is None
+        assert server.terminate() == 0

@@ -82,10 +82,11 @@ def run_http_server(config: ServeConfig) -> None:
         SSLProtocols,
     )
     from granian.http import HTTP1Settings, HTTP2Settings  # noqa: PLC0415
-    from granian.server import Server  # noqa: PLC0415
+
+    from agentrouter_auth.supervisor import Supervisor  # noqa: PLC0415 - imports granian
 
     limits = config.http_limits
-    Server(
+    Supervisor(
         "agentrouter_auth.asgi:create_app",
         address=config.http_addr.host,
         port=config.http_addr.port,
@@ -94,7 +95,8 @@ def run_http_server(config: ServeConfig) -> None:
         # the first bytes with no timeout, so idle connections would never be closed.
         http=HTTPModes.auto if limits.http2 else HTTPModes.http1,
         workers=config.workers,
-        # A worker that dies (killed, out of memory) is replaced; the others keep serving.
+        # A worker that dies (killed, out of memory) is replaced, later each time while it
+        # keeps dying (Supervisor); the others keep serving. The interval paces SIGHUP reloads.
         respawn_failed_workers=True,
         respawn_interval=1.0,
         backpressure=limits.max_connections,

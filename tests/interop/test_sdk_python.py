@@ -4,7 +4,11 @@ peer: the behaviour every SDK shares (see peer.py), in Python."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+import unicodedata
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,9 +20,14 @@ from agentrouter_sdk.cli import main as tare
 from tars.auth.v1 import auth_pb2
 from tests.integration.serverproc import ServerProcess
 
-from .peer import METHOD_PATH, PEER_KID, Peer
+from .peer import METHOD_PATH, PEER_KID, Peer, run_measured
 
 pytestmark = pytest.mark.integration
+TARE = Path(sys.executable).parent / "tare"
+# A client that bounds what it reads holds a few MiB of answer; one that does not, hundreds.
+MEMORY_BOUND_MIB = 200
+# The oversized answers of the peer (see peer.py), each larger than the default limit.
+OVERSIZED = ("big/100", "chunked/100", "bomb/300", "bigerror/100")
 
 
 def served_kids(server: ServerProcess) -> list[str]:
@@ -156,3 +165,114 @@ def test_tare_refuses_a_bad_timeout_in_one_line(capsys: pytest.CaptureFixture[st
     error = capsys.readouterr().err
     assert error.count("\n") == 1
     assert "--timeout" in error
+
+
+@pytest.mark.parametrize(("where", "kept"), [("port", False), ("host", False), ("same", True)])
+def test_the_api_key_never_goes_to_another_origin(peer: Peer, where: str, kept: bool) -> None:
+    with Client(base_url=f"{peer.url}/py/redirect/{where}", api_key="k-123.secret") as client:
+        response = client.auth.get_jwks()
+    assert [key.kid for key in response.keys] == [PEER_KID]
+    first, landed = requests_to(peer)
+    assert first["headers"]["authorization"] == "Bearer k-123.secret"
+    assert (landed["origin"] == first["origin"]) == kept  # the redirect this case is about
+    if kept:
+        assert landed["headers"].get("authorization") == "Bearer k-123.secret"
+    else:
+        assert "authorization" not in landed["headers"], f"sent to {landed['origin']}"
+
+
+# Calls GetJWKS under each base URL given, with the default limit, and prints one JSON line per
+# call: the error's code and message, or "ok".
+CALLS = """
+import json, sys
+from agentrouter_sdk import AgentRouterError, Client
+for base_url in sys.argv[1:]:
+    try:
+        with Client(base_url=base_url, timeout=float(__import__("os").environ["TIMEOUT"])) as c:
+            c.auth.get_jwks()
+        print(json.dumps(["ok", ""]))
+    except AgentRouterError as err:
+        print(json.dumps([err.code, err.message[:200]]))
+"""
+
+
+def test_an_oversized_answer_fails_resource_exhausted_in_bounded_memory(peer: Peer) -> None:
+    """100 MiB answers (with and without a Content-Length, and as an error) and a 300-MiB gzip
+    bomb: each fails resource_exhausted, in a process that never holds much of them."""
+    urls = [f"{peer.url}/py/{path}" for path in OVERSIZED]
+    env = {**os.environ, "TIMEOUT": "60"}
+    measured = run_measured([sys.executable, "-c", CALLS, *urls], timeout=120, env=env)
+    assert not measured.timed_out, measured.output
+    assert measured.returncode == 0, measured.output
+    outcomes = [json.loads(line) for line in measured.output.splitlines()]
+    assert [outcome[0] for outcome in outcomes] == ["resource_exhausted"] * len(OVERSIZED), outcomes
+    assert measured.peak_rss_mib < MEMORY_BOUND_MIB, (
+        f"peak RSS {measured.peak_rss_mib:.0f} MiB reading oversized answers"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "max_response_bytes", "fits"),
+    [("big/6", 7 << 20, True), ("bomb/6", 7 << 20, True), ("big/2", 1 << 20, False),
+     ("bomb/2", 1 << 20, False), ("bigerror/2", 1 << 20, False)],
+)  # fmt: skip
+def test_the_response_limit_is_configurable(
+    peer: Peer, path: str, max_response_bytes: int, fits: bool
+) -> None:
+    with Client(base_url=f"{peer.url}/py/{path}", max_response_bytes=max_response_bytes) as client:
+        if fits:
+            assert [key.kid for key in client.auth.get_jwks().keys] == [PEER_KID]
+            return
+        with pytest.raises(AgentRouterError) as err:
+            client.auth.get_jwks()
+    assert err.value.code == "resource_exhausted"
+    assert str(max_response_bytes) in err.value.message
+
+
+@pytest.mark.parametrize("max_response_bytes", [0, -1])
+def test_a_bad_response_limit_is_refused(max_response_bytes: int) -> None:
+    with pytest.raises(ValueError, match="max_response_bytes"):
+        Client(base_url="http://127.0.0.1:1", max_response_bytes=max_response_bytes)
+
+
+def test_the_deadline_covers_a_dripping_body(peer: Peer) -> None:
+    """Headers at once, then a byte every 200 ms (a minute in all): the call's 1-s deadline
+    ends it. Run apart, so a client that ignored it would be killed, and fail."""
+    env = {**os.environ, "TIMEOUT": "1"}
+    measured = run_measured(
+        [sys.executable, "-c", CALLS, f"{peer.url}/py/drip/200"], timeout=30, env=env
+    )
+    assert not measured.timed_out, "the call outlived its deadline while the body dripped"
+    assert json.loads(measured.output)[0] == "deadline_exceeded", measured.output
+
+
+def test_tare_reads_an_oversized_answer_in_bounded_memory(peer: Peer) -> None:
+    for path in OVERSIZED:
+        argv = [str(TARE), "api", "auth", "jwks", "get", "--base-url", f"{peer.url}/tare/{path}"]
+        measured = run_measured(argv, timeout=120, env=dict(os.environ))
+        assert not measured.timed_out, path
+        assert measured.returncode == 1, f"{path}: {measured.output[:300]}"
+        assert measured.output.startswith("tare: error: resource_exhausted: "), measured.output[
+            :300
+        ]
+        assert measured.output.count("\n") == 1, measured.output[:300]
+        assert measured.peak_rss_mib < MEMORY_BOUND_MIB, (
+            f"{path}: peak RSS {measured.peak_rss_mib:.0f} MiB"
+        )
+
+
+def test_tare_prints_no_control_character_the_server_sends(
+    peer: Peer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["api", "auth", "jwks", "get", "--base-url", f"{peer.url}/hostile/permission_denied"]
+    assert tare(argv) == 1
+    captured = capsys.readouterr()
+    line = captured.err.removesuffix("\n")
+    assert "\n" not in line, captured.err
+    unsafe = [
+        f"U+{ord(c):04X}" for c in line if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+    ]
+    assert unsafe == [], f"tare printed control characters {unsafe}: {line!r}"
+    assert line.startswith("tare: error: permission_denied: forced"), line
+    for visible in ("red", "second line", "evil", "iso", "end"):
+        assert visible in line, line

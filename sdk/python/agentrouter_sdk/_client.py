@@ -7,12 +7,16 @@ from urllib.parse import urlsplit
 
 from connectrpc.compat import google_protobuf_binary_codec
 from connectrpc.errors import ConnectError
+from pyqwest import SyncClient
 
+from agentrouter_sdk._transport import BoundedTransport
 from agentrouter_sdk._version import __version__
 from tars.auth.v1 import auth_pb2
 from tars.auth.v1.auth_connect import AuthServiceClientSync
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+# What a response may hold, received and decompressed: a key set is a few KiB.
+DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
 USER_AGENT = f"agentrouter-sdk-python/{__version__}"
 
 
@@ -29,7 +33,9 @@ class AgentRouterError(Exception):
 class AuthClient:
     """AuthService: the public key set that verifies AgentRouter's tokens."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], timeout: float) -> None:
+    def __init__(
+        self, base_url: str, headers: dict[str, str], timeout: float, max_response_bytes: int
+    ) -> None:
         self._headers = headers
         self._timeout = timeout
         self._client = AuthServiceClientSync(
@@ -38,6 +44,9 @@ class AuthClient:
             timeout_ms=_millis(timeout),
             # An uncompressed GET has a stable URL, so HTTP caches can serve it.
             send_compression=None,
+            # connectrpc's own bound, and the transport's, which holds while the body is read.
+            read_max_bytes=max_response_bytes,
+            http_client=SyncClient(BoundedTransport(max_response_bytes)),
         )
 
     def get_jwks(
@@ -62,8 +71,10 @@ class AuthClient:
 
 class Client:
     """An AgentRouter endpoint. `base_url` may carry a path prefix (`https://host/prefix`);
-    the API key, when given, is sent as a bearer token on every call; `timeout` is each
-    call's default, in seconds."""
+    the API key, when given, is sent as a bearer token on every call, and never to another
+    origin on a redirect; `timeout` is each call's default, in seconds, and covers reading the
+    answer; a response larger than `max_response_bytes` (received or decompressed) fails the
+    call with `resource_exhausted`, without reading the rest."""
 
     def __init__(
         self,
@@ -71,13 +82,18 @@ class Client:
         api_key: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(max_response_bytes, int) or max_response_bytes <= 0:
+            raise ValueError(
+                f"max_response_bytes must be a positive number of bytes, got {max_response_bytes!r}"
+            )
         headers = {"user-agent": USER_AGENT}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
-        self.auth = AuthClient(_checked_base_url(base_url), headers, timeout)
+        self.auth = AuthClient(_checked_base_url(base_url), headers, timeout, max_response_bytes)
 
     def close(self) -> None:
         """Release the HTTP connections of every service client."""

@@ -1,10 +1,10 @@
 """An answer rendered once and served many times, by every transport, without serializing.
 
 A servicer method returns either a message or a `Rendered` answer: the message together with
-its protobuf and compact JSON encodings (and the JSON's gzip form), a strong ETag of the JSON
-and how long a cache may keep it. The transports write the stored bytes (gRPC and Connect
+its protobuf and compact JSON encodings (and the JSON's gzip form), a strong ETag of each JSON
+body and how long a cache may keep it. The transports write the stored bytes (gRPC and Connect
 binary the `proto`, Connect JSON and REST the `json`), and the HTTP representation turns the
-ETag and freshness into headers. Nothing here knows a transport.
+ETags and freshness into headers. Nothing here knows a transport.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ class Rendered(Generic[M]):
 
     `media_types` are more specific names of the JSON document (as `application/jwk-set+json`
     names a JWK set) that a client may ask for.
+
+    `etag` validates the `json` bytes and `etag_gzip` the `json_gzip` bytes: a strong validator
+    differs per content coding (RFC 9110 §8.8.3), or a cache could combine a stored gzip body
+    with identity metadata (or serve one coding to a client that asked for the other).
     """
 
     message: M
@@ -44,6 +48,7 @@ class Rendered(Generic[M]):
     json: bytes
     json_gzip: bytes
     etag: str
+    etag_gzip: str
     freshness: Freshness | None = None
     media_types: tuple[str, ...] = ()
     derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
@@ -60,12 +65,14 @@ def render_message(
 ) -> Rendered[M]:
     """Render `message` once: its deterministic protobuf bytes and its compact proto3 JSON."""
     body = compact_json(message)
+    zipped = gzip.compress(body, compresslevel=9, mtime=0)
     return Rendered(
         message=message,
         proto=message.SerializeToString(deterministic=True),
         json=body,
-        json_gzip=gzip.compress(body, compresslevel=9, mtime=0),
+        json_gzip=zipped,
         etag=strong_etag(body),
+        etag_gzip=strong_etag(zipped),
         freshness=freshness,
         media_types=media_types,
     )

@@ -98,19 +98,72 @@ def test_gzip_when_the_client_accepts_it(accept_encoding: str, gzipped: bool) ->
     assert "Accept-Encoding" in headers["vary"]
 
 
+def test_the_gzip_body_has_its_own_etag_and_validates_only_itself() -> None:
+    document = rendered()
+    _, zipped, _ = answer(document, {"accept-encoding": "gzip"})
+    _, plain, _ = answer(document)
+    assert zipped["etag"] != plain["etag"]
+    for encoding, tag, other in (("gzip", zipped["etag"], plain["etag"]),
+                                 ("identity", plain["etag"], zipped["etag"])):  # fmt: skip
+        status, headers, body = answer(
+            document, {"accept-encoding": encoding, "if-none-match": tag}
+        )
+        assert (status, headers["etag"], body) == (304, tag, b"")
+        status, headers, _ = answer(document, {"accept-encoding": encoding, "if-none-match": other})
+        assert (status, headers["etag"]) == (200, tag)
+
+
 @pytest.mark.parametrize(
     ("accept", "content_type"),
     [(JWK_SET, JWK_SET), (f"{JWK_SET}; q=1", JWK_SET),
      (f"{JWK_SET}, application/json", "application/json"), ("*/*", "application/json"),
-     ("application/json", "application/json")],
+     ("application/json", "application/json"),
+     (f"{JWK_SET};q=0", "application/json"), (f"{JWK_SET} ; Q=0", "application/json"),
+     (f"{JWK_SET};q=0.000, */*;q=0.1", "application/json"),
+     (f"{JWK_SET};q=0.5, application/json;q=0.4", JWK_SET),
+     (f"application/*;q=0.3, {JWK_SET};q=0.4", JWK_SET),
+     (f"application/*;q=0.5, {JWK_SET};q=0.4", "application/json"),
+     (f"application/json;charset=utf-8;q=0.1, {JWK_SET};q=0.2", JWK_SET),
+     (f"{JWK_SET};q=2", "application/json"),  # malformed qvalue: the element is dropped
+     (f"{JWK_SET};q=0.1234", "application/json"),
+     (f"{JWK_SET};q=-0", "application/json"),
+     ("text/html", "application/json"), ("garbage", "application/json"),
+     (",,;", "application/json"),
+     ("image/*, text/*;q=0", "application/json")],
 )  # fmt: skip
-def test_the_specific_media_type_when_accept_asks_exactly_for_it(
-    accept: str, content_type: str
+def test_the_media_type_accept_prefers_by_q_value(accept: str, content_type: str) -> None:
+    document = rendered()
+    status, headers, body = answer(document, {"accept": accept})
+    assert (status, headers["content-type"]) == (200, content_type)
+    assert body == document.json
+
+
+@pytest.mark.parametrize(
+    "accept",
+    ["application/json;q=0", f"application/json;q=0, {JWK_SET};q=0.0", "*/*;q=0",
+     f"application/*;q=0, {JWK_SET};q=0, */*"],
+)  # fmt: skip
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_an_accept_that_refuses_application_json_and_leaves_nothing_is_406(
+    accept: str, method: str
 ) -> None:
     document = rendered()
-    _, headers, body = answer(document, {"accept": accept})
-    assert headers["content-type"] == content_type
-    assert body == document.json
+    status, headers, body = answer(
+        document, {"accept": accept, "if-none-match": document.etag}, method=method
+    )
+    assert status == 406
+    assert headers["vary"] == "Accept"
+    if method == "GET":
+        assert json.loads(body)["code"] == 3
+    else:
+        assert body == b""
+
+
+def test_without_a_specific_media_type_accept_is_not_consulted() -> None:
+    document = render_message(auth_pb2.GetJWKSResponse(), freshness=POLICY)
+    status, headers, _ = answer(document, {"accept": "application/json;q=0"})
+    assert (status, headers["content-type"], headers["vary"]) == (
+        200, "application/json", "Accept-Encoding")  # fmt: skip
 
 
 def test_head_has_the_headers_and_no_body() -> None:

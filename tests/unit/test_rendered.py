@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 from dataclasses import replace
 
 from google.protobuf import json_format
@@ -36,10 +38,25 @@ def test_the_etag_is_strong_and_stable() -> None:
     assert etag != strong_etag(b'{"keys":[1]}')
 
 
+def test_the_gzip_body_has_its_own_strong_etag() -> None:
+    """RFC 9110 §8.8.3: a strong validator differs per content coding; each tag is the
+    SHA-256 of the bytes it validates (base64url, unpadded)."""
+    rendered = render_message(message())
+
+    def sha256_tag(body: bytes) -> str:
+        return (
+            '"' + base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode().rstrip("=") + '"'
+        )
+
+    assert rendered.etag == sha256_tag(rendered.json)
+    assert rendered.etag_gzip == sha256_tag(rendered.json_gzip)
+    assert rendered.etag_gzip != rendered.etag
+
+
 def test_the_same_message_renders_the_same_bytes() -> None:
     one, two = render_message(message()), render_message(message())
-    assert (one.proto, one.json, one.json_gzip, one.etag) == (two.proto, two.json, two.json_gzip,
-                                                              two.etag)  # fmt: skip
+    assert (one.proto, one.json, one.json_gzip, one.etag, one.etag_gzip) == (
+        two.proto, two.json, two.json_gzip, two.etag, two.etag_gzip)  # fmt: skip
 
 
 def test_what_a_transport_derives_is_not_carried_to_a_copy() -> None:

@@ -3,10 +3,14 @@
 One module decides them all, so changing a caching or CORS header is a change here (and, for a
 cache lifetime, to the rotation policy that sets it):
 
-- a `Rendered` answer: its stored bytes with a strong `ETag`, `If-None-Match` → 304, the gzip
-  form when the client accepts it (`Vary: Accept-Encoding`), `Cache-Control` from the answer's
-  freshness, and a more specific media type (`application/jwk-set+json`) when the client's
-  Accept asks for exactly that one (`Vary: Accept` too); HEAD gets the same headers, no body;
+- a `Rendered` answer: its stored bytes with a strong `ETag` per content coding (the gzip body
+  has its own), `If-None-Match` → 304 when it names the representation that would be sent, the
+  gzip form when the client accepts it (`Vary: Accept-Encoding`), `Cache-Control` from the
+  answer's freshness, and the media type Accept prefers by its q-values among
+  `application/json` and the answer's more specific ones (`application/jwk-set+json`; `Vary:
+  Accept` too): `application/json` on a tie, and when Accept names none of them; 406 when it
+  refuses `application/json` (q=0) and leaves nothing else. HEAD gets the same headers, no
+  body;
 - a plain message: compact proto3 JSON; an error: `google.rpc.Status` JSON;
 - every answer: `Access-Control-Allow-Origin: *` (the routes are public), and OPTIONS answers
   a CORS preflight;
@@ -35,7 +39,8 @@ from agentrouter_auth.asgi_types import (
     respond,
 )
 from agentrouter_auth.rendered import Freshness, Rendered
-from agentrouter_auth.transcode import JSONResponder
+from agentrouter_auth.status import Code
+from agentrouter_auth.transcode import JSONResponder, TranscodeError
 
 JSON = "application/json"
 CORS: Headers = (
@@ -63,12 +68,17 @@ class Representation(JSONResponder):
                 accept = value
             elif name == b"accept-encoding":
                 accept_encoding = value
-        if if_none_match is not None and _etag_matches(if_none_match, answer.etag):
-            status, headers, body = 304, _variant(answer, None, gzipped=False), b""
+        content_type = _negotiated_type(accept, answer)
+        if content_type is None:
+            await self.error(scope, send, _not_acceptable(answer), head=head)
+            return
+        gzipped = accept_encoding is not None and _accepts_gzip(accept_encoding)
+        etag = answer.etag_gzip if gzipped else answer.etag
+        if if_none_match is not None and _etag_matches(if_none_match, etag):
+            status, headers, body = 304, _variant(answer, None, gzipped=gzipped), b""
         else:
-            gzipped = accept_encoding is not None and _accepts_gzip(accept_encoding)
             status = 200
-            headers = _variant(answer, _negotiated_type(accept, answer), gzipped=gzipped)
+            headers = _variant(answer, content_type, gzipped=gzipped)
             body = b"" if head else answer.json_gzip if gzipped else answer.json
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -160,7 +170,8 @@ def _variant(
     headers: list[tuple[bytes, bytes]] | None = rendered.derived.get(key)
     if headers is None:
         vary = b"Accept, Accept-Encoding" if rendered.media_types else b"Accept-Encoding"
-        headers = [(b"etag", rendered.etag.encode()), (b"vary", vary), *CORS]
+        etag = rendered.etag_gzip if gzipped else rendered.etag
+        headers = [(b"etag", etag.encode()), (b"vary", vary), *CORS]
         if rendered.freshness is not None:
             headers.append((b"cache-control", cache_control(rendered.freshness)))
         if content_type is not None:
@@ -185,7 +196,7 @@ def _etag_matches(if_none_match: bytes, etag: str) -> bool:
 # Clients send the same few Accept and Accept-Encoding values over and over: parse each once.
 _PARSED_CACHE_LIMIT = 512
 _GZIP_ACCEPTED: dict[bytes, bool] = {}
-_NEGOTIATED: dict[tuple[bytes, tuple[str, ...]], str] = {}
+_NEGOTIATED: dict[tuple[bytes, tuple[str, ...]], str] = {}  # "": not acceptable (406)
 
 
 def _accepts_gzip(accept_encoding: bytes) -> bool:
@@ -209,8 +220,8 @@ def _parse_accepts_gzip(accept_encoding: bytes) -> bool:
     return False
 
 
-def _negotiated_type(accept: bytes | None, rendered: Rendered[Any]) -> str:
-    """The answer's media type: one of its specific ones when Accept names exactly that one."""
+def _negotiated_type(accept: bytes | None, rendered: Rendered[Any]) -> str | None:
+    """The answer's media type by the client's Accept, or None when it is not acceptable."""
     if not accept or not rendered.media_types:
         return JSON
     key = (accept, rendered.media_types)
@@ -218,9 +229,76 @@ def _negotiated_type(accept: bytes | None, rendered: Rendered[Any]) -> str:
     if chosen is None:
         if len(_NEGOTIATED) >= _PARSED_CACHE_LIMIT:
             _NEGOTIATED.clear()
-        ranges = [
-            part.split(";")[0].strip().lower() for part in accept.decode("latin-1").split(",")
-        ]
-        single = len(ranges) == 1 and ranges[0] in rendered.media_types
-        chosen = _NEGOTIATED[key] = ranges[0] if single else JSON
-    return chosen
+        chosen = _NEGOTIATED[key] = _negotiate(accept, (JSON, *rendered.media_types))
+    return chosen or None
+
+
+def _negotiate(accept: bytes, offered: tuple[str, ...]) -> str:
+    """RFC 9110 §12.5.1: the offered type of highest quality, the first offered on a tie.
+
+    A type's quality is the q of the most specific range that matches it (`type/subtype`,
+    then `type/*`, then `*/*`); q=0 means "not acceptable". When Accept matches no offered
+    type at all, it is disregarded (as the RFC allows and JWKS servers do, so that an odd
+    Accept never costs a verifier its keys): the first offered type. Only when it refuses that
+    one explicitly is nothing left: "" (406).
+    """
+    ranges = _media_ranges(accept)
+    qualities = [_quality(ranges, offer) for offer in offered]
+    best = max(range(len(offered)), key=lambda n: (qualities[n] or 0.0, -n))
+    if qualities[best]:
+        return offered[best]
+    return "" if qualities[0] == 0.0 else offered[0]
+
+
+def _media_ranges(accept: bytes) -> list[tuple[str, float]]:
+    """The (media range, q) of each element of an Accept value; malformed ones are skipped.
+
+    Parameters other than q are not compared: `application/json; charset=utf-8` asks for
+    application/json."""
+    ranges = []
+    for element in accept.decode("latin-1").lower().split(","):
+        media_range, *params = element.split(";")
+        media_range = media_range.strip()
+        if media_range.count("/") != 1:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                quality = _qvalue(value.strip())
+                break
+        if quality >= 0:
+            ranges.append((media_range, quality))
+    return ranges
+
+
+def _qvalue(text: str) -> float:
+    """A qvalue (`0`, `0.5`, `1.000`: RFC 9110 §12.4.2), or -1 when malformed."""
+    try:
+        value = float(text)
+    except ValueError:
+        return -1.0
+    return value if 0 <= value <= 1 and text[:1].isdigit() and len(text) <= 5 else -1.0
+
+
+def _quality(ranges: list[tuple[str, float]], offer: str) -> float | None:
+    """The q the most specific matching range gives `offer`, or None when none matches."""
+    kind = offer.partition("/")[0] + "/*"
+    found: tuple[int, float] | None = None
+    for media_range, quality in ranges:
+        rank = 3 if media_range == offer else 2 if media_range == kind else 1
+        if rank == 1 and media_range != "*/*":
+            continue
+        if found is None or (rank, quality) > found:
+            found = (rank, quality)
+    return None if found is None else found[1]
+
+
+def _not_acceptable(rendered: Rendered[Any]) -> TranscodeError:
+    offered = ", ".join((JSON, *rendered.media_types))
+    return TranscodeError(
+        Code.INVALID_ARGUMENT,
+        f"Accept refuses every media type of this resource ({offered})",
+        [(b"vary", b"Accept")],
+        http_status=406,
+    )

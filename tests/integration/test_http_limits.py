@@ -243,3 +243,43 @@ def test_http2_is_opt_in(keys_dir: Path) -> None:
         assert response.status_code == 200
         assert response.http_version == "HTTP/2"
         proc.terminate(signal.SIGTERM)
+
+
+HEAD_LIMIT = 64 * 1024  # README, Limits: a request head above 64 KiB is answered 431
+
+
+def head_of(size: int, lines: int) -> bytes:
+    """A GET of the set whose head (request line to the blank line) is exactly `size` bytes,
+    its padding spread over `lines` header lines."""
+    start = f"GET {JWKS} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+    padding = size - len(start) - 2 - lines * len(b"X-Pad-00: \r\n")
+    assert padding >= lines
+    values = [padding // lines + (1 if n < padding % lines else 0) for n in range(lines)]
+    fields = b"".join(b"X-Pad-%02d: %s\r\n" % (n, b"a" * v) for n, v in enumerate(values))
+    head = start + fields + b"\r\n"
+    assert len(head) == size
+    return head
+
+
+def status_of(port: int, request: bytes) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("lines", [1, 20, 90])
+def test_a_request_head_of_the_limit_is_served(server: ServerProcess, lines: int) -> None:
+    assert status_of(server.http_port, head_of(HEAD_LIMIT, lines)) == 200
+
+
+@pytest.mark.parametrize("lines", [1, 20, 90])
+@pytest.mark.parametrize("size", [HEAD_LIMIT + 1, 70_000, 90_000, 100_000, 110_000])
+def test_a_request_head_above_the_limit_is_431(
+    server: ServerProcess, size: int, lines: int
+) -> None:
+    status = status_of(server.http_port, head_of(size, lines))
+    assert status == 431, f"a {size}-byte head in {lines} header lines answered {status}"
+    assert timed_get(server.http_port) < 1.0

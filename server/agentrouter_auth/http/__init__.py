@@ -5,5 +5,6 @@
 - `recording`: the middleware that records every request (metrics, access log);
 - `representation`: every response header of an answer (ETag, caching, gzip, CORS, media type);
 - `health`, `metrics_endpoint`: /healthz, /readyz and /metrics;
+- `head`: what every request head must be (at most 64 KiB, one valid Host) before dispatch;
 - `limits`: the request body deadline around the whole app.
 """

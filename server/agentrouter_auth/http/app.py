@@ -1,8 +1,9 @@
 """The HTTP listener's ASGI app: REST (transcoded), Connect, gRPC-Web and the service's own
 endpoints, found by the table of `dispatch`.
 
-A plain ASGI app: it runs under granian (what `agentrouter-auth serve` uses) and under any
-other ASGI server. Its lifespan starts the process's gRPC listener and key-ring upkeep.
+Every request's head is checked first (`head`: its size, its Host). A plain ASGI app: it runs
+under granian (what `agentrouter-auth serve` uses) and under any other ASGI server. Its
+lifespan starts the process's gRPC listener and key-ring upkeep.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from collections.abc import Awaitable
 
 from agentrouter_auth import metrics
 from agentrouter_auth.asgi_types import App, Receive, Scope, Send, header
+from agentrouter_auth.http import head
 from agentrouter_auth.http.dispatch import ENDPOINTS, ROWS, Build
 from agentrouter_auth.http.limits import RequestBodyTimeoutError
 from agentrouter_auth.http.recording import Recorded, method_of
 from agentrouter_auth.http.representation import Representation
 from agentrouter_auth.runtime import Runtime
 from agentrouter_auth.status import Code
-from agentrouter_auth.transcode import TranscodeError
+from agentrouter_auth.transcode import TranscodeError, request_path
 
 log = logging.getLogger("agentrouter-auth")
 
@@ -53,6 +55,10 @@ class HttpApp:
         """The ASGI entry point."""
         kind = scope["type"]
         if kind == "http":
+            refused = head.refusal(scope)
+            if refused is not None:
+                await refused.send(scope, send)
+                return
             try:
                 await self._dispatch(scope, receive, send)
             except RequestBodyTimeoutError:
@@ -69,8 +75,9 @@ class HttpApp:
         # websocket connections are refused by returning without accepting
 
     def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        """The first row of the dispatch table that takes the request answers it."""
-        path: str = scope["path"]
+        """The first row of the dispatch table that takes the request answers it, by the path
+        as sent (an encoded `/` is no separator: see `request_path`)."""
+        path = request_path(scope)
         endpoint = self._endpoints.get(path)
         if endpoint is not None:
             return endpoint(scope, receive, send)

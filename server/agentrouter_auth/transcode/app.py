@@ -21,7 +21,7 @@ from agentrouter_auth.protojson import compact_json
 from agentrouter_auth.status import Code, RpcError
 from agentrouter_auth.transcode.errors import TranscodeError, body_too_large, status_json
 from agentrouter_auth.transcode.fields import assign, merge_body, merge_query, message_class
-from agentrouter_auth.transcode.routes import Bindings, Route, Router
+from agentrouter_auth.transcode.routes import Bindings, Route, Router, request_path
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 _JSON = (b"content-type", b"application/json")
@@ -87,7 +87,7 @@ class Transcoder:
         method: str = scope["method"]
         try:
             matches = None
-            resource = self._literal.get(scope["path"])
+            resource = self._literal.get(request_path(scope))
             if resource is None:
                 resource, matches = self._router.match(scope)
             route = resource.methods.get("GET" if method == "HEAD" else method)

@@ -7,6 +7,7 @@ share a path make a resource, whose methods give the `Allow` header.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,31 @@ Bindings = dict[tuple[str, ...], str]
 """Path variables bound to the request fields they name."""
 RouteName = tuple[str, str]
 """How metrics and logs name a route: (its RPC, or "" for none; its path template)."""
+
+
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def request_path(scope: Scope) -> str:
+    """The path to route a request on: the path as sent (ASGI `raw_path`), with escapes of
+    unreserved characters decoded (RFC 3986 §6.2.2.2: `%2E` is `.`) and every other escape
+    kept, in upper case, so that an encoded `/` (`%2F`) never separates segments as a `/`
+    does. Without `raw_path` (an ASGI server may omit it), the decoded path: the only one
+    there is.
+
+    `scope["path"]` is decoded before any routing could see it, so `/a%2Fb` and `/a/b` are
+    the same string there; a route must never match the one as the other.
+    """
+    raw: bytes | None = scope.get("raw_path")
+    if not raw or b"%" not in raw:  # nothing encoded: the decoded path is the path as sent
+        return str(scope["path"])
+    return _ESCAPE.sub(_normalized, raw.split(b"?", 1)[0]).decode("utf-8", "surrogateescape")
+
+
+def _normalized(escape: re.Match[bytes]) -> bytes:
+    octet = int(escape[1], 16)
+    return bytes((octet,)) if octet in _UNRESERVED else b"%" + escape[1].upper()
 
 
 @dataclass(frozen=True, slots=True)

@@ -278,7 +278,9 @@ def test_a_kubernetes_secret_updated_in_place_is_picked_up(tmp_path: Path) -> No
                 for name, mark in _files(d).items()}  # fmt: skip
 
     publish("2026_11_27_01")
-    with ServerProcess(serve_argv(mount)) as server:  # --rotation auto: nothing is due
+    # --rotation off, as README says to serve a Secret: with auto, the server opens the store's
+    # lock at start to check it can rotate (a real Secret is a read-only mount, so it cannot).
+    with ServerProcess(serve_argv(mount, "--rotation", "off")) as server:
         (first,) = kids(server.port)
         subprocess.run([*AGENTROUTER_AUTH, "keys", "rotate", "--keys-dir", str(source)], check=True)
         publish("2026_11_27_02")

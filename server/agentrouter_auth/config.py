@@ -151,7 +151,16 @@ class GrpcLimits:
     stream its client reset counts until the server has released it."""
     max_calls: int = 1000
     """Calls one worker process runs at once, over all its connections; a call above it is
-    answered RESOURCE_EXHAUSTED at once. Bounds the memory that unfinished calls can hold."""
+    answered RESOURCE_EXHAUSTED at once. Bounds the memory that unfinished calls can hold.
+    Health Watch streams are counted apart (`max_watches`), and health Check calls have a
+    budget of their own of the same size, so neither can starve the other calls."""
+    max_watches: int = 1024
+    """Health Watch streams one worker process serves at once, over all its connections;
+    one above it is answered RESOURCE_EXHAUSTED at once. A Watch lives until its client
+    ends it or its connection reaches `max_connection_age`."""
+    max_connection_watches: int = 4
+    """Health Watch streams one connection may hold at once (client-side health checking
+    needs one per watched service name); one above it is answered RESOURCE_EXHAUSTED."""
     request_timeout: float = 10.0
     """Time a call gets to deliver each request message (a unary call: its only one), from
     when the server starts reading it; a call still waiting is answered DEADLINE_EXCEEDED. A
@@ -518,6 +527,8 @@ _POLICY_HELP = {
 _GRPC_HELP = {
     "max_streams": "concurrent streams per connection (advertised; more are refused)",
     "max_calls": "calls a worker runs at once over all connections (more: RESOURCE_EXHAUSTED)",
+    "max_watches": "health Watch streams a worker serves at once (more: RESOURCE_EXHAUSTED)",
+    "max_connection_watches": "health Watch streams one connection may hold at once",
     "request_timeout": "time a call gets to send its request message (then DEADLINE_EXCEEDED)",
     "max_resets": "calls a connection may cancel before their request in 10s (then closed)",
     "idle_timeout": "a connection without a call for this long is closed",

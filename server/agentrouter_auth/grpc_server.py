@@ -6,12 +6,16 @@ serializer writes a `Rendered` answer's stored protobuf bytes, so no call serial
 
 The listener faces clients that may be hostile, so everything a client can hold has a bound
 (`GrpcLimits`): HTTP/2 streams per connection, calls per process, the time a call gets to
-deliver its request, connections, their idle time and age. grpcio enforces most of them; two it
-lacks are added here. `RequestGuard` gives every call `request_timeout` to deliver each request
-message and answers a call that ends without its message (grpcio leaves such a call
-unanswered until the connection closes). `ResetMonitor` closes a connection whose client
-cancels call after call before sending a request (HTTP/2 rapid reset): grpcio's HTTP/2
-transport only refuses streams above MAX_CONCURRENT_STREAMS and never sends GOAWAY for it.
+deliver its request, connections, their idle time and age. grpcio enforces most of them; three
+it lacks are added here. `CallBudget` bounds the calls running at once, with health Watch
+streams (which live as long as their connection) and health Check (what probes call) each
+counted apart, so that no kind of call can starve another: grpcio's own limit
+(`maximum_concurrent_rpcs`) refuses a call before knowing its method. `RequestGuard` gives
+every call `request_timeout` to deliver each request message and answers a call that ends
+without its message (grpcio leaves such a call unanswered until the connection closes).
+`ResetMonitor` closes a connection whose client cancels call after call before sending a
+request (HTTP/2 rapid reset): grpcio's HTTP/2 transport only refuses streams above
+MAX_CONCURRENT_STREAMS and never sends GOAWAY for it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ RESET_WINDOW_SECONDS = 10.0
 # client cancelled it (then it is not answered) or half-closed it (then it is).
 CANCEL_SETTLE_SECONDS = 0.05
 _MAX_TRACKED_PEERS = 1024  # above it, ResetMonitor forgets counts older than its window
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+HEALTH_WATCH = f"/{HEALTH_SERVICE}/Watch"
+HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
 log = logging.getLogger("agentrouter-auth")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -224,6 +231,97 @@ def _code_name(context: Any, default: status.Code) -> str:  # noqa: ANN401 - a S
     if code is None or code == status.Code.OK:
         code = default
     return status.label(code)
+
+
+class _Pool:
+    """The slots of one kind of call: `size` per worker and, if given, `per_connection` per
+    connection (told apart by grpcio's peer string, one per connection)."""
+
+    def __init__(self, what: str, size: int, per_connection: int | None = None) -> None:
+        self.size = size
+        self.per_connection = per_connection
+        self.used = 0
+        self._by_peer: dict[str, int] = {}
+        self._full = f"this worker is serving its limit of {size} {what}"
+        self._connection_full = f"this connection holds its limit of {per_connection} {what}"
+
+    def take(self, peer: str) -> str | None:
+        """Take a slot for a call from `peer`; None if taken, else why not."""
+        if self.used >= self.size:
+            return self._full
+        if self.per_connection is not None:
+            held = self._by_peer.get(peer, 0)
+            if held >= self.per_connection:
+                return self._connection_full
+            self._by_peer[peer] = held + 1
+        self.used += 1
+        return None
+
+    def give_back(self, peer: str) -> None:
+        self.used -= 1
+        if self.per_connection is not None:
+            held = self._by_peer.pop(peer) - 1
+            if held:
+                self._by_peer[peer] = held
+
+
+class CallBudget:
+    """Bounds the calls one worker runs at once, in three pools that cannot starve each other:
+    health Watch streams (`max_watches`, and `max_connection_watches` per connection: a Watch
+    lives as long as its connection), health Check calls (what load balancers and Kubernetes
+    probe; a pool of `max_calls` of their own), and every other call (`max_calls`). A call
+    above its pool's limit is answered RESOURCE_EXHAUSTED at once, before its request is read,
+    so that it holds nothing.
+
+    Wraps request-streaming handlers (the twins `RequestGuard` serves), so that the budget is
+    checked before grpcio reads the request; other handlers are left as they are."""
+
+    def __init__(self, limits: GrpcLimits) -> None:
+        self.calls = _Pool("calls", limits.max_calls)
+        self.checks = _Pool("health Check calls", limits.max_calls)
+        self.watches = _Pool(
+            "health Watch streams", limits.max_watches, limits.max_connection_watches
+        )
+
+    def pool(self, method: str) -> _Pool:
+        """The pool whose slots calls of `method` take."""
+        if method == HEALTH_WATCH:
+            return self.watches
+        if method == HEALTH_CHECK:
+            return self.checks
+        return self.calls
+
+    def wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """`handler`, its calls counted in the pool of `method`."""
+        kinds: tuple[tuple[Any, Callable[..., Any]], ...] = (
+            (handler.stream_unary, grpc.stream_unary_rpc_method_handler),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler),
+        )
+        for behavior, make in kinds:
+            if behavior is not None and inspect.iscoroutinefunction(behavior):
+                limited: grpc.RpcMethodHandler[Any, Any] = make(
+                    self._limited(self.pool(method), behavior),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+                return limited
+        return handler
+
+    @staticmethod
+    def _limited(pool: _Pool, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        async def limited(requests: object, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: ANN401
+            peer = context.peer() if pool.per_connection is not None else ""
+            refused = pool.take(peer)
+            if refused is not None:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+            try:
+                return await behavior(requests, context)
+            finally:
+                pool.give_back(peer)
+
+        return limited
 
 
 class _RequestTimedOut(BaseException):
@@ -418,22 +516,38 @@ class RequestGuard:
         """The next request message or EOF, within the deadline."""
         try:
             async with asyncio.timeout(self.timeout):
-                request = await context.read()
+                try:
+                    request = await context.read()
+                except asyncio.CancelledError:
+                    if first:
+                        self._cancelled(context)
+                    raise
                 if first and request is grpc.aio.EOF:
-                    # A call its client cancelled reads as EOF too, and grpcio cancels this
-                    # task a moment later: wait for that before answering.
+                    # A call that ends without a message reads as EOF, and grpcio cancels
+                    # this task a moment later if the call is over (cancelled by its client,
+                    # or ended by grpcio: deadline passed, message too large): wait for that
+                    # before answering.
                     await asyncio.sleep(CANCEL_SETTLE_SECONDS)
                 return request
         except TimeoutError:
             raise _RequestTimedOut from None
-        except asyncio.CancelledError:
-            if first and self.resets is not None:
-                self.resets.record(context.peer())
-            raise
         except DecodeError:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "the request message cannot be parsed"
             )
+
+    def _cancelled(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Report a call cancelled while its first request was awaited, if its client
+        cancelled it: a call the server ended is not a reset. grpcio tells neither apart, so
+        this counts only what a client can do alone: a cancellation that interrupts the read
+        before its deadline. A call ended by grpcio (deadline, message too large) or cancelled
+        after its read began first reads EOF, and then is never counted; grpcio no longer
+        knows the peer of a call it has ended."""
+        if self.resets is None or context.time_remaining() == 0:
+            return
+        peer = context.peer()
+        if peer:
+            self.resets.record(peer)
 
 
 async def _respond(responses: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:  # noqa: ANN401
@@ -472,26 +586,27 @@ async def start_grpc_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registry)  # type: ignore[arg-type]
     names = (
         service_name,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        HEALTH_SERVICE,
         reflection.SERVICE_NAME,
     )
     reflecting = reflection.aio.ReflectionServicer(names)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflecting, registry)  # type: ignore[no-untyped-call]
-    # Every method guarded; the service's calls counted around the guard, so that metrics
-    # count the answers it gives.
+    # Every method guarded and budgeted (the budget first, so that a refused call reads
+    # nothing); the service's calls counted around both, so that metrics count the answers
+    # they give.
     guard = RequestGuard(limits.request_timeout, resets)
+    budget = CallBudget(limits)
     counted = CallMetrics(recorder, service_name) if recorder is not None else None
 
     def wrap(
         method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = guard.wrap(method, handler)
+        handler = budget.wrap(method, guard.wrap(method, handler))
         return handler if counted is None else counted.wrap(method, handler)
 
     server = grpc.aio.server(
         handlers=(WrappedHandlers(registry.handlers, wrap),),
         options=server_options(limits),
-        maximum_concurrent_rpcs=limits.max_calls,
     )
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:

@@ -10,7 +10,14 @@ from typing import Any
 import grpc
 
 from agentrouter.auth.v1 import auth_pb2
-from agentrouter_auth.grpc_server import method_handlers, start_grpc_server
+from agentrouter_auth.config import GrpcLimits
+from agentrouter_auth.grpc_server import (
+    HEALTH_CHECK,
+    HEALTH_WATCH,
+    CallBudget,
+    method_handlers,
+    start_grpc_server,
+)
 from agentrouter_auth.rendered import render_message
 from agentrouter_auth.status import Code, RpcError
 
@@ -61,3 +68,20 @@ def test_a_rendered_answer_is_written_as_its_stored_bytes(servicer: MakeServicer
 def test_an_rpc_error_ends_the_call_with_its_code(servicer: MakeServicer) -> None:
     code, details, _ = call(servicer(ANSWER, RpcError(Code.UNAVAILABLE, "try later")))
     assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "try later")
+
+
+def test_the_call_budget_keeps_watch_check_and_other_calls_apart() -> None:
+    budget = CallBudget(GrpcLimits(max_calls=2, max_watches=3, max_connection_watches=2))
+    watches, checks, calls = (budget.pool(m) for m in (HEALTH_WATCH, HEALTH_CHECK, GET_JWKS))
+    assert len({id(watches), id(checks), id(calls)}) == 3
+    full = "this worker is serving its limit of 2 calls"
+    assert [calls.take("") for _ in range(3)] == [None, None, full]
+    assert checks.take("") is None  # the call pool is full; Check has its own
+    assert [watches.take("a"), watches.take("a")] == [None, None]
+    assert watches.take("a") == "this connection holds its limit of 2 health Watch streams"
+    assert watches.take("b") is None
+    assert watches.take("c") == "this worker is serving its limit of 3 health Watch streams"
+    watches.give_back("a")
+    assert (watches.take("c"), watches.used) == (None, 3)
+    calls.give_back("")
+    assert calls.take("") is None

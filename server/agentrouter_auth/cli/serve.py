@@ -21,16 +21,18 @@ from agentrouter_auth.config import (
     ConfigError,
     KeyConfig,
     ServeConfig,
+    env_of,
     to_environment,
 )
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreUnavailableError
+from agentrouter_auth.keys.stores import warn_of_secret_on_command_line
 
 MAX_HEADER_BYTES = 64 * 1024
 log = logging.getLogger("agentrouter-auth")
 
 
-def run(ring: KeyRing, config: KeyConfig, _args: argparse.Namespace) -> int:
+def run(ring: KeyRing, config: KeyConfig, args: argparse.Namespace) -> int:
     """Load the keys and check the addresses, then bind and serve until SIGTERM/SIGINT."""
     assert isinstance(config, ServeConfig)
     try:
@@ -45,6 +47,7 @@ def run(ring: KeyRing, config: KeyConfig, _args: argparse.Namespace) -> int:
         )
     # The workers open the store themselves; sessions of this process must not be inherited.
     ring.store.close()
+    warn_of_secret_on_command_line(args.key_store or args.keys_dir, variable=env_of("key_store"))
     config = replace(
         config,
         http_addr=concrete(config.http_addr, "--http-addr"),

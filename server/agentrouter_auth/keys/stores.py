@@ -21,6 +21,7 @@ under any reading of the location (libpq's, a URL parser's), so that a password 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 from agentrouter_auth.keys.kek import Kek
 from agentrouter_auth.keys.store import DirectoryStore, KeyStore, KeyStoreError
 
+log = logging.getLogger("agentrouter-auth")
 Opener = Callable[[Sequence[Kek]], KeyStore]
 """Opens the store, given the key-encryption keys."""
 Backend = Callable[[str], Opener]
@@ -215,6 +217,21 @@ def holds_secret(location: str) -> bool:
     """Whether `location` carries a secret (a URL's password, a `password` parameter, …):
     on a command line, anyone who can list processes can read it."""
     return bool(_secret_spans(location))
+
+
+def warn_of_secret_on_command_line(given: str | None, *, variable: str) -> None:
+    """Log one warning if `given`, a location given as a command-line flag (None: it was not),
+    carries a secret: anyone who can list processes (`ps`) reads it there. It names the
+    alternatives and shows the location redacted."""
+    if given is None or not holds_secret(given):
+        return
+    log.warning(
+        "the key store location on the command line holds a password, which anyone who can "
+        "list processes can read (ps): give the location in %s instead, or the password in "
+        "PGPASSWORD or a passfile (passfile= in the URL, or ~/.pgpass)",
+        variable,
+        extra={"event": "secret_on_command_line", "key_store": redacted(given)},
+    )
 
 
 def check_userinfo(location: str) -> None:

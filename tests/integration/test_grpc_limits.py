@@ -336,10 +336,12 @@ def test_streaming_calls_work_and_an_idle_request_stream_times_out(
 
 
 def test_limits_flags_reach_every_worker(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """`--grpc-max-streams` set on the command line is what a worker advertises."""
+    """`--grpc-max-streams` set on the command line is what a worker advertises; the
+    request timeout and the Watch budget set there are what it enforces."""
     keys_dir = tmp_path_factory.mktemp("flags") / "keys"
     subprocess.run([*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir)], check=True)
-    argv = serve_argv(keys_dir, "--grpc-max-streams", "7", "--grpc-request-timeout", "1s")
+    argv = serve_argv(keys_dir, "--grpc-max-streams", "7", "--grpc-request-timeout", "1s",
+                      "--grpc-max-connection-watches", "1")  # fmt: skip
     with ServerProcess(argv) as server:
         client = HostileClient(server.port)
         assert client.settings[MAX_CONCURRENT_STREAMS] == 7
@@ -347,6 +349,12 @@ def test_limits_flags_reach_every_worker(tmp_path_factory: pytest.TempPathFactor
         client.flush()
         client.read_until(lambda: stream in client.answered(), timeout=10)
         assert client.status.get(stream) == DEADLINE_EXCEEDED
+        with connection(server.port) as channel:
+            watches = [watch(channel) for _ in range(2)]
+            first = {first_watch_reply(one) for one in watches}
+            for one in watches:
+                one.cancel()
+        assert first == {SERVING, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"

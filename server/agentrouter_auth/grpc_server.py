@@ -93,7 +93,8 @@ class GrpcServer:
             await self.health.set(name, _status(serving))
 
     async def set_keyring_health(self, healthy: bool) -> None:
-        """Report whether the last key-store reload succeeded."""
+        """Report whether the key ring does its job (`RingStatus.serving`): the last reload
+        succeeded, lifecycle steps can be written, no key is dated in the future."""
         await self.health.set(KEYRING_HEALTH_NAME, _status(healthy))
 
     async def stop(self, grace: float) -> None:

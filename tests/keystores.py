@@ -174,7 +174,8 @@ class StoreFactory:
         raw = text.encode("utf-8", "surrogateescape")
         public: dict[str, Any] = {}
         sealed: bytes | None = raw
-        if isinstance(members, dict):
+        if isinstance(members, dict) and "\\u0000" not in json.dumps(members):
+            # (jsonb cannot hold U+0000: such content can only be planted in the sealed column)
             secrets = _private_values(members)
             public = {m: v for m, v in members.items() if secrets.get(m, object()) != v}
             sealed = raw if secrets else None

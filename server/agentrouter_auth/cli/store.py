@@ -13,7 +13,7 @@ from agentrouter_auth.keys.ring import KeyRing
 if TYPE_CHECKING:
     from agentrouter_auth.keys.postgres import PostgresStore
 
-HELP = "the PostgreSQL key store's schema and encryption (migrate, rekey)"
+HELP = "the PostgreSQL key store's schema, encryption and ring state (migrate, rekey, seal)"
 log = logging.getLogger("agentrouter-auth")
 
 
@@ -62,11 +62,37 @@ def rekey(ring: KeyRing, _config: KeyConfig, _args: argparse.Namespace) -> int:
     return 0
 
 
+def seal(ring: KeyRing, _config: KeyConfig, _args: argparse.Namespace) -> int:
+    """Accept the key rows as they are now: seal them as the ring state's next generation."""
+    store = _database(ring, "store seal", "its manifest is the list of keys")
+    before, after = store.seal()
+    for key in after.keys:
+        log.info(
+            "sealed key %s (%s)",
+            key.kid,
+            key.state,
+            extra={"event": "key_sealed", "kid": key.kid, "state": key.state},
+        )
+    log.info(
+        "sealed %d key row(s) as generation %d of the ring state (it was %s)",
+        len(after.keys),
+        after.generation,
+        "missing or not verifiable" if before is None else f"at generation {before.generation}",
+        extra={"event": "ring_sealed", "generation": after.generation, "keys": len(after.keys)},
+    )
+    return 0
+
+
 COMMANDS = (
     Command("store migrate", "apply the PostgreSQL schema migrations the database lacks", migrate),
     Command(
         "store rekey",
         "re-encrypt every private key under the first --kek-file (one transaction)",
         rekey,
+    ),
+    Command(
+        "store seal",
+        "accept the key rows as they are now (after a restore or a repair by hand)",
+        seal,
     ),
 )

@@ -8,7 +8,11 @@ PostgreSQL schema, `agentrouter_auth`:
                        JWK, the private JWK sealed under a key-encryption key (`kek`), or NULL
                        for an imported public key, and the row's integrity MAC under a KEK
     ring               one row: `generation`, bumped once by every transaction that changes a key
-                       (a trigger does it, so a change made by hand counts too), and `stamp`
+                       or the ring state (a trigger does it, so a change made by hand counts
+                       too), and `stamp`
+    ring_state         one row: the sealed ring state (`RingState`), the commit point: a
+                       generation, every key's kid, state and row digest, and the ring's rotation
+                       policy, under an HMAC of a KEK
     schema_migrations  the versions applied from `migrations/NNNN_name.sql`
 
 The store keeps the directory store's promises. Only what the rows say is loaded, and every row
@@ -17,13 +21,18 @@ public one, no private member in the public JWK, legal states): a damaged row is
 naming its kid, and the ring keeps serving its last good set. Write access to the database is
 not enough to publish a key, revive one or age one: every row carries an HMAC under a KEK over
 all of its columns (`row_mac_message`), and a row whose MAC is missing or wrong is refused the
-same way. A change is one database transaction under a transaction-scoped advisory lock that
-re-reads the rows first, so replicas, workers and the CLI never take the same lifecycle step
-twice. The commit notifies `CHANNEL` with the new generation; `fingerprint()` reads the
+same way. A row MAC binds a row to itself only, so the rows must also agree exactly with the
+sealed ring state, which every change rewrites in its own transaction: a row deleted, added or
+written back from an earlier state (even the same kid's older row) is refused naming its kid,
+and a process never accepts the ring state's generation going backwards (a whole earlier state
+written back). A change is one database transaction under a transaction-scoped advisory lock
+that re-reads the rows first, so replicas, workers and the CLI never take the same lifecycle
+step twice. The commit notifies `CHANNEL` with the new generation; `fingerprint()` reads the
 generation, which is what the ring polls.
 
 The database is touched only by `fingerprint()`, `read()`, `transaction()` (from the key ring's
-upkeep and the CLI), `migrate()` and `rekey()`; the request path serves the ring's snapshot.
+upkeep and the CLI), `migrate()`, `rekey()` and `seal()`; the request path serves the ring's
+snapshot.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any, LiteralString
@@ -57,6 +66,7 @@ from agentrouter_auth.keys.store import (
     KeySet,
     KeyStoreError,
     KeyStoreUnavailableError,
+    RecordedPolicy,
     State,
     StoredKey,
     Transaction,
@@ -80,6 +90,10 @@ SIGNING_STATES = frozenset({State.PENDING, State.ACTIVE})
 """States whose key signs, or will once promoted: such a row must hold its private half."""
 MAC_FORMAT = 1
 """The version of the encoding a row's MAC covers (`row_mac_message`)."""
+RING_STATE_FORMAT = 1
+"""The version of the sealed ring state's document (`RingState.document`)."""
+SEALED_SINCE = 2
+"""The migration that adds the ring state: whoever applies it seals the rows it finds."""
 DEFAULT_TIMEOUT = 5.0
 LOCK_TIMEOUT = 10.0
 MIGRATION_LOCK_TIMEOUT = 30.0
@@ -116,6 +130,13 @@ _UPDATE_KEY = (
 )
 _DELETE_KEYS = "DELETE FROM agentrouter_auth.keys WHERE kid = ANY(%s)"
 _SELECT_RING = "SELECT generation, stamp FROM agentrouter_auth.ring"
+_SELECT_STATE = "SELECT generation, document, mac_kek_id, mac FROM agentrouter_auth.ring_state"
+_WRITE_STATE = (
+    "INSERT INTO agentrouter_auth.ring_state (one, generation, document, mac_kek_id, mac) "
+    "VALUES (true, %s, %s, %s, %s) ON CONFLICT (one) DO UPDATE SET generation = "
+    "EXCLUDED.generation, document = EXCLUDED.document, mac_kek_id = EXCLUDED.mac_kek_id, "
+    "mac = EXCLUDED.mac"
+)
 _HAS_MIGRATIONS = "SELECT to_regclass('agentrouter_auth.schema_migrations') IS NOT NULL"
 _SELECT_VERSION = "SELECT coalesce(max(version), 0) FROM agentrouter_auth.schema_migrations"
 _INSERT_VERSION = "INSERT INTO agentrouter_auth.schema_migrations (version, name) VALUES (%s, %s)"
@@ -209,6 +230,70 @@ def row_mac_message(columns: Sequence[Any]) -> bytes:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def row_digest(columns: Sequence[Any]) -> str:
+    """The digest the ring state lists for a row: SHA-256 of its MAC message (every column but
+    the MAC; a private half is sealed with a fresh nonce at every write, so a row written back
+    from an earlier state differs even when its state and times do not)."""
+    return hashlib.sha256(row_mac_message(columns[:10])).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A key as the ring state lists it."""
+
+    kid: str
+    state: str
+    row: str
+    """`row_digest` of its row."""
+
+
+@dataclass(frozen=True, slots=True)
+class RingState:
+    """The sealed ring state: what the key rows must be, exactly, and the rotation policy."""
+
+    generation: int
+    keys: tuple[Listed, ...]
+    policy: RecordedPolicy | None
+
+    def document(self) -> str:
+        """The canonical JSON the MAC covers (a JSON object, where a row's MAC message is an
+        array, so neither can pass for the other)."""
+        record = {
+            "what": "agentrouter-auth ring state",
+            "format": RING_STATE_FORMAT,
+            "generation": self.generation,
+            "keys": [[key.kid, key.state, key.row] for key in self.keys],
+            "policy": None if self.policy is None else self.policy.to_json(),
+        }
+        return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+    @classmethod
+    def parse(cls, document: str) -> RingState:
+        """The state a document describes; ValueError if it is not one."""
+        record = json.loads(document)
+        if not isinstance(record, dict) or record.get("format") != RING_STATE_FORMAT:
+            raise ValueError(f"not a format {RING_STATE_FORMAT} ring state")
+        generation, keys = record.get("generation"), record.get("keys")
+        if isinstance(generation, bool) or not isinstance(generation, int) or generation < 1:
+            raise ValueError("the generation is not a positive integer")
+        if not isinstance(keys, list) or not all(
+            isinstance(key, list) and len(key) == 3 and all(isinstance(v, str) for v in key)
+            for key in keys
+        ):
+            raise ValueError("keys is not a list of [kid, state, digest]")
+        policy = record.get("policy")
+        recorded = None if policy is None else RecordedPolicy.from_json(policy)
+        return cls(generation, tuple(Listed(*key) for key in keys), recorded)
+
+    def differences(self, other: RingState) -> list[str]:
+        """The kids whose listing differs between the two states: first those this state lists
+        and `other` does not (what it would bring back), then the others; sorted."""
+        mine = {key.kid: key for key in self.keys}
+        theirs = {key.kid: key for key in other.keys}
+        differ = {kid for kid in mine.keys() | theirs.keys() if mine.get(kid) != theirs.get(kid)}
+        return sorted(differ, key=lambda kid: (kid in theirs, kid))
+
+
 class PostgresStore:
     """Keys in PostgreSQL rows, private halves sealed under the KEKs given."""
 
@@ -247,6 +332,9 @@ class PostgresStore:
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
         self._schema_ready = False
+        self._seen: RingState | None = None
+        """The newest ring state this process accepted: it never accepts an older one."""
+        self._seen_lock = threading.Lock()
         # The pool retries a lost connection with backoff and would log every attempt; the
         # ring reports the store's failures once per state change instead.
         logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
@@ -467,6 +555,8 @@ class PostgresStore:
                 with conn.transaction():
                     conn.execute(migration.sql.encode())  # several statements: no parameters
                     conn.execute(_INSERT_VERSION, [migration.version, migration.name])
+                    if migration.version == SEALED_SINCE:
+                        self._adopt(conn)
                 applied.append(migration)
             return applied
         finally:
@@ -496,14 +586,159 @@ class PostgresStore:
         return int(row[0])
 
     def read(self) -> KeySet:
-        """Every row, checked; KeyStoreError naming the first bad kid, or saying that the ring
-        row is missing (then no change would be noticed: nothing bumps the generation)."""
+        """Every row, checked, and checked against the sealed ring state; KeyStoreError naming
+        the first bad kid, or saying that the ring row is missing (then no change would be
+        noticed: nothing bumps the generation)."""
         with self._session() as conn, self._deadline(conn):
             rows = conn.execute(_SELECT_KEYS).fetchall()
             ring = conn.execute(_SELECT_RING).fetchone()
+            sealed = conn.execute(_SELECT_STATE).fetchone()
         if ring is None:
             raise self._ring_missing()
-        return self._key_set(rows)
+        key_set, state = self._verified(rows, sealed)
+        self._accept(state)
+        return key_set
+
+    def ring_state(self) -> RingState:
+        """The sealed ring state now, its MAC checked (KeyStoreError if missing or forged)."""
+        with self._session() as conn:
+            return self._open_state(conn.execute(_SELECT_STATE).fetchone())
+
+    def _verified(
+        self, rows: Sequence[tuple[Any, ...]], sealed: tuple[Any, ...] | None
+    ) -> tuple[KeySet, RingState]:
+        """The rows as a key set, once each is checked by itself and all of them against the
+        sealed ring state, and the state is no older than one this process accepted."""
+        key_set = self._key_set(rows)
+        state = self._open_state(sealed)
+        self._check_rows(rows, state)
+        self._check_generation(state)
+        return replace(key_set, policy=state.policy), state
+
+    def _open_state(self, sealed: tuple[Any, ...] | None) -> RingState:
+        if sealed is None:
+            raise KeyStoreError(
+                self.description,
+                "the row of agentrouter_auth.ring_state is missing (deleted by hand?): the key "
+                "rows cannot be checked against it, so none is used; restore it from a backup, "
+                "or check the keys and run `agentrouter-auth store seal` to accept them as they "
+                "are",
+            )
+        generation, document, mac_kek_id, mac = sealed
+        try:
+            self.envelope.verify(bytes(mac_kek_id), str(document).encode(), bytes(mac))
+        except EnvelopeError as err:
+            raise KeyStoreError(
+                self.description,
+                f"the ring state's integrity MAC {err}: it was edited or written by hand, or "
+                "copied from a database under another KEK; refused",
+            ) from err
+        try:
+            state = RingState.parse(str(document))
+        except ValueError as err:
+            raise KeyStoreError(self.description, f"corrupt ring state: {err}") from err
+        if state.generation != generation:
+            raise KeyStoreError(
+                self.description,
+                f"corrupt ring state: generation {generation} but its document says "
+                f"{state.generation}",
+            )
+        return state
+
+    def _check_rows(self, rows: Sequence[tuple[Any, ...]], state: RingState) -> None:
+        """Refuse rows that are not exactly those the state lists: an extra row first (it would
+        publish a key), then a missing one, then one that differs."""
+        found = {str(row[0]): row for row in rows}
+        listed = {key.kid: key for key in state.keys}
+        at = f"the ring state (generation {state.generation})"
+        for kid in sorted(found.keys() - listed.keys()):
+            raise self._refuse(
+                kid,
+                f"its row is not in {at}: written back from an earlier state, or added by hand; "
+                "refused",
+            )
+        for kid in sorted(listed.keys() - found.keys()):
+            raise self._refuse(
+                kid,
+                f"{at} lists it as {listed[kid].state}, but its row is missing (deleted by "
+                "hand?); restore the row from a backup",
+            )
+        for kid, row in sorted(found.items()):
+            if row_digest(row) != listed[kid].row:
+                raise self._refuse(
+                    kid,
+                    f"its row ({row[2]}) is not the one {at} lists ({listed[kid].state}): "
+                    "written back from an earlier state; refused",
+                )
+
+    def _check_generation(self, state: RingState) -> None:
+        """Refuse a state older than the newest this process accepted, or another at its
+        generation: the database was written back to an earlier state (a replay, or a restore
+        from a backup, which is accepted by restarting)."""
+        seen = self._seen
+        if seen is None or state.generation > seen.generation or state == seen:
+            return
+        kids = state.differences(seen)
+        what = (
+            f"older than generation {seen.generation}"
+            if state.generation < seen.generation
+            else "but another state than the one"
+        )
+        reason = (
+            f"the ring state is at generation {state.generation}, {what} this process already "
+            "loaded: the database was written back to an earlier state (a replay, or a restore "
+            "from a backup); refused, the last good set stays (restart to accept a restore)"
+        )
+        if kids:
+            raise self._refuse(kids[0], reason)
+        raise KeyStoreError(self.description, reason)
+
+    def _accept(self, state: RingState) -> None:
+        with self._seen_lock:
+            if self._seen is None or state.generation > self._seen.generation:
+                self._seen = state
+
+    def _write_state(
+        self,
+        conn: psycopg.Connection[Any],
+        generation: int,
+        keys: Sequence[Listed],
+        policy: RecordedPolicy | None,
+    ) -> RingState:
+        """Seal the ring state (in the caller's transaction)."""
+        state = RingState(generation, tuple(sorted(keys, key=lambda key: key.kid)), policy)
+        document = state.document()
+        mac_kek_id, mac = self.envelope.mac(document.encode())
+        conn.execute(_WRITE_STATE, [generation, document, mac_kek_id, mac])
+        return state
+
+    def _adopt(self, conn: psycopg.Connection[Any]) -> None:
+        """Seal the rows of a database written before the ring state existed (each row
+        checked by itself first: a bad row stops the migration, naming its kid)."""
+        self._lock_ring(conn)
+        rows = conn.execute(_SELECT_KEYS).fetchall()
+        self._key_set(rows)
+        self._write_state(conn, 1, _listing(rows), None)
+
+    def seal(self) -> tuple[RingState | None, RingState]:
+        """Accept the key rows as they are now (after a restore or a repair by hand): seal
+        them, each checked by itself, as the next generation. Returns the state replaced (None
+        if it was missing or did not verify) and the new one."""
+        with self._session() as conn:
+            with conn.transaction():
+                self._lock_ring(conn)
+                rows = conn.execute(_SELECT_KEYS).fetchall()
+                self._key_set(rows)
+                old: RingState | None
+                try:
+                    old = self._open_state(conn.execute(_SELECT_STATE).fetchone())
+                except KeyStoreError:
+                    old = None
+                newest = max((s.generation for s in (old, self._seen) if s is not None), default=0)
+                policy = old.policy if old is not None else None
+                state = self._write_state(conn, newest + 1, _listing(rows), policy)
+            self._accept(state)
+        return old, state
 
     def _ring_missing(self) -> KeyStoreError:
         return KeyStoreError(
@@ -518,12 +753,15 @@ class PostgresStore:
         """One database transaction under the ring's advisory lock: read the rows, yield them,
         apply the changes on clean exit (one generation bump and NOTIFY at commit); roll back
         on an exception."""
-        with self._session() as conn, conn.transaction():
-            self._lock_ring(conn)
-            rows = conn.execute(_SELECT_KEYS).fetchall()
-            tx = Transaction(self._key_set(rows))
-            yield tx
-            self._apply(conn, tx)
+        with self._session() as conn:
+            with conn.transaction():
+                self._lock_ring(conn)
+                rows = conn.execute(_SELECT_KEYS).fetchall()
+                key_set, state = self._verified(rows, conn.execute(_SELECT_STATE).fetchone())
+                tx = Transaction(key_set)
+                yield tx
+                written = self._apply(conn, tx, rows, state)
+            self._accept(written or state)
 
     def _lock_ring(self, conn: psycopg.Connection[Any]) -> None:
         """Take the ring's transaction lock, waiting at most `lock_timeout`: a session that holds
@@ -569,13 +807,20 @@ class PostgresStore:
         transaction under the ring's lock; return (keys sealed, of which were under another
         KEK)."""
         sealing = self.envelope.sealing.id
-        with self._session() as conn, conn.transaction():
-            self._lock_ring(conn)
-            rows = conn.execute(_SELECT_KEYS).fetchall()
-            key_set = self._key_set(rows)  # every row opens and checks, or nothing changes
-            moved = sum(1 for row in rows if row[9] is not None and bytes(row[9]) != sealing)
-            for stored in key_set.keys:
-                conn.execute(_UPDATE_KEY, self._row(stored))
+        with self._session() as conn:
+            with conn.transaction():
+                self._lock_ring(conn)
+                rows = conn.execute(_SELECT_KEYS).fetchall()
+                # every row opens and checks, and agrees with the ring state, or nothing changes
+                key_set, state = self._verified(rows, conn.execute(_SELECT_STATE).fetchone())
+                moved = sum(1 for row in rows if row[9] is not None and bytes(row[9]) != sealing)
+                listing = []
+                for stored in key_set.keys:
+                    columns, digest = self._row(stored)
+                    conn.execute(_UPDATE_KEY, columns)
+                    listing.append(Listed(stored.kid, stored.entry.state.value, digest))
+                written = self._write_state(conn, state.generation + 1, listing, state.policy)
+            self._accept(written)
         return sum(1 for stored in key_set.keys if stored.key.has_private), moved
 
     # -- rows ----------------------------------------------------------------------------------
@@ -671,8 +916,9 @@ class PostgresStore:
             raise self._refuse(kid, str(err)) from err
         return key
 
-    def _row(self, stored: StoredKey) -> dict[str, Any]:
-        """The columns of a key's row: its private half sealed afresh, and the row's MAC."""
+    def _row(self, stored: StoredKey) -> tuple[dict[str, Any], str]:
+        """The columns of a key's row (its private half sealed afresh, and the row's MAC), and
+        the row's digest."""
         entry = stored.entry
         sealed: tuple[bytes | None, bytes | None] = (None, None)
         if stored.key.has_private:
@@ -686,13 +932,20 @@ class PostgresStore:
         columns: dict[str, Any] = dict(zip(names, values, strict=False))
         columns.update(public_jwk=Jsonb(public), private_jwk=sealed[1], kek_id=sealed[0],
                        mac_kek_id=mac_kek_id, mac=mac)  # fmt: skip
-        return columns
+        return columns, row_digest(values)
 
-    def _apply(self, conn: psycopg.Connection[Any], tx: Transaction) -> None:
+    def _apply(
+        self,
+        conn: psycopg.Connection[Any],
+        tx: Transaction,
+        rows: Sequence[tuple[Any, ...]],
+        state: RingState,
+    ) -> RingState | None:
         """Deletions, then rows that do not sign, then signing ones (the unique index allows
-        one active key per algorithm at every statement)."""
+        one active key per algorithm at every statement), then the ring state listing the
+        result as the next generation, which it returns (None when nothing changes)."""
         if not tx.changed:
-            return
+            return None
         result = tx.result()
         check_one_active_per_alg(result, self.description)
         for stored in result.keys:  # a state that every read would refuse is never written
@@ -709,8 +962,16 @@ class PostgresStore:
             conn.execute(_DELETE_KEYS, [gone])
         writes = [after[kid] for kid in sorted(set(tx.added) | set(tx.updated)) if kid in after]
         writes.sort(key=lambda stored: stored.entry.state is State.ACTIVE)
+        digests = {str(row[0]): row_digest(row) for row in rows}
         for stored in writes:
-            conn.execute(_INSERT_KEY if stored.kid in tx.added else _UPDATE_KEY, self._row(stored))
+            columns, digests[stored.kid] = self._row(stored)
+            conn.execute(_INSERT_KEY if stored.kid in tx.added else _UPDATE_KEY, columns)
+        listing = [Listed(kid, key.entry.state.value, digests[kid]) for kid, key in after.items()]
+        return self._write_state(conn, state.generation + 1, listing, result.policy)
+
+
+def _listing(rows: Sequence[tuple[Any, ...]]) -> list[Listed]:
+    return [Listed(str(row[0]), str(row[2]), row_digest(row)) for row in rows]
 
 
 class PostgresChangeFeed:

@@ -3,7 +3,8 @@
 Layout of a key directory (mode 0700, owned by the user running the server):
 
     <kid>.jwk.json   one key per file, mode 0600; private for generated keys, public for imports
-    manifest.json    each key's state and times (see `Entry`); the only list of keys
+    manifest.json    each key's state and times (see `Entry`); the only list of keys; and the
+                     ring's rotation policy (`RecordedPolicy`) once a rotating server recorded it
     .lock            flock(2) target: writers hold it exclusively, readers shared
 
 Only the keys the manifest lists are loaded. A `*.jwk.json` file it does not list is reported
@@ -45,6 +46,7 @@ from jwcrypto import jwk
 from jwcrypto.common import JWException
 
 from agentrouter_auth.keys.material import InvalidKeyError, validate
+from agentrouter_auth.keys.policy import Policy, format_duration
 
 KEY_SUFFIX = ".jwk.json"
 MANIFEST = "manifest.json"
@@ -178,6 +180,49 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedPolicy:
+    """The part of a rotation policy that decides when lifecycle steps fall due, as a store
+    records it for its ring: every server that takes steps on one ring must agree on it, or the
+    one with the shortest times takes each step first (a key signs after the shorter
+    publish-ahead, against what the others' cache lifetimes were checked for). The token TTL and
+    clock skew are bounded per server by `retain_after`, the cache lifetimes by `publish_ahead`.
+    """
+
+    rotation_period: float
+    publish_ahead: float
+    retain_after: float
+
+    @classmethod
+    def of(cls, policy: Policy) -> RecordedPolicy:
+        """The recorded part of `policy`."""
+        return cls(policy.rotation_period, policy.publish_ahead, policy.retain_after)
+
+    def to_json(self) -> dict[str, float]:
+        """The stored form: seconds by field name."""
+        return {name: getattr(self, name) for name in RECORDED_POLICY_FIELDS}
+
+    @classmethod
+    def from_json(cls, record: object) -> RecordedPolicy:
+        """Parse the stored form; ValueError on anything malformed."""
+        if not isinstance(record, dict) or set(record) != set(RECORDED_POLICY_FIELDS):
+            raise ValueError(f"a rotation policy has exactly {', '.join(RECORDED_POLICY_FIELDS)}")
+        values = [record[name] for name in RECORDED_POLICY_FIELDS]
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError("a rotation policy's durations are positive seconds")
+        return cls(*(float(value) for value in values))
+
+    def __str__(self) -> str:
+        return ", ".join(
+            f"--{name.replace('_', '-')} {format_duration(getattr(self, name))}"
+            for name in RECORDED_POLICY_FIELDS
+        )
+
+
+RECORDED_POLICY_FIELDS = ("rotation_period", "publish_ahead", "retain_after")
+
+
+@dataclass(frozen=True, slots=True)
 class StoredKey:
     """A key and its manifest entry. `key` is private for generated keys."""
 
@@ -196,12 +241,14 @@ class KeySet:
 
     `unlisted` names the key files found beside the manifest but not listed in it (left by an
     interrupted transaction, or put there by hand): ignored, never published, never signing,
-    and removed by the store's next transaction.
+    and removed by the store's next transaction. `policy` is the rotation policy recorded for
+    the ring (None: none recorded yet, as in a store written by an earlier version).
     """
 
     keys: tuple[StoredKey, ...]
     notes: tuple[str, ...] = ()
     unlisted: tuple[str, ...] = ()
+    policy: RecordedPolicy | None = None
 
     def active(self, alg: str) -> StoredKey | None:
         """The key that signs `alg` tokens, if any."""
@@ -223,6 +270,11 @@ class Transaction:
         self.added: dict[str, StoredKey] = {}
         self.updated: dict[str, Entry] = {}
         self.deleted: set[str] = set()
+        self.policy = current.policy
+
+    def record_policy(self, policy: RecordedPolicy) -> None:
+        """Record `policy` as the ring's rotation policy."""
+        self.policy = policy
 
     def add(self, key: jwk.JWK, entry: Entry) -> None:
         """Store a new key with its entry."""
@@ -239,7 +291,11 @@ class Transaction:
     @property
     def changed(self) -> bool:
         """Whether applying this transaction changes what the store holds."""
-        return bool(self.added) or self.result().entries != self.current.entries
+        return (
+            bool(self.added)
+            or self.policy != self.current.policy
+            or self.result().entries != self.current.entries
+        )
 
     def result(self) -> KeySet:
         """What the store holds once this transaction is applied."""
@@ -249,7 +305,7 @@ class Transaction:
             keys[kid] = replace(keys[kid], entry=entry)
         for kid in self.deleted:
             keys.pop(kid, None)
-        return KeySet(tuple(keys[kid] for kid in sorted(keys)))
+        return KeySet(tuple(keys[kid] for kid in sorted(keys)), policy=self.policy)
 
 
 class KeyStore(Protocol):
@@ -393,7 +449,7 @@ class DirectoryStore:
             raise KeyStoreError(self.path, f"unreadable: {_reason(err)}") from err
         key_files = sorted(n for n in names if n.endswith(KEY_SUFFIX) and not n.startswith("."))
         checked = {os.path.realpath(self.path)}  # directories found safe
-        entries = self._read_manifest(key_files, checked)
+        entries, policy = self._read_manifest(key_files, checked)
         keys: list[StoredKey] = []
         for kid, entry in sorted(entries.items()):
             path = self.key_file(kid)
@@ -415,17 +471,21 @@ class DirectoryStore:
             "issuer's key is added with `keys import`)"
             for name in unlisted
         )
-        key_set = KeySet(tuple(keys), notes, unlisted)
+        key_set = KeySet(tuple(keys), notes, unlisted, policy)
         check_one_active_per_alg(key_set, self.path / MANIFEST)
         return key_set
 
-    def _read_manifest(self, key_files: list[str], checked: set[str]) -> dict[str, Entry]:
+    def _read_manifest(
+        self, key_files: list[str], checked: set[str]
+    ) -> tuple[dict[str, Entry], RecordedPolicy | None]:
+        """The manifest's entries by kid, and its recorded policy (None in a manifest written
+        before policies were recorded: adopted as it is)."""
         path = self.path / MANIFEST
         try:
             raw, _ = read_checked(path, "the manifest", checked)
         except FileNotFoundError as err:
             if not key_files:
-                return {}  # a new (or emptied) store
+                return {}, None  # a new (or emptied) store
             raise KeyStoreError(
                 path,
                 f"missing, but the directory holds {len(key_files)} key file(s): the store is "
@@ -441,12 +501,14 @@ class DirectoryStore:
             if not isinstance(records, list):
                 raise ValueError("keys must be a list")
             entries = [Entry.from_json(record) for record in records]
+            recorded = document.get("policy")
+            policy = None if recorded is None else RecordedPolicy.from_json(recorded)
         except (ValueError, UnicodeDecodeError) as err:
             raise KeyStoreError(path, f"corrupt manifest: {err}") from err
         by_kid = {entry.kid: entry for entry in entries}
         if len(by_kid) != len(entries):
             raise KeyStoreError(path, "corrupt manifest: a kid is listed twice")
-        return by_kid
+        return by_kid, policy
 
     def _apply(self, tx: Transaction) -> None:
         """Key files, then the manifest (the commit), then removals: at every step a reader,
@@ -458,11 +520,11 @@ class DirectoryStore:
             if not os.path.lexists(manifest):
                 # A new store lists no key before its first key file exists, so a crash below
                 # leaves an empty store rather than key files without a manifest.
-                _write(manifest, _manifest_json(()))
+                _write(manifest, _manifest_json((), None))
             for stored in tx.added.values():
                 private = stored.key.has_private
                 _write(self.key_file(stored.kid), stored.key.export(private_key=private))
-            _write(manifest, _manifest_json(result.entries))  # the commit
+            _write(manifest, _manifest_json(result.entries, result.policy))  # the commit
             listed = {entry.kid for entry in result.entries}
         else:
             listed = {entry.kid for entry in tx.current.entries}
@@ -496,8 +558,13 @@ def _write(target: Path, data: str) -> None:
         raise KeyStoreError(target, f"cannot write: {_reason(err)}") from err
 
 
-def _manifest_json(entries: Iterable[Entry]) -> str:
-    document = {"format": MANIFEST_FORMAT, "keys": [entry.to_json() for entry in entries]}
+def _manifest_json(entries: Iterable[Entry], policy: RecordedPolicy | None) -> str:
+    document: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "keys": [entry.to_json() for entry in entries],
+    }
+    if policy is not None:  # an earlier version reads (and drops) the extra member
+        document["policy"] = policy.to_json()
     return json.dumps(document, indent=2) + "\n"
 
 

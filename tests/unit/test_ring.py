@@ -420,3 +420,14 @@ def test_a_key_a_little_ahead_is_within_the_clock_skew(store_factory: StoreFacto
     assert ring.status().future_dated == ()
     assert ring.status().serving
     assert not ring.due()
+
+
+def test_keys_prune_dates_now_the_keys_dated_in_the_future(store_factory: StoreFactory) -> None:
+    """A store no server rotates (`--rotation off`) is mended by the operator's `keys prune`."""
+    clock = Clock()
+    ring, first, second = _future_ring(store_factory, clock)
+    assert ring.prune() == []  # no state changes
+    ring.refresh()
+    assert ring.status().future_dated == ()
+    dates = {e.kid: (e.created, e.activated) for e in ring.store.read().entries}
+    assert dates == {first: (T0, T0), second: (T0, None)}

@@ -51,6 +51,12 @@ class Runtime:
             # respawn. The supervisor stops its workers (SIGTERM) itself.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             self._supervisor = os.getppid()
+        loaded = self.ring.status().loaded
+        if loaded and self.config.auto_rotate:
+            # A store that cannot be written (a read-only mount) would never rotate: say so
+            # from start, not when the first step falls due weeks from now.
+            await asyncio.to_thread(self.ring.check_writable)
+        self.ring.check_clock()
         self.grpc = await start_grpc_server(
             self.service,
             self.config.grpc_addr.host,
@@ -60,14 +66,8 @@ class Runtime:
             limits=self.config.grpc_limits,
         )
         grpc_addr = Address(self.config.grpc_addr.host, self.grpc.port)
-        loaded = self.ring.status().loaded
         if not loaded:  # the store was unreachable: serve once the upkeep loads a set
             await self.grpc.set_serving(False)
-        elif self.config.auto_rotate:
-            # A store that cannot be written (a read-only mount) would never rotate: say so
-            # now, not when the first step falls due weeks from now.
-            await asyncio.to_thread(self.ring.check_writable)
-        self.ring.check_clock()
         await self.grpc.set_keyring_health(self.ring.status().serving)
         kids = list(self.ring.snapshot().kids) if loaded else []
         log.info(

@@ -538,12 +538,11 @@ class RequestGuard:
             )
 
     def _cancelled(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Report a call cancelled while its first request was awaited, if its client
-        cancelled it: a call the server ended is not a reset. grpcio tells neither apart, so
-        this counts only what a client can do alone: a cancellation that interrupts the read
-        before its deadline. A call ended by grpcio (deadline, message too large) or cancelled
-        after its read began first reads EOF, and then is never counted; grpcio no longer
-        knows the peer of a call it has ended."""
+        """Count a call cancelled while its first request was awaited as a reset, unless the
+        server ended it. grpcio reports both as a cancellation; a call grpcio ended (deadline
+        passed, message too large) reads EOF first and never gets here, and one that gets
+        here past its deadline or without a peer (grpcio has let the call go) is not counted
+        either. So is a client's cancellation that reaches grpcio after the read began."""
         if self.resets is None or context.time_remaining() == 0:
             return
         peer = context.peer()

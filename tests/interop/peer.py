@@ -147,6 +147,16 @@ def _bomb(mib: int) -> bytes:
     return b"".join(parts)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about clients that hang up (as a client over its limit or past its deadline
+        does); anything else is printed as usual."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 def _handler(peer: Peer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -372,7 +382,9 @@ def running_peer() -> Iterator[Peer]:
     """A peer on three free loopback ports, for the duration of the block."""
     with tempfile.TemporaryDirectory(prefix="peer-") as tmp:
         ca_file, cert_file, key_file = _certificate(Path(tmp))
-        servers = [ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) for _ in range(3)]
+        servers: list[ThreadingHTTPServer] = [
+            _Server(("127.0.0.1", 0), BaseHTTPRequestHandler) for _ in range(3)
+        ]
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_file, key_file)
         servers[2].socket = context.wrap_socket(servers[2].socket, server_side=True)
@@ -380,7 +392,6 @@ def running_peer() -> Iterator[Peer]:
         threads = []
         for server in servers:
             server.RequestHandlerClass = _handler(peer)
-            server.daemon_threads = True
             threads.append(threading.Thread(target=server.serve_forever, daemon=True))
             threads[-1].start()
         try:

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import REPO
 from tests.integration.serverproc import ServerProcess
 
-from .peer import Peer
+from .peer import Peer, run_measured
 
 pytestmark = pytest.mark.integration
 TS_DIR = REPO / "sdk" / "typescript"
@@ -25,6 +25,11 @@ TS_BIN = TS_DIR / "node_modules" / ".bin"
 EXAMPLE = REPO / "sdk" / "examples" / "typescript"
 NODE_TESTS = sorted(p.relative_to(TS_DIR).as_posix() for p in (TS_DIR / "test").glob("*.test.ts"))
 TEST_ENV = ("AGENTROUTER_TEST_SERVER_URL", "AGENTROUTER_TEST_PEER_URL", "AGENTROUTER_TEST_KIDS")
+# --expose-gc: test/limits.test.ts collects garbage while a body drips (see there).
+NODE_TEST = ["node", "--expose-gc", "--import", "tsx", "--test"]
+# A client that bounds what it reads holds a few MiB of answer; one that does not, hundreds
+# (Node.js with tsx alone holds about 130 MiB).
+MEMORY_BOUND_MIB = 200
 
 
 def served_kids(server: ServerProcess) -> list[str]:
@@ -78,26 +83,54 @@ def test_the_documentation_example_type_checks_against_the_built_package(tmp_pat
     node([str(TS_BIN / "tsc"), "-p", "tsconfig.json", "--noEmit"], project)
 
 
+def peer_env(peer: Peer) -> dict[str, str]:
+    """What the Node tests read to find the peer's listeners; Node.js trusts its CA."""
+    return {
+        "AGENTROUTER_TEST_PEER_URL": peer.url,
+        "AGENTROUTER_TEST_PEER_TLS_URL": peer.tls_url,
+        "NODE_EXTRA_CA_CERTS": str(peer.ca_file),
+    }
+
+
 def test_the_node_tests_pass_against_the_server_and_the_peer(
     server: ServerProcess, peer: Peer
 ) -> None:
     kids = served_kids(server)
     env = {
         **os.environ,
+        **peer_env(peer),
         "AGENTROUTER_TEST_SERVER_URL": server.base_url,
-        "AGENTROUTER_TEST_PEER_URL": peer.url,
         "AGENTROUTER_TEST_KIDS": ",".join(kids),
     }
-    output = node(["node", "--import", "tsx", "--test", *NODE_TESTS], TS_DIR, env)
+    output = node([*NODE_TEST, *NODE_TESTS], TS_DIR, env)
     counts = summary(output)
-    assert counts["tests"] == counts["pass"] >= 15, output
+    assert counts["tests"] == counts["pass"] >= 27, output
     assert peer.requests, "the tests never called the peer"
+
+
+def test_oversized_answers_fail_in_bounded_memory_and_a_dripping_body_in_time(
+    peer: Peer,
+) -> None:
+    """test/limits.test.ts on its own: 100 MiB answers (with and without a Content-Length,
+    and as an error) and a 300-MiB gzip bomb each reject ResourceExhausted in a process that
+    never holds much of them; a body that drips rejects DeadlineExceeded (each test there has
+    its own timeout, and this run is killed after 120 s, so a client that hangs fails)."""
+    measured = run_measured(
+        [*NODE_TEST, "test/limits.test.ts"], cwd=TS_DIR, env={**os.environ, **peer_env(peer)},
+        timeout=120,
+    )  # fmt: skip
+    assert not measured.timed_out, measured.output
+    counts = summary(measured.output)
+    assert counts["tests"] == counts["pass"] == 6, measured.output
+    assert measured.peak_rss_mib < MEMORY_BOUND_MIB, (
+        f"peak RSS {measured.peak_rss_mib:.0f} MiB reading oversized answers"
+    )
 
 
 def test_the_node_tests_fail_without_the_servers() -> None:
     env = {name: value for name, value in os.environ.items() if name not in TEST_ENV}
     result = subprocess.run(
-        ["node", "--import", "tsx", "--test", "test/server.test.ts", "test/peer.test.ts"],
+        [*NODE_TEST, "test/server.test.ts", "test/peer.test.ts"],
         cwd=TS_DIR, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode != 0

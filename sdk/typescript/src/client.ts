@@ -4,12 +4,16 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { createClient, type Client as ConnectClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 
+import { boundedFetch } from "./bounded-fetch.js";
 import * as tars_auth_v1_auth_pb from "./gen/tars/auth/v1/auth_pb.js";
 import type { GetJWKSResponse } from "./gen/tars/auth/v1/auth_pb.js";
 import { VERSION } from "./version.js";
 
 /** How long a call may take when neither the client nor the call says otherwise. */
 export const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** What a response may hold, received and decompressed, unless the client says otherwise. */
+export const DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
 /** Names the SDK and its version to the server, on every call. */
 export const USER_AGENT = `agentrouter-sdk-typescript/${VERSION}`;
@@ -25,8 +29,16 @@ export interface ClientOptions {
   baseUrl: string | undefined;
   /** Sent as `Authorization: Bearer <apiKey>` on every call; no header when empty or absent. */
   apiKey?: string | undefined;
-  /** The deadline of each call in milliseconds (default 10 000), sent as `connect-timeout-ms`. */
+  /**
+   * The deadline of each call in milliseconds (default 10 000), sent as `connect-timeout-ms`.
+   * It covers reading the answer: a call past it rejects with `Code.DeadlineExceeded`.
+   */
   timeoutMs?: number | undefined;
+  /**
+   * The most a response may hold, in bytes, received and decompressed (default 4 MiB). A call
+   * whose response is larger rejects with `Code.ResourceExhausted` without reading the rest.
+   */
+  maxResponseBytes?: number | undefined;
   /** A fetch implementation to use instead of `globalThis.fetch`. */
   fetch?: typeof globalThis.fetch | undefined;
 }
@@ -64,7 +76,10 @@ export class AuthClient {
   }
 }
 
-/** An AgentRouter endpoint. The API key is sent as a bearer token on every call. */
+/**
+ * An AgentRouter endpoint. The API key is sent as a bearer token on every call, and never
+ * follows a redirect: fetch is told to refuse them (connect-web's `redirect: "error"`).
+ */
 export class Client {
   /** AuthService: the public key set that verifies AgentRouter's tokens. */
   readonly auth: AuthClient;
@@ -73,6 +88,8 @@ export class Client {
   constructor(options: ClientOptions) {
     const baseUrl = checkBaseUrl(options.baseUrl);
     const timeoutMs = checkTimeout(options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    const maxBytes = checkMaxResponseBytes(options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES);
+    const fetchImpl = options.fetch;
     const transport = createConnectTransport({
       baseUrl,
       // Binary protobuf, and GET for side-effect-free methods: a GET that is not compressed
@@ -81,7 +98,8 @@ export class Client {
       useHttpGet: true,
       defaultTimeoutMs: timeoutMs,
       interceptors: [headers(requestHeaders(options.apiKey))],
-      ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+      // globalThis.fetch is looked up on each call, as connect-web itself does.
+      fetch: boundedFetch(() => fetchImpl ?? globalThis.fetch, maxBytes),
     });
     this.auth = new AuthClient(createClient(tars_auth_v1_auth_pb.AuthService, transport));
   }
@@ -125,6 +143,14 @@ function checkTimeout(timeoutMs: number): number {
     throw new Error(`timeoutMs must be a positive number of milliseconds, got ${timeoutMs}`);
   }
   return Math.ceil(timeoutMs);
+}
+
+/** A response limit in bytes, or an Error: a positive whole number. */
+function checkMaxResponseBytes(maxBytes: number): number {
+  if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) {
+    throw new Error(`maxResponseBytes must be a positive whole number of bytes, got ${maxBytes}`);
+  }
+  return maxBytes;
 }
 
 /** The headers every call carries. */

@@ -7,6 +7,7 @@
 export {
   AuthClient,
   Client,
+  DEFAULT_MAX_RESPONSE_BYTES,
   DEFAULT_TIMEOUT_MS,
   USER_AGENT,
   type CallOptions,

@@ -27,6 +27,11 @@ export function peerUrl(): string {
   return required("AGENTROUTER_TEST_PEER_URL");
 }
 
+/** The base URL of the peer's HTTPS listener (its CA is in NODE_EXTRA_CA_CERTS). */
+export function peerTlsUrl(): string {
+  return required("AGENTROUTER_TEST_PEER_TLS_URL");
+}
+
 /** The kids the real server serves, in its order. */
 export function servedKids(): string[] {
   return required("AGENTROUTER_TEST_KIDS").split(",");
@@ -43,6 +48,8 @@ export interface Recorded {
   path: string;
   query: string;
   headers: Record<string, string>;
+  /** The origin the request was sent to: the listener's scheme and the Host header. */
+  origin: string;
 }
 
 /** The requests the peer received under `prefix`, oldest first. */

@@ -107,6 +107,13 @@ class StoreFactory:
                 "TRUNCATE agentrouter_auth.keys; END IF; END $$",
                 dbname=self.dbname,
             )
+            ((sealed,),) = self.postgres.execute(
+                "SELECT to_regclass('agentrouter_auth.ring_state') IS NOT NULL", dbname=self.dbname
+            )
+            if sealed:  # the ring state lists no key again, as in a new database
+                store = PostgresStore(self.location, self.keks, description=self.location)
+                store.seal()
+                store.close()
 
     def close(self) -> None:
         """Close every store opened and drop every database made."""

@@ -29,7 +29,7 @@ def create_app() -> BodyDeadline:
     config = from_environment(os.environ)
     logs.configure(config.log_format)
     store = open_store(config.key_store, keks=config.keks)
-    ring = KeyRing(store, config.policy, rsa_bits=config.rsa_bits)
+    ring = KeyRing(store, config.policy, rsa_bits=config.rsa_bits, rotating=config.auto_rotate)
     with contextlib.suppress(KeyStoreUnavailableError):  # the upkeep retries until it loads
         ring.load()
     return BodyDeadline(HttpApp(Runtime(config, ring)), config.http_limits.body_timeout)

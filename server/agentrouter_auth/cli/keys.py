@@ -15,6 +15,7 @@ from agentrouter_auth.cli.command import Command
 from agentrouter_auth.config import ConfigError, KeyConfig
 from agentrouter_auth.keys.material import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS, InvalidKeyError
 from agentrouter_auth.keys.ring import Change, KeyRing, next_events
+from agentrouter_auth.keys.store import RecordedPolicy
 from agentrouter_auth.keys.stores import open_store
 from agentrouter_auth.keys.transfer import copy_keys
 
@@ -167,6 +168,34 @@ def _copy_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def policy(ring: KeyRing, _config: KeyConfig, args: argparse.Namespace) -> int:
+    """Show the rotation policy the store records for its ring; with --set, record this
+    command's policy options (`--rotation-period`, `--publish-ahead`, `--retain-after`)."""
+    if not args.set:
+        recorded = ring.store.read().policy
+        print(recorded or "none recorded: the first server with --rotation auto records its own")
+        return 0
+    wanted = RecordedPolicy.of(ring.policy)
+    with ring.store.transaction() as tx:
+        before = tx.current.policy
+        tx.record_policy(wanted)
+    log.info(
+        "the key store records the rotation policy %s (it was %s); servers with another stop "
+        "rotating until restarted with it",
+        wanted,
+        before or "none",
+        extra={"event": "rotation_policy_recorded", "policy": wanted.to_json()},
+    )
+    return 0
+
+
+def _policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", action="store_true",
+        help="record this command's --rotation-period, --publish-ahead and --retain-after",
+    )  # fmt: skip
+
+
 def _time(value: int | None) -> str:
     if value is None:
         return "-"
@@ -180,6 +209,12 @@ COMMANDS = (
     Command("keys import", "publish another issuer's public key", import_key, _import_arguments),
     Command("keys remove", "stop publishing a key now", remove, _remove_arguments),
     Command("keys prune", "delete retired keys past their retention", prune),
+    Command(
+        "keys policy",
+        "show the ring's recorded rotation policy; --set records this command's",
+        policy,
+        _policy_arguments,
+    ),
     Command(
         "keys copy",
         "copy every key, state and time into another store (directory, PostgreSQL)",

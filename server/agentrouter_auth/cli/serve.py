@@ -45,6 +45,8 @@ def run(ring: KeyRing, config: KeyConfig, args: argparse.Namespace) -> int:
             err,
             extra={"event": "key_store_unreachable_at_start", "reason": err.reason},
         )
+    if config.auto_rotate:
+        ring.check_policy()  # another rotation policy recorded: refused before binding a port
     # The workers open the store themselves; sessions of this process must not be inherited.
     ring.store.close()
     warn_of_secret_on_command_line(args.key_store or args.keys_dir, variable=env_of("key_store"))

@@ -33,8 +33,10 @@ from agentrouter_auth.keys.store import (
     KeyStoreError,
     KeyStoreUnavailableError,
     Origin,
+    RecordedPolicy,
     State,
     Transaction,
+    policy_conflict,
 )
 from agentrouter_auth.snapshot import KeySetError, NotLoadedError, Snapshot, render
 
@@ -223,9 +225,15 @@ class KeyRing:
         *,
         clock: Callable[[], float] = time.time,
         rsa_bits: int = 2048,
+        rotating: bool = False,
     ) -> None:
+        """`rotating`: this process takes lifecycle steps (`serve --rotation auto`), so the
+        store's recorded rotation policy must be `policy`: it is recorded by the first such
+        process, and a conflict stops the steps (`rotation_error`)."""
         self.store = store
         self.policy = policy
+        self.rotating = rotating
+        self._policy_conflict: str | None = None
         self._clock = clock
         self._rsa_bits = rsa_bits
         self._key_set: KeySet | None = None
@@ -299,6 +307,8 @@ class KeyRing:
             )
         self._key_set, self._fingerprint = key_set, fingerprint
         self._error, self._loaded_at, self._reachable = None, self._clock(), True
+        if self.rotating:
+            self._note_policy(key_set)
         if previous is not None and previous.json == snapshot.json:
             return False  # same public set: keep the snapshot (and its ETag) as it was
         self._snapshot = snapshot
@@ -360,6 +370,38 @@ class KeyRing:
         self._reported_future = kids
         return tuple(sorted(kids))
 
+    def check_policy(self) -> None:
+        """Raise PolicyConflictError if the loaded set's recorded rotation policy is not this
+        ring's (`serve --rotation auto` checks so before binding a port)."""
+        conflict = self._key_set and policy_conflict(
+            self._key_set.policy, self.policy, self.store.description
+        )
+        if conflict:
+            raise conflict
+
+    def _note_policy(self, key_set: KeySet) -> None:
+        """A rotating ring whose store now records another policy stops its steps (logged once,
+        keyring health NOT_SERVING); once they agree again, steps resume."""
+        conflict = policy_conflict(key_set.policy, self.policy, self.store.description)
+        if conflict is not None:
+            self._policy_conflict = str(conflict)
+            self._rotation_failed(str(conflict))
+        elif self._policy_conflict is not None:
+            self._policy_conflict = None
+            if self._rotation_error is not None:
+                self._rotation_succeeded()
+
+    def _claim_policy(self, tx: Transaction) -> bool:
+        """(Rotating, in a transaction) Refuse a conflicting recorded policy; record this
+        ring's when none is. True when it records."""
+        conflict = policy_conflict(tx.current.policy, self.policy, self.store.description)
+        if conflict is not None:
+            raise conflict
+        if tx.current.policy is None:
+            tx.record_policy(RecordedPolicy.of(self.policy))
+            return True
+        return False
+
     @property
     def key_set(self) -> KeySet:
         """The key set behind the current snapshot (private halves included)."""
@@ -376,7 +418,7 @@ class KeyRing:
         transaction: they are ignored meanwhile, and an operator restoring a store file by file
         must not see them deleted under their hands."""
         key_set = self._key_set
-        if key_set is None:
+        if key_set is None or self._policy_conflict is not None:
             return False
         return bool(upkeep_steps(key_set.entries, int(self._clock()), self.policy))
 
@@ -390,6 +432,8 @@ class KeyRing:
         redated: list[tuple[Entry, int]] = []
         try:
             with self.store.transaction() as tx:
+                if self.rotating:
+                    self._claim_policy(tx)
                 now = int(self._clock())
                 for step in upkeep_steps(tx.current.entries, now, self.policy):
                     if step.action is Action.CREATE:
@@ -422,16 +466,20 @@ class KeyRing:
         (the directory store's exclusive lock, which a read-only mount refuses) and abandon it
         before anything is written. Recorded like a step's outcome. A server with
         `--rotation auto` checks at start, so a store that can never rotate is reported before a
-        step is due; a store that fails only its writes (a full disk) shows at the first step."""
+        step is due; a store that fails only its writes (a full disk) shows at the first step.
+        A rotating ring also claims the store's rotation policy here (`_claim_policy`): it
+        records its own if none is, and fails if another is."""
         try:
-            with self.store.transaction():
-                raise _Abandon
+            with self.store.transaction() as tx:
+                if not (self.rotating and self._claim_policy(tx)):
+                    raise _Abandon  # else commit the policy it records
         except _Abandon:
-            self._rotation_succeeded()
-            return True
+            pass
         except (KeyStoreError, OSError) as err:
             self._rotation_failed(str(err))
             return False
+        self._rotation_succeeded()
+        return True
 
     def _rotation_failed(self, reason: str) -> None:
         if self._rotation_error is None:

@@ -222,6 +222,28 @@ class RecordedPolicy:
 RECORDED_POLICY_FIELDS = ("rotation_period", "publish_ahead", "retain_after")
 
 
+class PolicyConflictError(KeyStoreError):
+    """The store records another rotation policy than this process's: a server taking
+    lifecycle steps on it would race the others with other times."""
+
+
+def policy_conflict(
+    recorded: RecordedPolicy | None, policy: Policy, where: Path | str
+) -> PolicyConflictError | None:
+    """The error to raise (or report) when `recorded` is not `policy`'s; None when they agree
+    or nothing is recorded yet (a store written by an earlier version: adopted)."""
+    ours = RecordedPolicy.of(policy)
+    if recorded is None or recorded == ours:
+        return None
+    return PolicyConflictError(
+        where,
+        f"the key store records the rotation policy {recorded}, this server's is {ours}: "
+        "servers that rotate one key ring must share its policy; give this server the recorded "
+        "one, or change the recorded one on purpose with `agentrouter-auth keys policy --set` "
+        "and the new options",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class StoredKey:
     """A key and its manifest entry. `key` is private for generated keys."""

@@ -181,14 +181,28 @@ def test_the_api_key_never_goes_to_another_origin(peer: Peer, where: str, kept: 
         assert "authorization" not in landed["headers"], f"sent to {landed['origin']}"
 
 
+def test_the_api_key_does_not_follow_a_redirect_from_https_to_http(peer: Peer) -> None:
+    """Run apart: pyqwest trusts the peer's CA through SSL_CERT_FILE, read at start."""
+    env = {**os.environ, "SSL_CERT_FILE": str(peer.ca_file), "TIMEOUT": "10", "API_KEY": "k-1"}
+    base_url = f"{peer.tls_url}/py/redirect/plain"
+    measured = run_measured([sys.executable, "-c", CALLS, base_url], timeout=60, env=env)
+    assert json.loads(measured.output) == ["ok", ""], measured.output
+    first, landed = requests_to(peer)
+    assert first["origin"].startswith("https://")
+    assert first["headers"]["authorization"] == "Bearer k-1"
+    assert landed["origin"].startswith("http://")
+    assert "authorization" not in landed["headers"], f"sent to {landed['origin']}"
+
+
 # Calls GetJWKS under each base URL given, with the default limit, and prints one JSON line per
 # call: the error's code and message, or "ok".
 CALLS = """
-import json, sys
+import json, os, sys
 from agentrouter_sdk import AgentRouterError, Client
 for base_url in sys.argv[1:]:
     try:
-        with Client(base_url=base_url, timeout=float(__import__("os").environ["TIMEOUT"])) as c:
+        timeout, api_key = float(os.environ["TIMEOUT"]), os.environ.get("API_KEY")
+        with Client(base_url=base_url, api_key=api_key, timeout=timeout) as c:
             c.auth.get_jwks()
         print(json.dumps(["ok", ""]))
     except AgentRouterError as err:

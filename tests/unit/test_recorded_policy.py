@@ -21,6 +21,7 @@ from agentrouter_auth.keys.store import (
     PolicyConflictError,
     RecordedPolicy,
 )
+from agentrouter_auth.keys.transfer import copy_keys
 from tests.conftest import Seeder
 from tests.keystores import StoreFactory
 
@@ -160,3 +161,16 @@ def test_a_malformed_recorded_policy_is_refused(
     (store.path / MANIFEST).write_text(json.dumps(document))
     with pytest.raises(KeyStoreError, match="corrupt manifest: a rotation policy"):
         DirectoryStore(store.path).read()
+
+
+def test_keys_copy_carries_the_recorded_policy(
+    store_factory: StoreFactory, key_pool: list[jwk.JWK]
+) -> None:
+    store_factory.seed(key_pool[:2])
+    with store_factory().transaction() as tx:
+        tx.record_policy(RecordedPolicy.of(SLOW))
+    target = store_factory.fresh()
+    copy_keys(store_factory(), target())
+    copied = target().read()
+    assert copied.policy == RecordedPolicy.of(SLOW)
+    assert len(copied.keys) == 2

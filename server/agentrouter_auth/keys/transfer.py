@@ -37,4 +37,6 @@ def copy_keys(source: KeyStore, target: KeyStore, *, replace: bool = False) -> l
                 tx.delete(stored.kid)
         for stored in key_set.keys:
             tx.add(stored.key, stored.entry)
+        if key_set.policy is not None:  # the ring's rotation policy goes with it
+            tx.record_policy(key_set.policy)
         return diff(tx.current, tx.result())

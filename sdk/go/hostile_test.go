@@ -92,10 +92,11 @@ func TestPeerRedirectKeepsTheUsersPolicy(t *testing.T) {
 func TestPeerResponseLimit(t *testing.T) {
 	t.Parallel()
 	for name, path := range map[string]string{
-		"100 MiB with a Content-Length": "/big/100",
-		"100 MiB chunked":               "/chunked/100",
-		"a gzip bomb of 300 MiB":        "/bomb/300",
-		"an error of 100 MiB":           "/bigerror/100",
+		"100 MiB with a Content-Length":      "/big/100",
+		"100 MiB chunked":                    "/chunked/100",
+		"a gzip bomb of 300 MiB":             "/bomb/300",
+		"an error of 100 MiB":                "/bigerror/100",
+		"a gzip bomb of 300 MiB as an error": "/errorbomb/300",
 	} {
 		_, err := getJWKS(context.Background(), t, peerURL(t)+prefixOf(t)+path)
 		if code := connect.CodeOf(err); code != connect.CodeResourceExhausted {

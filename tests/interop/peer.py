@@ -13,7 +13,8 @@ segments:
   of `A`), streamed, with a Content-Length or chunked without one;
 - `…/bomb/<MiB>/…`: the same answer gzipped (`Content-Encoding: gzip`), a few hundred KiB on
   the wire;
-- `…/bigerror/<MiB>/…`: an `unavailable` error whose message is that many MiB;
+- `…/bigerror/<MiB>/…`: an `unavailable` error whose message is that many MiB, and
+  `…/errorbomb/<MiB>/…` the same error gzipped;
 - `…/drip/<milliseconds>/…`: the headers of a valid answer at once, then its body one byte
   every that many milliseconds (a few hundred bytes: minutes);
 - `…/redirect/<where>/…`: a 307 to the same path without these two segments, on another
@@ -139,12 +140,14 @@ def _filler(size: int) -> Iterator[bytes]:
 
 
 @functools.cache
-def _bomb(mib: int) -> bytes:
-    """The big answer of `mib` MiB, gzipped: a few hundred KiB."""
-    head, _ = _big_answer(mib * MIB)
+def _bomb(mib: int, *, error: bool = False) -> bytes:
+    """The big answer (or error) of `mib` MiB, gzipped: a few hundred KiB."""
+    head, tail = _big_answer(mib * MIB)[0], b""
+    if error:
+        head, tail = b'{"code":"unavailable","message":"', b'"}'
     gzip = zlib.compressobj(9, zlib.DEFLATED, 31)
-    parts = [gzip.compress(head), *(gzip.compress(c) for c in _filler(mib * MIB)), gzip.flush()]
-    return b"".join(parts)
+    chunks = (head, *_filler(mib * MIB), tail)
+    return b"".join([*(gzip.compress(chunk) for chunk in chunks), gzip.flush()])
 
 
 class _Server(ThreadingHTTPServer):
@@ -238,6 +241,10 @@ def _handler(peer: Peer) -> type[BaseHTTPRequestHandler]:
                 return
             if kind == "bomb":
                 self._send(200, "application/proto", _bomb(int(value)), encoding="gzip")
+                return
+            if kind == "errorbomb":
+                body = _bomb(int(value), error=True)
+                self._send(503, "application/json", body, encoding="gzip")
                 return
             if kind == "drip":
                 self._drip(int(value) / 1000)

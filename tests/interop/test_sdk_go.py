@@ -79,9 +79,9 @@ def test_go_sdk_tests_pass_against_the_server_and_the_peer(
 
 
 def test_go_sdk_reads_an_oversized_answer_in_bounded_memory(peer: Peer, tmp_path: Path) -> None:
-    """100 MiB answers (with and without a Content-Length, and as an error) and a 300-MiB gzip
-    bomb each fail resource_exhausted (TestPeerResponseLimit), in a process that never holds
-    much of them."""
+    """100 MiB answers (with and without a Content-Length, and as an error) and 300-MiB gzip
+    bombs (an answer, an error) each fail resource_exhausted (TestPeerResponseLimit), in a
+    process that never holds much of them."""
     binary = tmp_path / "sdk.test"
     run_go("test", "-c", "-o", str(binary), ".")
     measured = run_measured(

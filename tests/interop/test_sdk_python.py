@@ -27,7 +27,7 @@ TARE = Path(sys.executable).parent / "tare"
 # A client that bounds what it reads holds a few MiB of answer; one that does not, hundreds.
 MEMORY_BOUND_MIB = 200
 # The oversized answers of the peer (see peer.py), each larger than the default limit.
-OVERSIZED = ("big/100", "chunked/100", "bomb/300", "bigerror/100")
+OVERSIZED = ("big/100", "chunked/100", "bomb/300", "bigerror/100", "errorbomb/300")
 
 
 def served_kids(server: ServerProcess) -> list[str]:
@@ -211,8 +211,9 @@ for base_url in sys.argv[1:]:
 
 
 def test_an_oversized_answer_fails_resource_exhausted_in_bounded_memory(peer: Peer) -> None:
-    """100 MiB answers (with and without a Content-Length, and as an error) and a 300-MiB gzip
-    bomb: each fails resource_exhausted, in a process that never holds much of them."""
+    """100 MiB answers (with and without a Content-Length, and as an error) and 300-MiB gzip
+    bombs (an answer, an error): each fails resource_exhausted, in a process that never holds
+    much of them."""
     urls = [f"{peer.url}/py/{path}" for path in OVERSIZED]
     env = {**os.environ, "TIMEOUT": "60"}
     measured = run_measured([sys.executable, "-c", CALLS, *urls], timeout=120, env=env)

@@ -104,7 +104,7 @@ def test_the_node_tests_pass_against_the_server_and_the_peer(
     }
     output = node([*NODE_TEST, *NODE_TESTS], TS_DIR, env)
     counts = summary(output)
-    assert counts["tests"] == counts["pass"] >= 27, output
+    assert counts["tests"] == counts["pass"] >= 28, output
     assert peer.requests, "the tests never called the peer"
 
 
@@ -112,16 +112,17 @@ def test_oversized_answers_fail_in_bounded_memory_and_a_dripping_body_in_time(
     peer: Peer,
 ) -> None:
     """test/limits.test.ts on its own: 100 MiB answers (with and without a Content-Length,
-    and as an error) and a 300-MiB gzip bomb each reject ResourceExhausted in a process that
-    never holds much of them; a body that drips rejects DeadlineExceeded (each test there has
-    its own timeout, and this run is killed after 120 s, so a client that hangs fails)."""
+    and as an error) and 300-MiB gzip bombs (an answer, an error) each reject
+    ResourceExhausted in a process that never holds much of them; a body that drips rejects
+    DeadlineExceeded (each test there has its own timeout, and this run is killed after 120 s,
+    so a client that hangs fails)."""
     measured = run_measured(
         [*NODE_TEST, "test/limits.test.ts"], cwd=TS_DIR, env={**os.environ, **peer_env(peer)},
         timeout=120,
     )  # fmt: skip
     assert not measured.timed_out, measured.output
     counts = summary(measured.output)
-    assert counts["tests"] == counts["pass"] == 6, measured.output
+    assert counts["tests"] == counts["pass"] == 7, measured.output
     assert measured.peak_rss_mib < MEMORY_BOUND_MIB, (
         f"peak RSS {measured.peak_rss_mib:.0f} MiB reading oversized answers"
     )

@@ -1,5 +1,5 @@
 // What a hostile answer cannot do: make the client hold more than its response limit (an
-// oversized body, with or without a Content-Length, a gzip bomb, an oversized error), or
+// oversized body, with or without a Content-Length, a gzip bomb, an oversized error, both), or
 // outlive the call's deadline by sending its body a byte at a time. Run apart by
 // tests/interop/test_sdk_typescript.py too, which measures the process's peak memory.
 
@@ -22,6 +22,7 @@ const oversized: [string, string][] = [
   ["100 MiB chunked", "chunked/100"],
   ["a gzip bomb of 300 MiB", "bomb/300"],
   ["an error of 100 MiB", "bigerror/100"],
+  ["a gzip bomb of 300 MiB as an error", "errorbomb/300"],
 ];
 
 for (const [name, path] of oversized) {

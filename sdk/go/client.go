@@ -139,6 +139,12 @@ func (x *AuthClient) GetJWKS(ctx context.Context, req *authv1.GetJWKSRequest) (*
 	defer cancel()
 	resp, err := x.client.GetJWKS(ctx, connect.NewRequest(req))
 	if err != nil {
+		// An error from the SDK's transport (a response over the limit) reaches here inside
+		// net/http's *url.Error: return the *connect.Error itself, as for any other failure.
+		var cerr *connect.Error
+		if errors.As(err, &cerr) {
+			return nil, cerr
+		}
 		return nil, err
 	}
 	return resp.Msg, nil

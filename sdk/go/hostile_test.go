@@ -99,8 +99,9 @@ func TestPeerResponseLimit(t *testing.T) {
 		"a gzip bomb of 300 MiB as an error": "/errorbomb/300",
 	} {
 		_, err := getJWKS(context.Background(), t, peerURL(t)+prefixOf(t)+path)
-		if code := connect.CodeOf(err); code != connect.CodeResourceExhausted {
-			t.Errorf("%s: got %.200v (code %v), want resource_exhausted", name, err, code)
+		cerr, ok := err.(*connect.Error) // GetJWKS returns a *connect.Error itself, not wrapped
+		if !ok || cerr.Code() != connect.CodeResourceExhausted {
+			t.Errorf("%s: got %.200v (%T), want a *connect.Error with code resource_exhausted", name, err, err)
 		}
 	}
 }

@@ -324,6 +324,8 @@ def test_a_replica_killed_inside_a_rotation_step_loses_nothing_and_another_takes
     dbname = database(pg_dsn)
     cli("keys", "init", *store(pg_dsn, kek_file))
     cli("keys", "rotate", *store(pg_dsn, kek_file))
+    # Recorded now, the policy is not written by the victim's start (the generation below).
+    cli("keys", "policy", "--set", *store(pg_dsn, kek_file), *PROMOTE_SOON)
     before = rows(postgres, dbname)
     ((old, _),) = [row for row in before if row[1] == "active"]
     ((new, _),) = [row for row in before if row[1] == "pending"]

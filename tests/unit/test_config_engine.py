@@ -25,6 +25,7 @@ from agentrouter_auth.config import (
     serve_config,
     to_environment,
 )
+from agentrouter_auth.errors import AgentRouterAuthError
 from agentrouter_auth.keys.policy import Policy, PolicyError
 
 STORE = {"AGENTROUTER_AUTH_KEY_STORE": "/srv/keys"}
@@ -125,7 +126,6 @@ def test_two_names_of_one_option_with_different_values_are_refused(
         ("http_idle_timeout", "0s", "--http-idle-timeout must be from 100ms to 1h"),
         ("http_body_timeout", "2h", "--http-body-timeout must be from 100ms to 1h"),
         ("max_connections", "-1", "--max-connections must not be negative"),
-        ("max_connections", "100000000", "--max-connections 100000000 needs"),
         ("http2", "maybe", "--http2: invalid choice: 'maybe' (choose from on, off)"),
         ("log_format", "xml", "--log-format: invalid choice: 'xml'"),
         ("rsa_bits", "1024", "--rsa-bits: invalid choice: '1024'"),
@@ -180,3 +180,10 @@ def test_the_worker_side_never_imports_the_command_line() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_config_error_is_a_project_error_and_still_a_value_error() -> None:
+    with pytest.raises(ConfigError) as failure:
+        serve_config({"workers": "0"}, {})
+    assert isinstance(failure.value, AgentRouterAuthError), type(failure.value).__mro__
+    assert isinstance(failure.value, ValueError)

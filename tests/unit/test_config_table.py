@@ -92,3 +92,15 @@ def test_every_readme_table_of_flags_shows_the_tables_defaults() -> None:
                 )
                 checked += 1
     assert checked > len(OPTIONS)  # the configuration table and the others
+
+
+def test_each_grpc_limit_has_its_help_written_once_beside_its_field() -> None:
+    """The help of a `--grpc-*` row is the text stored with its GrpcLimits field, so the two
+    cannot drift apart; every row says something of its own."""
+    by_target = {option.target: option for option in OPTIONS}
+    helps = []
+    for field in dataclasses.fields(GrpcLimits):
+        row = by_target[f"grpc_limits.{field.name}"]
+        assert row.help == field.metadata.get("help"), f"{row.flag}: help not from its field"
+        helps.append(row.help)
+    assert len(set(helps)) == len(helps)

@@ -1,4 +1,5 @@
-"""`agentrouter-auth serve`: check the listen addresses, then run granian's workers.
+"""`agentrouter-auth serve`: raise the open-files limit for the connection cap, check the listen
+addresses, then run granian's workers.
 
 Each worker builds its app from the environment (`agentrouter_auth.asgi`), so the resolved
 configuration (free ports chosen for port 0 included) is exported before they start.
@@ -16,12 +17,15 @@ from dataclasses import replace
 from agentrouter_auth import logs
 from agentrouter_auth.cli.command import Command
 from agentrouter_auth.config import (
+    SERVE,
     SUPERVISOR_ENV,
     Address,
     ConfigError,
     KeyConfig,
     ServeConfig,
     env_of,
+    resolve_max_connections,
+    source_of,
     to_environment,
 )
 from agentrouter_auth.keys.ring import KeyRing
@@ -33,8 +37,12 @@ log = logging.getLogger("agentrouter-auth")
 
 
 def run(ring: KeyRing, config: KeyConfig, args: argparse.Namespace) -> int:
-    """Load the keys and check the addresses, then bind and serve until SIGTERM/SIGINT."""
+    """Hold the connection cap, load the keys and check the addresses, then bind and serve
+    until SIGTERM/SIGINT."""
     assert isinstance(config, ServeConfig)
+    config = with_connection_cap(
+        config, source_of("max_connections", SERVE, vars(args), os.environ)
+    )
     try:
         ring.load()
     except KeyStoreUnavailableError as err:
@@ -62,6 +70,15 @@ def run(ring: KeyRing, config: KeyConfig, args: argparse.Namespace) -> int:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         run_http_server(config)
     return 0
+
+
+def with_connection_cap(config: ServeConfig, source: str) -> ServeConfig:
+    """`config` with its HTTP connection cap resolved (0: the most the open-files limit allows),
+    the soft open-files limit raised to hold it (workers inherit it); a cap the limit cannot
+    hold is a ConfigError naming `source`. Done here, first, not while options are parsed."""
+    limits = config.http_limits
+    cap = resolve_max_connections(limits.max_connections, source)
+    return replace(config, http_limits=replace(limits, max_connections=cap))
 
 
 def concrete(address: Address, option: str) -> Address:

@@ -12,7 +12,8 @@ from dataclasses import asdict
 
 from agentrouter_auth import metrics
 from agentrouter_auth.config import SUPERVISOR_ENV, Address, ServeConfig
-from agentrouter_auth.grpc_server import PROTOCOL, GrpcServer, start_grpc_server
+from agentrouter_auth.grpc.recording import PROTOCOL
+from agentrouter_auth.grpc.server import GrpcServer, start_grpc_server
 from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreError

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import httpx
 
 from agentrouter_auth.config import GrpcLimits
-from agentrouter_auth.grpc_server import start_grpc_server
+from agentrouter_auth.grpc.server import start_grpc_server
 from agentrouter_auth.service import AuthService
 from agentrouter_auth.snapshot import Snapshot, StaticKeySet
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agentrouter_auth.grpc_server import KEYRING_HEALTH_NAME
+from agentrouter_auth.grpc.health import KEYRING_HEALTH_NAME
 from tests.postgres import PostgresServer
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, eventually, refused_in_one_line

@@ -1,23 +1,23 @@
-"""grpc_server: the gRPC handlers are built from the service descriptor, write a rendered
+"""grpc: the gRPC handlers are built from the service descriptor, write a rendered
 answer's stored bytes, and end a call with the code of the servicer's RpcError. (The
 listener's limits are tested against the real server in tests/integration.)"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import grpc
+import pytest
 
 from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth.config import GrpcLimits
-from agentrouter_auth.grpc_server import (
-    HEALTH_CHECK,
-    HEALTH_WATCH,
-    CallBudget,
-    method_handlers,
-    start_grpc_server,
-)
+from agentrouter_auth.errors import AgentRouterAuthError
+from agentrouter_auth.grpc.adapter import method_handlers
+from agentrouter_auth.grpc.budget import CallBudget
+from agentrouter_auth.grpc.health import HEALTH_CHECK, HEALTH_WATCH
+from agentrouter_auth.grpc.server import BindError, start_grpc_server
 from agentrouter_auth.rendered import render_message
 from agentrouter_auth.status import Code, RpcError
 
@@ -85,3 +85,17 @@ def test_the_call_budget_keeps_watch_check_and_other_calls_apart() -> None:
     assert (watches.take("c"), watches.used) == (None, 3)
     calls.give_back("")
     assert calls.take("") is None
+
+
+def test_an_address_in_use_is_a_bind_error_the_cli_reports_in_one_line(
+    servicer: MakeServicer,
+) -> None:
+    with socket.socket() as taken:  # bound without SO_REUSEPORT: grpcio cannot share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(BindError) as raised:
+            asyncio.run(start_grpc_server(servicer(ANSWER), "127.0.0.1", port))
+    assert isinstance(raised.value, AgentRouterAuthError), "BindError has no common root"
+    assert isinstance(raised.value, OSError)
+    assert str(raised.value).startswith(f"cannot listen for gRPC on 127.0.0.1:{port}: ")

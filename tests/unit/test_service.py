@@ -19,7 +19,7 @@ from agentrouter_auth.snapshot import Snapshot, render
 from agentrouter_auth.status import RpcError
 
 TRANSPORTS = ("grpc", "connectrpc", "agentrouter_auth.transcode", "agentrouter_auth.http",
-              "agentrouter_auth.connect", "agentrouter_auth.grpc_server")  # fmt: skip
+              "agentrouter_auth.connect", "agentrouter_auth.grpc")  # fmt: skip
 
 
 class Source:

@@ -17,7 +17,7 @@ from agentrouter_auth import __version__, config, logs
 from agentrouter_auth.cli import keys, serve, store, token
 from agentrouter_auth.cli.command import Command, Handler
 from agentrouter_auth.config import ConfigError, Option
-from agentrouter_auth.grpc_server import BindError
+from agentrouter_auth.grpc.server import BindError
 from agentrouter_auth.keys.material import InvalidKeyError
 from agentrouter_auth.keys.policy import PolicyError
 from agentrouter_auth.keys.ring import KeyRing, SigningError

@@ -7,7 +7,7 @@ code, latency) and writes the access-log line. Each protocol says where its code
 gRPC-Web in a `grpc-status` header or trailers frame. The RPC and the path template come from
 `scope["route"]`, which the protocol's app sets when it recognises the request; a request it
 does not is `unknown` and `unrouted`. A raw path is never recorded: a client may put a
-credential in it. Native gRPC, on its own listener, is counted by grpc_server's CallMetrics.
+credential in it. Native gRPC, on its own listener, is counted by grpc.recording's CallMetrics.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import os
 from agentrouter_auth import logs
 from agentrouter_auth.config import from_environment
 from agentrouter_auth.http.app import HttpApp
+from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.http.limits import BodyDeadline
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreUnavailableError
@@ -32,4 +33,4 @@ def create_app() -> BodyDeadline:
     ring = KeyRing(store, config.policy, rsa_bits=config.rsa_bits, rotating=config.auto_rotate)
     with contextlib.suppress(KeyStoreUnavailableError):  # the upkeep retries until it loads
         ring.load()
-    return BodyDeadline(HttpApp(Runtime(config, ring)), config.http_limits.body_timeout)
+    return BodyDeadline(HttpApp(Runtime(config, ring, PROTOCOLS)), config.http_limits.body_timeout)

@@ -8,13 +8,13 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import asdict
 
 from agentrouter_auth import metrics
 from agentrouter_auth.config import SUPERVISOR_ENV, Address, ServeConfig
 from agentrouter_auth.grpc.recording import PROTOCOL
 from agentrouter_auth.grpc.server import GrpcServer, start_grpc_server
-from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreError
 from agentrouter_auth.rendered import Freshness
@@ -27,9 +27,13 @@ the reload interval."""
 
 
 class Runtime:
-    """The key ring, the servicer, the gRPC server and the upkeep task of one process."""
+    """The key ring, the servicer, the gRPC server and the upkeep task of one process.
 
-    def __init__(self, config: ServeConfig, ring: KeyRing) -> None:
+    `protocols` are the metrics' `protocol` labels of the HTTP listener (its dispatch table's,
+    handed in by whoever builds the app, as the listener sits above this runtime); native
+    gRPC's own label is added here."""
+
+    def __init__(self, config: ServeConfig, ring: KeyRing, protocols: Iterable[str]) -> None:
         self.config = config
         self.ring = ring
         policy = ring.policy
@@ -38,7 +42,7 @@ class Runtime:
         )
         discovery = Discovery(config.issuer, config.published_jwks_uri) if config.issuer else None
         self.service = AuthService(ring, freshness=freshness, discovery=discovery)
-        self.recorder = metrics.Recorder((*PROTOCOLS, PROTOCOL))
+        self.recorder = metrics.Recorder((*protocols, PROTOCOL))
         self.grpc: GrpcServer | None = None
         self.draining = False
         self._upkeep: asyncio.Task[None] | None = None

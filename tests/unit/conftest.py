@@ -19,6 +19,7 @@ import contract
 from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
+from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import DirectoryStore
@@ -70,7 +71,7 @@ def http_app(tmp_path_factory: pytest.TempPathFactory) -> HttpApp:
         auto_rotate=False,
         policy=ring.policy,
     )
-    return HttpApp(Runtime(config, ring))
+    return HttpApp(Runtime(config, ring, PROTOCOLS))
 
 
 Call = Callable[..., httpx.Response]

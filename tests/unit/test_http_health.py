@@ -12,6 +12,7 @@ import pytest
 
 from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
+from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.policy import DAY, Policy
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import DirectoryStore
@@ -61,7 +62,7 @@ def _app(ring: KeyRing, keys: Path) -> HttpApp:
         auto_rotate=True,
         policy=ring.policy,
     )
-    return HttpApp(Runtime(config, ring))
+    return HttpApp(Runtime(config, ring, PROTOCOLS))
 
 
 def test_readyz_says_keys_dated_in_the_future_and_stays_ready(tmp_path: Path, call: Call) -> None:

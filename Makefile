@@ -117,7 +117,7 @@ bench: $(STAMP) postgresql-server ## Load-test every protocol against baselines 
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && apt-get install -y -qq wrk nghttp2-client nginx-light >/dev/null; \
 	fi
-	$(PY) bench/run.py --duration $(DURATION) --rounds $(ROUNDS) --out bench/results
+	$(PY) -m bench.run --duration $(DURATION) --rounds $(ROUNDS) --out bench/results
 
 clean: ## Remove the virtual environment and build output (keeps var/keys)
 	rm -rf $(VENV) .build .mypy_cache .ruff_cache .pytest_cache

@@ -6,11 +6,14 @@ reported as ratios to baselines measured in the same run. Absolute numbers are p
 but only the ratios are meant to be compared between runs.
 
 Two measurements run agentrouter-auth on a PostgreSQL key store, on a throw-away cluster that
-`tests/postgres.py` starts (Debian's server binaries, installed by `make bench`): REST from a
-PostgreSQL-backed ring against the directory-backed one, and REST load spread over three
+`tests/support/postgres.py` starts (Debian's server binaries, installed by `make bench`): REST
+from a PostgreSQL-backed ring against the directory-backed one, and REST load spread over three
 replicas sharing one ring while they rotate keys.
 
-    python bench/run.py [--duration SECONDS] [--rounds N] [--out bench/results]
+The set-up it shares with the tests (free ports, KEK files, that PostgreSQL server, seeded
+stores) comes from `tests.support`; run it from the repository root as a module:
+
+    python -m bench.run [--duration SECONDS] [--rounds N] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -35,17 +38,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import grpc
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
-from agentrouter_auth.keys.kek import new_kek_text
 from agentrouter_auth.keys.material import generate_key, public_copy
-from agentrouter_auth.keys.store import DirectoryStore, Entry, Origin, State
-
-if TYPE_CHECKING:
-    from tests.postgres import PostgresServer
+from agentrouter_auth.keys.store import DirectoryStore
+from tests.support import PostgresServer, PostgresUnavailableError, free_port, seed, write_kek
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -93,12 +93,6 @@ class Report:
 
 
 # -- processes -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
@@ -179,13 +173,8 @@ def worker_rss_mb(pid: int) -> list[float]:
 
 def seed_store(path: Path, count: int) -> Path:
     """A store with one active ES256 key and `count - 1` published public keys."""
-    store = DirectoryStore(path)
-    with store.transaction() as tx:
-        active = generate_key("ES256")
-        tx.add(active, Entry(active["kid"], "ES256", State.ACTIVE, 1, activated=1))
-        for index in range(count - 1):
-            key = public_copy(generate_key("EdDSA" if index % 2 else "ES256"))
-            tx.add(key, Entry(key["kid"], key["alg"], State.PUBLISHED, 1, origin=Origin.IMPORTED))
+    published = [public_copy(generate_key("EdDSA" if i % 2 else "ES256")) for i in range(count - 1)]
+    seed(DirectoryStore(path), [generate_key("ES256"), *published], created=1)
     return path
 
 
@@ -234,11 +223,7 @@ def cli(*args: str) -> None:
 @contextlib.contextmanager
 def postgres_cluster() -> Iterator[PostgresServer]:
     """A throw-away PostgreSQL cluster on a free loopback port, as the test suite starts one
-    (`tests/postgres.py`); removed on exit."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from tests.postgres import PostgresServer, PostgresUnavailableError  # noqa: PLC0415
-
+    (`tests.support`); removed on exit."""
     try:
         server = PostgresServer.create()
     except PostgresUnavailableError as err:
@@ -247,13 +232,6 @@ def postgres_cluster() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.destroy()
-
-
-def write_kek(path: Path) -> Path:
-    """A new key-encryption key file, mode 0600."""
-    path.write_text(new_kek_text())
-    path.chmod(0o600)
-    return path
 
 
 # -- load tools ------------------------------------------------------------------------------

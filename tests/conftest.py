@@ -12,9 +12,8 @@ from jwcrypto import jwk
 
 from agentrouter_auth.keys.material import generate_key
 from agentrouter_auth.keys.store import DirectoryStore
-from tests import keystores
-from tests.keystores import KINDS, StoreFactory, write_kek
-from tests.postgres import PostgresServer
+from tests.keystores import KINDS, StoreFactory
+from tests.support import PostgresServer, seed, write_kek
 
 REPO = Path(__file__).resolve().parent.parent
 Seeder = Callable[[Path, Sequence[jwk.JWK]], DirectoryStore]
@@ -33,7 +32,7 @@ def seed_store() -> Seeder:
     def seed_directory(
         path: Path, keys: Sequence[jwk.JWK], created: int = 1_000_000
     ) -> DirectoryStore:
-        return keystores.seed(DirectoryStore(path), keys, created)
+        return seed(DirectoryStore(path), keys, created)
 
     return seed_directory
 

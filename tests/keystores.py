@@ -8,42 +8,18 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from jwcrypto import jwk
 
-from agentrouter_auth.keys.kek import Envelope, Kek, new_kek_text, read_kek
+from agentrouter_auth.keys.kek import Envelope, Kek, read_kek
 from agentrouter_auth.keys.postgres import PostgresStore
-from agentrouter_auth.keys.store import MANIFEST, Entry, KeyStore, State
+from agentrouter_auth.keys.store import MANIFEST, KeyStore
 from agentrouter_auth.keys.stores import open_store
-from tests.postgres import PostgresServer
+from tests.support import PostgresServer, seed, write_kek
 
 KINDS = ("directory", "postgresql")
 PRIVATE = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-
-
-def write_kek(path: Path, mode: int = 0o600) -> Path:
-    """A new KEK file (32 random bytes, base64) of `mode`."""
-    path.write_text(new_kek_text())
-    path.chmod(mode)
-    return path
-
-
-S = TypeVar("S", bound=KeyStore)
-
-
-def seed(store: S, keys: Sequence[jwk.JWK], created: int = 1_000_000) -> S:
-    """Add keys to `store`: the first of each algorithm active (unless one is), the others
-    pending."""
-    with store.transaction() as tx:
-        active = {k.entry.alg for k in tx.current.keys if k.entry.state is State.ACTIVE}
-        for key in keys:
-            alg = key["alg"]
-            state = State.PENDING if alg in active else State.ACTIVE
-            active.add(alg)
-            activated = created if state is State.ACTIVE else None
-            tx.add(key, Entry(key["kid"], alg, state, created, activated=activated))
-    return store
 
 
 class StoreFactory:

@@ -23,7 +23,7 @@ import pytest
 from agentrouter_auth.config import ENV_PREFIX
 from agentrouter_auth.keys.kek import KekError, read_kek
 from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
-from tests.postgres import PostgresServer
+from tests.support import PostgresServer
 
 from . import manifests as m
 

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter_auth.grpc.health import KEYRING_HEALTH_NAME
 from agentrouter_auth.keys.postgres import APPLICATION_NAME, CHANNEL, RING_LOCK
-from tests.postgres import PostgresServer
+from tests.support import PostgresServer
 
 from .serverproc import ServerProcess, eventually
 from .test_postgres_serve import cli, serve

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentrouter_auth.grpc.health import KEYRING_HEALTH_NAME
-from tests.postgres import PostgresServer
+from tests.support import PostgresServer
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, eventually, refused_in_one_line
 from .test_postgres_faults import NOT_SERVING, database, health, readyz, rows, served_kids, store

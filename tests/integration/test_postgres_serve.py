@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.postgres import PostgresServer
+from tests.support import PostgresServer
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, refused_in_one_line
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.postgres import PostgresServer
+from tests.support import PostgresServer
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, eventually, refused_in_one_line, serve_argv
 from .test_postgres_serve import serve

@@ -14,8 +14,8 @@ from agentrouter_auth import cli
 from agentrouter_auth.keys.kek import read_kek
 from agentrouter_auth.keys.postgres import latest_version, migrations
 from agentrouter_auth.keys.store import DirectoryStore, Entry, Origin, State
-from tests.keystores import StoreFactory, write_kek
-from tests.postgres import PostgresServer
+from tests.keystores import StoreFactory
+from tests.support import PostgresServer, write_kek
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

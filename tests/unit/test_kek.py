@@ -16,7 +16,7 @@ import pytest
 from agentrouter_auth.config import ConfigError, command_config, from_environment, to_environment
 from agentrouter_auth.keys.kek import Envelope, EnvelopeError, KekError, read_kek
 from tests.integration.serverproc import AGENTROUTER_AUTH, refused_in_one_line
-from tests.keystores import write_kek
+from tests.support import write_kek
 
 
 def test_a_sealed_key_opens_only_for_its_kid_alg_and_an_unchanged_value(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from agentrouter_auth.keys.postgres import PostgresStore, latest_version
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreError, State
 from agentrouter_auth.keys.stores import redacted
-from tests.postgres import PostgresServer
+from tests.support import PostgresServer
 
 T0 = 1_700_000_000
 POLICY = Policy(rotation_period=400, publish_ahead=100, retain_after=4000, max_token_ttl=60,

@@ -36,8 +36,8 @@ from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import Entry, KeyStoreError, State
 from agentrouter_auth.keys.stores import check_location, open_store, redacted
 from agentrouter_auth.keys.transfer import copy_keys
-from tests.keystores import PRIVATE, write_kek
-from tests.postgres import PostgresServer
+from tests.keystores import PRIVATE
+from tests.support import PostgresServer, write_kek
 
 T0 = 1_700_000_000
 

@@ -15,7 +15,7 @@ from agentrouter_auth.keys.kek import read_kek
 from agentrouter_auth.keys.postgres import PostgresStore
 from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError
 from agentrouter_auth.keys.stores import check_location, open_store, redacted, scrub
-from tests.keystores import write_kek
+from tests.support import write_kek
 
 SERVER = Path(__file__).resolve().parents[2] / "server" / "agentrouter_auth"
 

@@ -20,7 +20,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -30,6 +29,8 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
+
+from tests.support.ports import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
 SUPERUSER = "postgres"
@@ -69,13 +70,6 @@ def server_binaries() -> Path:
             "Debian's postgresql package), or `apt-get install postgresql`"
         )
     return found[-1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _run_as_user() -> pwd.struct_passwd | None:
@@ -162,7 +156,7 @@ class PostgresServer:
         failure = ""
         for _ in range(attempts if not self.port else 1):
             if not self.port or failure:
-                self.port = _free_port()
+                self.port = free_port()
             self._configure()
             result = self._run(
                 ["pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log)],

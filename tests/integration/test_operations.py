@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -259,16 +260,29 @@ def test_logs_are_json_and_hold_no_secret(workers: ServerProcess) -> None:
         [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--claims", "{}",
          "--ttl", "1s", *FAST_POLICY], capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
+    logged_before = len(workers.events("request"))
     fresh_get(f"{workers.base_url}{JWKS}?access_token={token}")
     httpx.post(f"{workers.base_url}/agentrouter.auth.v1.AuthService/GetJWKS", content=token,
                headers={"content-type": "application/json",
                         "authorization": f"Bearer {token}"})  # fmt: skip
-    time.sleep(0.5)
+    # Wait for the access-log lines of both requests: until they have arrived, a search of the
+    # lines for the secrets those requests carried would pass whatever the server logs.
+    expected = {("rest", JWKS), ("connect", CONNECT)}
+
+    def logged(records: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        requests = [r for r in records if r.get("event") == "request"][logged_before:]
+        return {(r["protocol"], r["route"]) for r in requests}
+
+    deadline = time.monotonic() + 10
+    while not expected <= logged(workers.events()):
+        assert time.monotonic() < deadline, "the requests that carried the secrets were not logged"
+        time.sleep(0.1)
     secrets = {API_KEY, token}
     for path in keys_dir.glob("*.jwk.json"):
         private = json.loads(path.read_text())
         secrets |= {v for k, v in private.items() if k in {"d", "p", "q", "dp", "dq", "qi"}}
-    assert workers.lines
+    checked = [json.loads(line) for line in workers.lines]
+    assert expected <= logged(checked), "the requests' log lines are not among the lines checked"
     for line in workers.lines:
         record = json.loads(line)  # every line, granian's included, is one JSON object
         assert {"time", "level", "logger", "message"} <= set(record)

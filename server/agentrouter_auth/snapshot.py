@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from jwcrypto import jwk
 
 from agentrouter.auth.v1 import auth_pb2
+from agentrouter_auth.errors import AgentRouterAuthError
 from agentrouter_auth.rendered import Rendered, render_message
 
 T = TypeVar("T")
@@ -28,7 +29,7 @@ PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 REQUIRED_MEMBERS = ("kty", "kid", "alg", "use")
 
 
-class KeySetError(ValueError):
+class KeySetError(AgentRouterAuthError, ValueError):
     """The keys cannot be published as given; the message says which key and why."""
 
 

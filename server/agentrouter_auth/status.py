@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import grpc
 
+from agentrouter_auth.errors import AgentRouterAuthError
+
 Code = grpc.StatusCode
 
-# The HTTP status of an answer with each code, as grpc-gateway, Envoy and the Connect protocol
-# map them (DESIGN.md §5).
+# The HTTP status of an answer with each code: the mapping grpc-gateway (`HTTPStatusFromCode`),
+# Envoy's grpc_json_transcoder and the Connect protocol share (README, REST transcoding).
 _HTTP: dict[Code, int] = {
     Code.OK: 200,
     Code.CANCELLED: 499,
@@ -60,7 +62,7 @@ _BY_HTTP: dict[int, Code] = {
 }
 
 
-class RpcError(Exception):
+class RpcError(AgentRouterAuthError):
     """An RPC answered with a status other than OK, whatever the transport.
 
     The servicer raises it; each transport writes it in its own protocol.

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+import subprocess
+from pathlib import Path
+
 import grpc
 import pytest
 from connectrpc.code import Code as ConnectCode
 
 from agentrouter_auth import status
+from agentrouter_auth.errors import AgentRouterAuthError
 from agentrouter_auth.status import Code
 
-# DESIGN.md §5: the HTTP status of each code.
+# The HTTP status of each code, as README, REST transcoding lists them.
 EXPECTED_HTTP = {
     Code.OK: 200, Code.CANCELLED: 499, Code.UNKNOWN: 500, Code.INVALID_ARGUMENT: 400,
     Code.DEADLINE_EXCEEDED: 504, Code.NOT_FOUND: 404, Code.ALREADY_EXISTS: 409,
@@ -19,7 +24,7 @@ EXPECTED_HTTP = {
 }  # fmt: skip
 
 
-def test_every_code_has_the_http_status_of_the_design() -> None:
+def test_every_code_has_the_http_status_the_readme_lists() -> None:
     assert {code: status.http_status(code) for code in Code} == EXPECTED_HTTP
 
 
@@ -59,3 +64,40 @@ def test_each_code_reads_back_from_its_own_http_status_where_that_is_unique() ->
     for code, http in EXPECTED_HTTP.items():
         if list(EXPECTED_HTTP.values()).count(http) == 1:
             assert status.from_http(http) is code
+
+
+# -- every error of the HTTP side has the project's one root ------------------------------------
+
+ERROR_MODULES = (
+    "agentrouter_auth.status", "agentrouter_auth.snapshot", "agentrouter_auth.rendered",
+    "agentrouter_auth.connect", "agentrouter_auth.transcode.errors",
+    "agentrouter_auth.transcode.templates", "agentrouter_auth.http.limits",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("module", ERROR_MODULES)
+def test_every_error_class_derives_from_the_projects_root(module: str) -> None:
+    namespace = vars(importlib.import_module(module))
+    errors = [value for value in namespace.values() if isinstance(value, type)
+              and issubclass(value, BaseException) and value.__module__ == module]  # fmt: skip
+    assert all(issubclass(error, AgentRouterAuthError) for error in errors), [
+        error.__name__ for error in errors if not issubclass(error, AgentRouterAuthError)
+    ]
+
+
+# -- the project cites only files in the project --------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+GUIDE = "DESIGN" + ".md"  # spelt apart, so that this file does not cite it either
+
+
+def test_no_project_file_cites_the_design_guide_that_is_not_in_it() -> None:
+    assert not (REPO / GUIDE).exists()
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                             check=True).stdout.decode().split("\0")  # fmt: skip
+    citing = []
+    for name in filter(None, tracked):
+        path = REPO / name
+        if path.is_file() and GUIDE.encode() in path.read_bytes():
+            citing.append(name)
+    assert not citing, f"cite {GUIDE}, which is not in the repository: {citing}"

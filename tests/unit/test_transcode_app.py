@@ -16,7 +16,7 @@ from agentrouter_auth.transcode import Transcoder, routes_for
 
 from .conftest import Call
 
-# The gRPC code -> HTTP status table of DESIGN.md §5.
+# The gRPC code -> HTTP status table of README, REST transcoding.
 EXPECTED_HTTP = {
     Code.CANCELLED: 499, Code.UNKNOWN: 500, Code.INVALID_ARGUMENT: 400,
     Code.DEADLINE_EXCEEDED: 504, Code.NOT_FOUND: 404, Code.ALREADY_EXISTS: 409,

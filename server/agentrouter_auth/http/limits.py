@@ -22,13 +22,14 @@ from connectrpc.errors import ConnectError
 
 from agentrouter_auth import status
 from agentrouter_auth.asgi_types import App, Message, Receive, Scope, Send, respond
+from agentrouter_auth.errors import AgentRouterAuthError
 from agentrouter_auth.http.representation import uncached
 from agentrouter_auth.transcode.errors import status_json
 
 _BODILESS = frozenset({"GET", "HEAD"})
 
 
-class RequestBodyTimeoutError(ConnectError):
+class RequestBodyTimeoutError(AgentRouterAuthError, ConnectError):
     """Raised inside the app by `receive` when the body deadline passes.
 
     A ConnectError, so that Connect and gRPC-Web answer it in their own protocol

@@ -10,8 +10,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agentrouter_auth.errors import AgentRouterAuthError
 
-class TemplateError(ValueError):
+
+class TemplateError(AgentRouterAuthError, ValueError):
     """A `google.api.http` path template that does not follow the grammar."""
 
 

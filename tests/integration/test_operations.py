@@ -70,6 +70,22 @@ def requests_total(
     )
 
 
+def flush_every_worker(base_url: str, workers: int = 2, within: float = 15) -> None:
+    """Have every worker add the counts it holds to the shared metrics now, rather than at its
+    next reload interval: a scrape flushes the worker that answers it, so scrape on kept-alive
+    connections until each worker (the pid /healthz reports before and after the scrape, on the
+    same connection) has answered one."""
+    flushed: set[int] = set()
+    deadline = time.monotonic() + within
+    while len(flushed) < workers:
+        assert time.monotonic() < deadline, f"only workers {sorted(flushed)} answered a scrape"
+        with httpx.Client(timeout=10) as client:
+            pid = client.get(f"{base_url}/healthz").json()["pid"]
+            client.get(f"{base_url}/metrics").raise_for_status()
+            if client.get(f"{base_url}/healthz").json()["pid"] == pid:
+                flushed.add(pid)
+
+
 def fresh_get(url: str, **kwargs: object) -> httpx.Response:
     """A request on a new connection, so SO_REUSEPORT spreads them over the workers."""
     with httpx.Client(timeout=10, **kwargs) as client:  # type: ignore[arg-type]
@@ -143,7 +159,9 @@ def test_metrics_count_every_protocol_summed_across_workers(workers: ServerProce
 def test_metrics_name_the_rpc_and_the_code_the_client_read(workers: ServerProcess) -> None:
     """REST GetJWKS is counted as GetJWKS; a Connect 429 as the resource_exhausted its body
     names (not as the UNAVAILABLE that Connect's HTTP-status fallback would guess)."""
-    time.sleep(0.5)  # let earlier tests' counts reach the shared files (200 ms flushes)
+    for _ in range(4):  # answered just before the baseline, as an earlier test's requests are
+        assert fresh_get(workers.base_url + JWKS).status_code == 200
+    flush_every_worker(workers.base_url)  # now every count made so far is in the baseline
     before = samples(workers.base_url)
     for _ in range(5):
         assert fresh_get(workers.base_url + JWKS).status_code == 200

@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 
@@ -90,10 +91,12 @@ def test_after_a_rotation_the_new_key_verifies_with_fresh_clients(tmp_path: Path
                 break
             assert time.monotonic() < deadline, "the server never rotated"
             time.sleep(0.2)
-        time.sleep(0.5)  # one reload interval: the server publishes what the store holds
+        jwks_url = f"{server.base_url}/.well-known/jwks.json"
+        while active[0] not in {k["kid"] for k in httpx.get(jwks_url, timeout=10).json()["keys"]}:
+            assert time.monotonic() < deadline, "the server never published the new active key"
+            time.sleep(0.1)
         token = sign(keys_dir, "ES256", "after-rotation", *FAST_POLICY)
         assert jwt.get_unverified_header(token)["kid"] == active[0]
-        jwks_url = f"{server.base_url}/.well-known/jwks.json"
         assert verify_pyjwt(jwks_url, token)["sub"] == "after-rotation"
         assert verify_jose(jwks_url, token)[0]["kid"] == active[0]
         server.terminate()

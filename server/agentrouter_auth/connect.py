@@ -15,12 +15,15 @@ although that is also how ASGI servers report a body they could not parse (grani
 malformed chunk-size line into exactly the same event). Both are `invalid_argument` here.
 It also names each request's RPC in `scope["route"]` for metrics and logs (see
 http.recording), and this module says where a Connect or gRPC-Web answer carries its code.
+The errors it answers itself are written by the `ErrorWriter` it is given: the headers of every
+answer are the HTTP listener's choice (http.representation), not the adapter's.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar
 from urllib.parse import unquote_plus
@@ -33,7 +36,7 @@ from google.protobuf.message import Message
 from agentrouter.auth.v1.auth_connect import AuthServiceASGIApplication
 from agentrouter_auth import status
 from agentrouter_auth.asgi_types import Message as Event
-from agentrouter_auth.asgi_types import Receive, Scope, Send, content_length, respond
+from agentrouter_auth.asgi_types import Receive, Scope, Send
 from agentrouter_auth.protojson import compact_json
 from agentrouter_auth.rendered import Rendered
 from agentrouter_auth.rpc import Call, Servicer, bind, python_name
@@ -41,6 +44,8 @@ from agentrouter_auth.status import RpcError
 
 DEFAULT_READ_MAX_BYTES = 64 * 1024
 M = TypeVar("M", bound=Message)
+ErrorWriter = Callable[[Send, status.Code, str], Awaitable[None]]
+"""Writes a Connect unary error with this code and message: the whole answer."""
 
 
 class _RenderedCodec:
@@ -108,8 +113,11 @@ class RenderedJSONCodec(_RenderedCodec):
         return message
 
 
-def connect_app(servicer: Servicer, *, read_max_bytes: int = DEFAULT_READ_MAX_BYTES) -> ConnectApp:
-    """The Connect + gRPC-Web application of `servicer`, one endpoint per RPC."""
+def connect_app(
+    servicer: Servicer, *, error: ErrorWriter, read_max_bytes: int = DEFAULT_READ_MAX_BYTES
+) -> ConnectApp:
+    """The Connect + gRPC-Web application of `servicer`, one endpoint per RPC; `error` writes
+    the errors the app answers before connectrpc sees a request."""
     methods = bind(servicer)
     endpoints = SimpleNamespace(**{python_name(m.name): _endpoint(m.call) for m in methods})
     generated = AuthServiceASGIApplication(
@@ -117,7 +125,7 @@ def connect_app(servicer: Servicer, *, read_max_bytes: int = DEFAULT_READ_MAX_BY
         codecs=[RenderedProtoCodec(), RenderedJSONCodec()],
         read_max_bytes=read_max_bytes,
     )
-    return ConnectApp(generated, {m.path: (m.name, m.path) for m in methods})
+    return ConnectApp(generated, {m.path: (m.name, m.path) for m in methods}, error)
 
 
 def _endpoint(call: Call) -> Any:  # noqa: ANN401 - connectrpc's endpoint function
@@ -135,9 +143,15 @@ def _endpoint(call: Call) -> Any:  # noqa: ANN401 - connectrpc's endpoint functi
 class ConnectApp:
     """The generated Connect app, held to the protocol where connectrpc is lenient."""
 
-    def __init__(self, app: AuthServiceASGIApplication, routes: dict[str, tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        app: AuthServiceASGIApplication,
+        routes: dict[str, tuple[str, str]],
+        error: ErrorWriter,
+    ) -> None:
         self.app = app
         self._routes = routes  # path -> (RPC name, path): what scope["route"] says
+        self._error = error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point (HTTP requests only)."""
@@ -147,7 +161,7 @@ class ConnectApp:
         if scope["method"] == "GET":
             problem = _get_request_problem(scope.get("query_string") or b"")
             if problem is not None:
-                await _send_invalid_argument(send, problem)
+                await self._error(send, status.Code.INVALID_ARGUMENT, problem)
                 return
             await self.app(scope, receive, send)
             return
@@ -226,14 +240,6 @@ def _first_values(query: str, wanted: tuple[str, ...]) -> dict[str, str]:
         if name in wanted and name not in found:
             found[name] = unquote_plus(value)
     return found
-
-
-async def _send_invalid_argument(send: Send, message: str) -> None:
-    """A Connect unary `invalid_argument` error, as connectrpc writes one."""
-    code = status.Code.INVALID_ARGUMENT
-    body = json.dumps({"code": status.connect_name(code), "message": message}).encode()
-    headers = [(b"content-type", b"application/json"), content_length(body)]
-    await respond(send, status.http_status(code), headers, body)
 
 
 # -- where the client reads the code (for http.recording) --------------------------------------

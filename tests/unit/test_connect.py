@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth import connect
 from agentrouter_auth.connect import RenderedJSONCodec, RenderedProtoCodec, _first_values, is_base64
+from agentrouter_auth.http.representation import connect_error
 from agentrouter_auth.rendered import render_message
 from agentrouter_auth.status import Code, RpcError
 
@@ -111,7 +112,8 @@ def post(servicer: Any, path: str = "/agentrouter.auth.v1.AuthService/GetJWKS") 
     async def send(message: Any) -> None:
         sent.append(message)
 
-    asyncio.run(connect.connect_app(servicer)(scope, receive, send))
+    app = connect.connect_app(servicer, error=connect_error)
+    asyncio.run(app(scope, receive, send))
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), scope
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gzip
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import agentrouter_auth
 from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth.http.representation import Representation, cache_control, uncached
 from agentrouter_auth.rendered import Freshness, Rendered, render_message
@@ -202,7 +206,7 @@ def run(coroutine: Any) -> tuple[int, dict[str, str], bytes]:
 
 
 def test_an_error_is_google_rpc_status_with_cors() -> None:
-    error = TranscodeError(Code.UNIMPLEMENTED, "no", [(b"allow", b"GET")], http_status=405)
+    error = TranscodeError(Code.UNIMPLEMENTED, "no", allow=b"GET", http_status=405)
     status, headers, body = run(
         lambda send: Representation().error({"method": "PUT"}, send, error, head=False)
     )
@@ -233,3 +237,50 @@ def test_the_services_own_endpoints_are_never_cached() -> None:
     assert uncached("text/plain", b"abc") == [
         (b"content-type", b"text/plain"), (b"content-length", b"3"), (b"cache-control", b"no-store")
     ]  # fmt: skip
+
+
+# -- one module writes every response header of the HTTP port ----------------------------------
+
+PACKAGE = Path(agentrouter_auth.__file__).parent
+HEADERS_MODULE = PACKAGE / "http" / "representation.py"
+# The gRPC port answers in gRPC metadata, not HTTP headers; asgi_types is ASGI's plumbing
+# (`respond` sends the headers it is given, `content_length` measures a body).
+NOT_ON_THE_HTTP_PORT = (PACKAGE / "grpc", PACKAGE / "asgi_types.py")
+HEADER_NAME = re.compile(rb"[a-z][a-z0-9-]*\Z")
+
+
+def header_writes(tree: ast.AST) -> list[str]:
+    """Where a module writes a response header: a `(b"name", value)` pair, an ASGI response
+    start it builds, or a call of `respond`."""
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Tuple)
+            and len(node.elts) == 2
+            and isinstance(first := node.elts[0], ast.Constant)
+            and isinstance(first.value, bytes)
+            and HEADER_NAME.match(first.value)
+        ):
+            found.append(f"line {node.lineno}: header {first.value.decode()}")
+        elif isinstance(node, ast.Dict) and any(
+            isinstance(value, ast.Constant) and value.value == "http.response.start"
+            for value in node.values
+        ):
+            found.append(f"line {node.lineno}: a response start")
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "respond":
+            found.append(f"line {node.lineno}: respond()")
+    return found
+
+
+def test_every_response_header_of_the_http_port_is_written_in_representation() -> None:
+    """README, Development: a response header, for any protocol on the HTTP port, changes in
+    http/representation.py (connectrpc writes its protocol's own headers itself)."""
+    elsewhere = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == HEADERS_MODULE or any(path.is_relative_to(p) for p in NOT_ON_THE_HTTP_PORT):
+            continue
+        writes = header_writes(ast.parse(path.read_text(), str(path)))
+        if writes:
+            elsewhere[str(path.relative_to(PACKAGE))] = writes
+    assert not elsewhere, f"response headers written outside http/representation.py: {elsewhere}"
+    assert header_writes(ast.parse(HEADERS_MODULE.read_text()))  # the check sees them here

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentrouter_auth.http.representation import Representation
 from agentrouter_auth.status import Code, RpcError
 from agentrouter_auth.transcode import Transcoder, routes_for
 
@@ -64,7 +65,9 @@ def app(library: ModuleType) -> Transcoder:
         "Search": search, "Fail": fail, "Hidden": fail,
     }  # fmt: skip
     service = lib.DESCRIPTOR.services_by_name["Library"]
-    return Transcoder(routes_for(service, handlers), max_body_bytes=1024)
+    return Transcoder(
+        routes_for(service, handlers), responder=Representation(), max_body_bytes=1024
+    )
 
 
 # -- binding ---------------------------------------------------------------------------------
@@ -289,7 +292,7 @@ def test_response_body_needs_a_message(library: ModuleType, call: Call) -> None:
         return "not a message"
 
     service = library.DESCRIPTOR.services_by_name["Library"]
-    transcoder = Transcoder(routes_for(service, {"GetFile": get_file}))
+    transcoder = Transcoder(routes_for(service, {"GetFile": get_file}), responder=Representation())
     response = call(transcoder, "GET", "/v1/files/a")
     assert response.status_code == 500
     assert response.json()["code"] == Code.INTERNAL.value[0]

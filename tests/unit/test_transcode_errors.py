@@ -39,7 +39,7 @@ def test_an_error_takes_its_codes_http_status_unless_http_says_more() -> None:
 
 def test_any_rpc_error_becomes_a_transcode_error() -> None:
     error = TranscodeError.of(RpcError(Code.PERMISSION_DENIED, "no"))
-    assert (error.code, error.message, error.http_status, error.headers) == (
-        Code.PERMISSION_DENIED, "no", 403, ()
+    assert (error.code, error.message, error.http_status, error.allow) == (
+        Code.PERMISSION_DENIED, "no", 403, b""
     )  # fmt: skip
     assert TranscodeError.of(too_large := body_too_large(1)) is too_large

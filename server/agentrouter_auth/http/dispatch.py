@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agentrouter_auth import status
-from agentrouter_auth.asgi_types import App, Message, Receive, Scope, Send, respond
+from agentrouter_auth.asgi_types import App, Message
 from agentrouter_auth.connect import (
     code_of_bare_status,
     connect_app,
@@ -27,7 +27,12 @@ from agentrouter_auth.connect import (
 from agentrouter_auth.http.health import liveness, readiness
 from agentrouter_auth.http.metrics_endpoint import metrics_endpoint
 from agentrouter_auth.http.recording import Protocol
-from agentrouter_auth.http.representation import Representation, RpcCors
+from agentrouter_auth.http.representation import (
+    Representation,
+    RpcCors,
+    connect_error,
+    grpc_refusal,
+)
 from agentrouter_auth.rpc import bind
 from agentrouter_auth.service import AuthService
 from agentrouter_auth.transcode import Transcoder, routes_for
@@ -71,26 +76,17 @@ def rest_app(runtime: Runtime) -> App:
 
 def connect(runtime: Runtime) -> App:
     """Connect and gRPC-Web: one connectrpc app serves both, open to browsers of any origin."""
-    return RpcCors(connect_app(runtime.service))
+    return RpcCors(connect_app(runtime.service, error=connect_error))
 
 
 def native_grpc_refusal(runtime: Runtime) -> App:
     """gRPC needs HTTP trailers, which ASGI servers do not carry: point to the gRPC port.
 
-    A trailers-only response (the status in the headers) is valid gRPC, so the client sees
-    UNIMPLEMENTED with the reason rather than a broken stream.
+    The client sees UNIMPLEMENTED with the reason (`grpc_refusal`: a trailers-only answer)
+    rather than a broken stream.
     """
     message = f"native gRPC is served on the gRPC port ({runtime.config.grpc_addr.port})"
-    headers = [  # printable ASCII without '%' needs no percent-encoding in grpc-message
-        (b"content-type", b"application/grpc"),
-        (b"grpc-status", str(status.number(status.Code.UNIMPLEMENTED)).encode()),
-        (b"grpc-message", message.encode()),
-    ]
-
-    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-        await respond(send, 200, headers, b"")
-
-    return refuse
+    return grpc_refusal(status.Code.UNIMPLEMENTED, message)
 
 
 ENDPOINTS: dict[str, Build] = {

@@ -11,8 +11,9 @@
   empty Host is refused as a missing one. HTTP/2 names the authority in `:authority`.
 
 Every route of the port is held to it, health and metrics included (Kubernetes' HTTP probes
-send Host). The answer is a `google.rpc.Status` JSON, as every error of the listener, and the
-connection is closed: a head the server refuses says nothing about where the next one starts.
+send Host). The answer is a `representation.Refusal`: a `google.rpc.Status` JSON, as every error
+of the listener, and the connection is closed: a head the server refuses says nothing about
+where the next one starts.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from __future__ import annotations
 import re
 
 from agentrouter_auth import status
-from agentrouter_auth.asgi_types import Scope, Send, respond
-from agentrouter_auth.http.representation import uncached
-from agentrouter_auth.transcode.errors import status_json
+from agentrouter_auth.asgi_types import Scope
+from agentrouter_auth.http.representation import Refusal
 
 MAX_HEAD_BYTES = 64 * 1024
 """README, Limits: a request head above this many bytes is answered 431."""
@@ -34,34 +34,19 @@ _REQUEST_LINE = len(b"  HTTP/1.1\r\n")  # what the request line adds to method a
 _HTTP_1_0 = ("1.0", "1")  # granian 2.8 says "1" for HTTP/1.0
 
 
-class _Refusal:
-    """A prepared answer: status, headers and body, written alike for every request."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, http_status: int, code: status.Code, message: str) -> None:
-        self.status = http_status
-        self.body = status_json(code, message)
-        self.headers = [*uncached("application/json", self.body), (b"connection", b"close")]
-
-    async def send(self, scope: Scope, send: Send) -> None:
-        body = b"" if scope.get("method") == "HEAD" else self.body
-        await respond(send, self.status, self.headers, body)
-
-
-TOO_LARGE = _Refusal(
+TOO_LARGE = Refusal(
     431,
     status.Code.RESOURCE_EXHAUSTED,
     f"the request head is larger than {MAX_HEAD_BYTES} bytes",
 )
-BAD_HOST = _Refusal(
+BAD_HOST = Refusal(
     400,
     status.Code.INVALID_ARGUMENT,
     "an HTTP/1.1 request needs exactly one Host header with a valid host (RFC 9112 §3.2)",
 )
 
 
-def refusal(scope: Scope) -> _Refusal | None:
+def refusal(scope: Scope) -> Refusal | None:
     """Why the head of this HTTP request is refused, or None (it is fine)."""
     size = len(scope.get("method", "")) + _REQUEST_LINE + 2  # + the blank line
     raw = scope.get("raw_path")

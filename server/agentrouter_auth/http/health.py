@@ -15,8 +15,8 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from agentrouter_auth.asgi_types import App, Receive, Scope, Send, respond
-from agentrouter_auth.http.representation import uncached
+from agentrouter_auth.asgi_types import App, Receive, Scope, Send
+from agentrouter_auth.http.representation import send_uncached
 from agentrouter_auth.keys.ring import RingStatus
 
 if TYPE_CHECKING:
@@ -70,4 +70,4 @@ def _reason(status: RingStatus) -> str:
 
 async def _json(send: Send, status: int, document: dict[str, Any]) -> None:
     body = json.dumps(document).encode()
-    await respond(send, status, uncached("application/json", body), body)
+    await send_uncached(send, status, "application/json", body)

@@ -21,10 +21,9 @@ from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 
 from agentrouter_auth import status
-from agentrouter_auth.asgi_types import App, Message, Receive, Scope, Send, respond
+from agentrouter_auth.asgi_types import App, Message, Receive, Scope, Send
 from agentrouter_auth.errors import AgentRouterAuthError
-from agentrouter_auth.http.representation import uncached
-from agentrouter_auth.transcode.errors import status_json
+from agentrouter_auth.http.representation import Refusal, closing
 
 _BODILESS = frozenset({"GET", "HEAD"})
 
@@ -52,8 +51,7 @@ class BodyDeadline:
         self.seconds = seconds
         # A google.rpc.Status, as every error of the HTTP listener: Connect clients read it too.
         message = RequestBodyTimeoutError(seconds).message
-        self._body = status_json(status.Code.DEADLINE_EXCEEDED, message)
-        self._headers = [*uncached("application/json", self._body), (b"connection", b"close")]
+        self._refusal = Refusal(408, status.Code.DEADLINE_EXCEEDED, message)
         self._collector = _CycleCollector()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,13 +69,10 @@ class BodyDeadline:
             await self.app(scope, timed, send)
         except RequestBodyTimeoutError:
             with contextlib.suppress(Exception):  # fails if the response had started
-                await self._answer(send)
+                await self._refusal.send(scope, send)
         finally:
             if timed.expired:
                 self._collector.soon()
-
-    async def _answer(self, send: Send) -> None:
-        await respond(send, 408, self._headers, self._body)
 
 
 class _CycleCollector:
@@ -122,8 +117,7 @@ class _ClosingSend:
 
     async def __call__(self, message: Message) -> None:
         if self._timed.expired and message["type"] == "http.response.start":
-            headers = [h for h in message.get("headers", ()) if h[0].lower() != b"connection"]
-            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            message = {**message, "headers": closing(message.get("headers", ()))}
         await self._send(message)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from agentrouter_auth import metrics
-from agentrouter_auth.asgi_types import App, Receive, Scope, Send, respond
-from agentrouter_auth.http.representation import uncached
+from agentrouter_auth.asgi_types import App, Receive, Scope, Send
+from agentrouter_auth.http.representation import send_uncached
 
 if TYPE_CHECKING:
     from agentrouter_auth.runtime import Runtime
@@ -19,6 +19,6 @@ def metrics_endpoint(runtime: Runtime) -> App:
     async def scrape(scope: Scope, receive: Receive, send: Send) -> None:
         runtime.recorder.flush()
         body = metrics.exposition(registry)
-        await respond(send, 200, uncached(metrics.CONTENT_TYPE, body), body)
+        await send_uncached(send, 200, metrics.CONTENT_TYPE, body)
 
     return scrape

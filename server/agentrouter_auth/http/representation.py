@@ -1,23 +1,32 @@
-"""How an answer is represented over HTTP: every response header of the REST routes.
+"""How an answer is represented on the HTTP port: every response header, for every protocol.
 
-One module decides them all, so changing a caching or CORS header is a change here (and, for a
-cache lifetime, to the rotation policy that sets it):
+One module decides them all, so changing a header of any answer of the HTTP port is a change
+here (and, for a cache lifetime, to the rotation policy that sets it). connectrpc writes the
+Connect and gRPC-Web protocols' own headers (content type, encodings, `grpc-status`) on the
+answers it makes; the headers added to them are decided here too.
 
+REST (`Representation`, the transcoder's responder):
 - a `Rendered` answer: its stored bytes with a strong `ETag` per content coding (the gzip body
   has its own), `If-None-Match` → 304 when it names the representation that would be sent, the
   gzip form when the client accepts it (`Vary: Accept-Encoding`), `Cache-Control` from the
   answer's freshness, and the media type Accept prefers by its q-values among
   `application/json` and the answer's more specific ones (`application/jwk-set+json`; `Vary:
   Accept` too): `application/json` on a tie, and when Accept names none of them; 406 when it
-  refuses `application/json` (q=0) and leaves nothing else. HEAD gets the same headers, no
-  body;
-- a plain message: compact proto3 JSON; an error: `google.rpc.Status` JSON;
+  refuses `application/json` (q=0) and leaves nothing else (`negotiation` reads what the
+  request asks). HEAD gets the same headers, no body;
+- a plain message: compact proto3 JSON; an error: `google.rpc.Status` JSON, with `Allow` on a
+  405 (the methods the transcoder names) and `Vary: Accept` on a 406;
 - every answer: `Access-Control-Allow-Origin: *` (the routes are public), and OPTIONS answers
-  a CORS preflight;
-- the RPC routes (Connect, gRPC-Web) get the same cross-origin access from `RpcCors`: a
-  preflight that allows the protocols' request headers, and gRPC-Web's status headers exposed,
-  so that browser clients (connect-web, grpc-web) can call them from any page;
-- the service's own endpoints (health, metrics, a 408) are never cached: `no-store`.
+  a CORS preflight.
+
+RPC (Connect, gRPC-Web): `RpcCors` gives the same cross-origin access: a preflight that allows
+the protocols' request headers, and gRPC-Web's status headers exposed, so that browser clients
+(connect-web, grpc-web) can call them from any page; `connect_error` is a Connect error the
+adapter answers itself; `grpc_refusal` a native gRPC answer in its headers alone.
+
+The listener's own answers: health and metrics are never cached (`no-store`: `send_uncached`);
+a refused request head (400, 431) or a body that came too late (408) is a `Refusal`, which
+closes the connection, as `closing` does for any answer to a request whose body timed out.
 
 Header lists of a rendered answer are built once per answer and representation, and kept in
 `Rendered.derived`: a request only picks one.
@@ -25,8 +34,13 @@ Header lists of a rendered answer are built once per answer and representation, 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from google.protobuf.message import Message as ProtoMessage
+
+from agentrouter_auth import status
 from agentrouter_auth.asgi_types import (
     App,
     Headers,
@@ -38,11 +52,14 @@ from agentrouter_auth.asgi_types import (
     header,
     respond,
 )
+from agentrouter_auth.http.negotiation import JSON, accepts_gzip, etag_matches, negotiated_type
+from agentrouter_auth.protojson import compact_json
 from agentrouter_auth.rendered import Freshness, Rendered
 from agentrouter_auth.status import Code
-from agentrouter_auth.transcode import JSONResponder, TranscodeError
+from agentrouter_auth.transcode import TranscodeError
+from agentrouter_auth.transcode.errors import status_json
 
-JSON = "application/json"
+_JSON_TYPE = (b"content-type", JSON.encode())
 CORS: Headers = (
     (b"access-control-allow-origin", b"*"),
     (b"access-control-expose-headers", b"etag, content-length"),
@@ -50,15 +67,18 @@ CORS: Headers = (
 PREFLIGHT_MAX_AGE = 86400  # seconds a browser may reuse a preflight answer
 
 
-class Representation(JSONResponder):
-    """The transcoder's responder for this service's REST routes."""
-
-    headers = CORS
+class Representation:
+    """The transcoder's responder for this service's REST routes (and the listener's last-resort
+    error)."""
 
     async def answer(self, scope: Scope, send: Send, answer: object, *, head: bool) -> None:
         """Write a rendered answer from its stored bytes, any other message as JSON."""
         if not isinstance(answer, Rendered):
-            await super().answer(scope, send, answer, head=head)
+            if not isinstance(answer, ProtoMessage):
+                raise TypeError(f"a handler returned {type(answer).__name__}, not a message")
+            body = compact_json(answer)
+            headers = [_JSON_TYPE, *CORS, content_length(body)]
+            await respond(send, 200, headers, b"" if head else body)
             return
         if_none_match = accept = accept_encoding = None
         for name, value in scope.get("headers") or ():
@@ -68,20 +88,24 @@ class Representation(JSONResponder):
                 accept = value
             elif name == b"accept-encoding":
                 accept_encoding = value
-        content_type = _negotiated_type(accept, answer)
+        content_type = negotiated_type(accept, answer)
         if content_type is None:
-            await self.error(scope, send, _not_acceptable(answer), head=head)
+            await _error(send, _not_acceptable(answer), ((b"vary", b"Accept"),), head=head)
             return
-        gzipped = accept_encoding is not None and _accepts_gzip(accept_encoding)
+        gzipped = accept_encoding is not None and accepts_gzip(accept_encoding)
         etag = answer.etag_gzip if gzipped else answer.etag
-        if if_none_match is not None and _etag_matches(if_none_match, etag):
-            status, headers, body = 304, _variant(answer, None, gzipped=gzipped), b""
+        if if_none_match is not None and etag_matches(if_none_match, etag):
+            code, headers, body = 304, _variant(answer, None, gzipped=gzipped), b""
         else:
-            status = 200
+            code = 200
             headers = _variant(answer, content_type, gzipped=gzipped)
             body = b"" if head else answer.json_gzip if gzipped else answer.json
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def error(self, scope: Scope, send: Send, error: TranscodeError, *, head: bool) -> None:
+        """Write `error` as google.rpc.Status JSON (a 405 with the path's `Allow`)."""
+        await _error(send, error, ((b"allow", error.allow),) if error.allow else (), head=head)
 
     async def options(self, scope: Scope, send: Send, allow: bytes) -> None:
         """A CORS preflight: any origin, the path's methods, the headers asked for."""
@@ -97,6 +121,56 @@ class Representation(JSONResponder):
         headers.append(content_length(b""))
         await respond(send, 204, headers, b"")
 
+
+async def _error(send: Send, error: TranscodeError, extra: Headers, *, head: bool) -> None:
+    body = status_json(error.code, error.message)
+    headers = [_JSON_TYPE, *CORS, *extra, content_length(body)]
+    await respond(send, error.http_status, headers, b"" if head else body)
+
+
+def _not_acceptable(rendered: Rendered[Any]) -> TranscodeError:
+    offered = ", ".join((JSON, *rendered.media_types))
+    return TranscodeError(
+        Code.INVALID_ARGUMENT,
+        f"Accept refuses every media type of this resource ({offered})",
+        http_status=406,
+    )
+
+
+def cache_control(freshness: Freshness) -> bytes:
+    """The `Cache-Control` of an answer a shared cache may keep for `freshness`."""
+    return (
+        f"public, max-age={int(freshness.max_age)}, "
+        f"stale-while-revalidate={int(freshness.stale_while_revalidate)}, "
+        f"stale-if-error={int(freshness.stale_if_error)}"
+    ).encode()
+
+
+def _variant(
+    rendered: Rendered[Any], content_type: str | None, *, gzipped: bool
+) -> list[tuple[bytes, bytes]]:
+    """The headers of one representation of `rendered`, built once and reused.
+
+    `content_type` None is the 304 form: validators and caching headers, no entity ones.
+    """
+    key = (content_type, gzipped)
+    headers: list[tuple[bytes, bytes]] | None = rendered.derived.get(key)
+    if headers is None:
+        vary = b"Accept, Accept-Encoding" if rendered.media_types else b"Accept-Encoding"
+        etag = rendered.etag_gzip if gzipped else rendered.etag
+        headers = [(b"etag", etag.encode()), (b"vary", vary), *CORS]
+        if rendered.freshness is not None:
+            headers.append((b"cache-control", cache_control(rendered.freshness)))
+        if content_type is not None:
+            headers.append((b"content-type", content_type.encode()))
+            if gzipped:
+                headers.append((b"content-encoding", b"gzip"))
+            headers.append(content_length(rendered.json_gzip if gzipped else rendered.json))
+        rendered.derived[key] = headers
+    return headers
+
+
+# -- RPC: Connect and gRPC-Web ------------------------------------------------------------------
 
 # What a browser may send to and read from the RPC routes: Connect's and gRPC-Web's request
 # headers (as connectrpc.com/cors lists them) and the bearer token the SDKs send; gRPC-Web's
@@ -141,13 +215,34 @@ class RpcCors:
         await self.app(scope, receive, send_with_cors)
 
 
-def cache_control(freshness: Freshness) -> bytes:
-    """The `Cache-Control` of an answer a shared cache may keep for `freshness`."""
-    return (
-        f"public, max-age={int(freshness.max_age)}, "
-        f"stale-while-revalidate={int(freshness.stale_while_revalidate)}, "
-        f"stale-if-error={int(freshness.stale_if_error)}"
-    ).encode()
+ConnectErrorWriter = Callable[[Send, Code, str], Awaitable[None]]
+"""Writes a Connect unary error (`connect_error`)."""
+
+
+async def connect_error(send: Send, code: Code, message: str) -> None:
+    """A Connect unary error, as connectrpc writes one: `{"code": "invalid_argument", ...}`."""
+    body = json.dumps({"code": status.connect_name(code), "message": message}).encode()
+    headers = [_JSON_TYPE, content_length(body)]
+    await respond(send, status.http_status(code), headers, body)
+
+
+def grpc_refusal(code: Code, message: str) -> App:
+    """A native gRPC answer with no message: its status in the headers (a trailers-only
+    response, valid gRPC), so the client reads `code` and `message` rather than a broken
+    stream. `message` is printable ASCII without '%': no percent-encoding in grpc-message."""
+    headers = [
+        (b"content-type", b"application/grpc"),
+        (b"grpc-status", str(status.number(code)).encode()),
+        (b"grpc-message", message.encode()),
+    ]
+
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, headers, b"")
+
+    return refuse
+
+
+# -- the listener's own answers -------------------------------------------------------------------
 
 
 def uncached(content_type: str, body: bytes) -> list[tuple[bytes, bytes]]:
@@ -159,146 +254,30 @@ def uncached(content_type: str, body: bytes) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _variant(
-    rendered: Rendered[Any], content_type: str | None, *, gzipped: bool
-) -> list[tuple[bytes, bytes]]:
-    """The headers of one representation of `rendered`, built once and reused.
-
-    `content_type` None is the 304 form: validators and caching headers, no entity ones.
-    """
-    key = (content_type, gzipped)
-    headers: list[tuple[bytes, bytes]] | None = rendered.derived.get(key)
-    if headers is None:
-        vary = b"Accept, Accept-Encoding" if rendered.media_types else b"Accept-Encoding"
-        etag = rendered.etag_gzip if gzipped else rendered.etag
-        headers = [(b"etag", etag.encode()), (b"vary", vary), *CORS]
-        if rendered.freshness is not None:
-            headers.append((b"cache-control", cache_control(rendered.freshness)))
-        if content_type is not None:
-            headers.append((b"content-type", content_type.encode()))
-            if gzipped:
-                headers.append((b"content-encoding", b"gzip"))
-            headers.append(content_length(rendered.json_gzip if gzipped else rendered.json))
-        rendered.derived[key] = headers
-    return headers
+async def send_uncached(send: Send, http_status: int, content_type: str, body: bytes) -> None:
+    """Send an answer no cache may keep: health, metrics."""
+    await respond(send, http_status, uncached(content_type, body), body)
 
 
-def _etag_matches(if_none_match: bytes, etag: str) -> bool:
-    """RFC 9110 §13.1.2: weak comparison against a list, or `*`."""
-    wanted = etag.removeprefix("W/")
-    for item in if_none_match.decode("latin-1").split(","):
-        candidate = item.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == wanted:
-            return True
-    return False
+class Refusal:
+    """A request the listener refuses before any handler (a bad head, a body too late): a
+    `google.rpc.Status` JSON answer, prepared once, that closes the connection (what follows
+    a refused request on it cannot be trusted)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, http_status: int, code: Code, message: str) -> None:
+        self.status = http_status
+        self.body = status_json(code, message)
+        self.headers = [*uncached(JSON, self.body), (b"connection", b"close")]
+
+    async def send(self, scope: Scope, send: Send) -> None:
+        """Write the answer (no body to a HEAD request)."""
+        body = b"" if scope.get("method") == "HEAD" else self.body
+        await respond(send, self.status, self.headers, body)
 
 
-# Clients send the same few Accept and Accept-Encoding values over and over: parse each once.
-_PARSED_CACHE_LIMIT = 512
-_GZIP_ACCEPTED: dict[bytes, bool] = {}
-_NEGOTIATED: dict[tuple[bytes, tuple[str, ...]], str] = {}  # "": not acceptable (406)
-
-
-def _accepts_gzip(accept_encoding: bytes) -> bool:
-    accepted = _GZIP_ACCEPTED.get(accept_encoding)
-    if accepted is None:
-        if len(_GZIP_ACCEPTED) >= _PARSED_CACHE_LIMIT:
-            _GZIP_ACCEPTED.clear()
-        accepted = _GZIP_ACCEPTED[accept_encoding] = _parse_accepts_gzip(accept_encoding)
-    return accepted
-
-
-def _parse_accepts_gzip(accept_encoding: bytes) -> bool:
-    for item in accept_encoding.decode("latin-1").lower().split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip() in ("gzip", "x-gzip", "*"):
-            quality = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
-            try:
-                return float(quality) > 0
-            except ValueError:
-                return False
-    return False
-
-
-def _negotiated_type(accept: bytes | None, rendered: Rendered[Any]) -> str | None:
-    """The answer's media type by the client's Accept, or None when it is not acceptable."""
-    if not accept or not rendered.media_types:
-        return JSON
-    key = (accept, rendered.media_types)
-    chosen = _NEGOTIATED.get(key)
-    if chosen is None:
-        if len(_NEGOTIATED) >= _PARSED_CACHE_LIMIT:
-            _NEGOTIATED.clear()
-        chosen = _NEGOTIATED[key] = _negotiate(accept, (JSON, *rendered.media_types))
-    return chosen or None
-
-
-def _negotiate(accept: bytes, offered: tuple[str, ...]) -> str:
-    """RFC 9110 §12.5.1: the offered type of highest quality, the first offered on a tie.
-
-    A type's quality is the q of the most specific range that matches it (`type/subtype`,
-    then `type/*`, then `*/*`); q=0 means "not acceptable". When Accept matches no offered
-    type at all, it is disregarded (as the RFC allows and JWKS servers do, so that an odd
-    Accept never costs a verifier its keys): the first offered type. Only when it refuses that
-    one explicitly is nothing left: "" (406).
-    """
-    ranges = _media_ranges(accept)
-    qualities = [_quality(ranges, offer) for offer in offered]
-    best = max(range(len(offered)), key=lambda n: (qualities[n] or 0.0, -n))
-    if qualities[best]:
-        return offered[best]
-    return "" if qualities[0] == 0.0 else offered[0]
-
-
-def _media_ranges(accept: bytes) -> list[tuple[str, float]]:
-    """The (media range, q) of each element of an Accept value; malformed ones are skipped.
-
-    Parameters other than q are not compared: `application/json; charset=utf-8` asks for
-    application/json."""
-    ranges = []
-    for element in accept.decode("latin-1").lower().split(","):
-        media_range, *params = element.split(";")
-        media_range = media_range.strip()
-        if media_range.count("/") != 1:
-            continue
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                quality = _qvalue(value.strip())
-                break
-        if quality >= 0:
-            ranges.append((media_range, quality))
-    return ranges
-
-
-def _qvalue(text: str) -> float:
-    """A qvalue (`0`, `0.5`, `1.000`: RFC 9110 §12.4.2), or -1 when malformed."""
-    try:
-        value = float(text)
-    except ValueError:
-        return -1.0
-    return value if 0 <= value <= 1 and text[:1].isdigit() and len(text) <= 5 else -1.0
-
-
-def _quality(ranges: list[tuple[str, float]], offer: str) -> float | None:
-    """The q the most specific matching range gives `offer`, or None when none matches."""
-    kind = offer.partition("/")[0] + "/*"
-    found: tuple[int, float] | None = None
-    for media_range, quality in ranges:
-        rank = 3 if media_range == offer else 2 if media_range == kind else 1
-        if rank == 1 and media_range != "*/*":
-            continue
-        if found is None or (rank, quality) > found:
-            found = (rank, quality)
-    return None if found is None else found[1]
-
-
-def _not_acceptable(rendered: Rendered[Any]) -> TranscodeError:
-    offered = ", ".join((JSON, *rendered.media_types))
-    return TranscodeError(
-        Code.INVALID_ARGUMENT,
-        f"Accept refuses every media type of this resource ({offered})",
-        [(b"vary", b"Accept")],
-        http_status=406,
-    )
+def closing(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """`headers` with `Connection: close` instead of any Connection header of their own."""
+    kept = [pair for pair in headers if pair[0].lower() != b"connection"]
+    return [*kept, (b"connection", b"close")]

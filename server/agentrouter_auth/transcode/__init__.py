@@ -9,21 +9,22 @@ the rule grammar of `google/api/http.proto`: literal and variable path segments,
 
 - `templates`: path templates; `routes`: routes from rules, and finding a request's route;
   `fields`: request fields from path, query and body; `errors`: `google.rpc.Status` errors;
-  `app`: the ASGI app and the default responder.
+  `app`: the ASGI app and the `Responder` seam: the application writes every answer, headers
+  included.
 - Routes match the path as sent (`raw_path`): an encoded `/` is not a separator, an encoded
   unreserved character is the character (`request_path`).
 - Unknown query parameters are ignored, so a cache-busting parameter never breaks a verifier;
   a known one with a malformed value is a 400.
-- Errors are `google.rpc.Status` JSON with the HTTP status of `agentrouter_auth.status`.
+- Errors are `TranscodeError`s with the HTTP status of `agentrouter_auth.status`, answered by
+  the responder (the application's `google.rpc.Status` JSON: `errors.status_json`).
 """
 
-from agentrouter_auth.transcode.app import JSONResponder, Responder, Transcoder
+from agentrouter_auth.transcode.app import Responder, Transcoder
 from agentrouter_auth.transcode.errors import TranscodeError
 from agentrouter_auth.transcode.routes import Route, request_path, routes_for
 from agentrouter_auth.transcode.templates import PathTemplate, TemplateError
 
 __all__ = [
-    "JSONResponder",
     "PathTemplate",
     "Responder",
     "Route",

@@ -1,12 +1,11 @@
 """The transcoder's ASGI app: find the route, build the request, call the handler, hand the
 answer to a responder.
 
-How an answer is written (its headers, caching, CORS) is the responder's business, not the
-transcoder's: `JSONResponder` writes a message as compact proto3 JSON and an error as
-`google.rpc.Status` JSON, and an application passes its own responder for anything more.
-The app names the route a request matched in `scope["route"]` as (RPC name, or "" when no
-method of the path answers; the path template), so that metrics and logs can name it without
-ever recording the raw path.
+How an answer is written (its body's form, its headers, caching, CORS) is the responder's
+business, not the transcoder's: the application passes its `Responder`, and the transcoder
+writes no header itself. The app names the route a request matched in `scope["route"]` as
+(RPC name, or "" when no method of the path answers; the path template), so that metrics and
+logs can name it without ever recording the raw path.
 """
 
 from __future__ import annotations
@@ -16,15 +15,13 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
-from agentrouter_auth.asgi_types import Headers, Receive, Scope, Send, content_length, respond
-from agentrouter_auth.protojson import compact_json
+from agentrouter_auth.asgi_types import Receive, Scope, Send
 from agentrouter_auth.status import Code, RpcError
-from agentrouter_auth.transcode.errors import TranscodeError, body_too_large, status_json
+from agentrouter_auth.transcode.errors import TranscodeError, body_too_large
 from agentrouter_auth.transcode.fields import assign, merge_body, merge_query, message_class
 from agentrouter_auth.transcode.routes import Bindings, Route, Router, request_path
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
-_JSON = (b"content-type", b"application/json")
 
 
 class Responder(Protocol):
@@ -34,36 +31,10 @@ class Responder(Protocol):
         """Write what a handler returned (`head`: headers only)."""
 
     async def error(self, scope: Scope, send: Send, error: TranscodeError, *, head: bool) -> None:
-        """Write an error."""
+        """Write an error (`head`: headers only)."""
 
     async def options(self, scope: Scope, send: Send, allow: bytes) -> None:
         """Answer an OPTIONS request on a path whose methods are `allow`."""
-
-
-class JSONResponder:
-    """Messages as compact proto3 JSON, errors as `google.rpc.Status` JSON, OPTIONS as 204
-    with `Allow`; `headers` are added to each of them."""
-
-    headers: Headers = ()
-
-    async def answer(self, scope: Scope, send: Send, answer: object, *, head: bool) -> None:
-        """Write a message."""
-        if not isinstance(answer, Message):
-            raise TypeError(f"a handler returned {type(answer).__name__}, not a message")
-        body = compact_json(answer)
-        headers = [_JSON, *self.headers, content_length(body)]
-        await respond(send, 200, headers, b"" if head else body)
-
-    async def error(self, scope: Scope, send: Send, error: TranscodeError, *, head: bool) -> None:
-        """Write `error` as google.rpc.Status JSON."""
-        body = status_json(error.code, error.message)
-        headers = [_JSON, *self.headers, *error.headers, content_length(body)]
-        await respond(send, error.http_status, headers, b"" if head else body)
-
-    async def options(self, scope: Scope, send: Send, allow: bytes) -> None:
-        """204 with the path's `Allow`."""
-        headers = [(b"allow", allow), *self.headers, content_length(b"")]
-        await respond(send, 204, headers, b"")
 
 
 class Transcoder:
@@ -73,11 +44,11 @@ class Transcoder:
         self,
         routes: Iterable[Route],
         *,
-        responder: Responder | None = None,
+        responder: Responder,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.routes = tuple(routes)
-        self.responder: Responder = responder if responder is not None else JSONResponder()
+        self.responder = responder
         self.max_body_bytes = max_body_bytes
         self._router = Router(self.routes)
         self._literal = self._router.literal  # one dict lookup finds most requests' resource
@@ -153,7 +124,7 @@ def _not_allowed(method: str, path: str, allow: bytes) -> TranscodeError:
     return TranscodeError(
         Code.UNIMPLEMENTED,
         f"method {method} is not allowed on {path}",
-        [(b"allow", allow)],
+        allow=allow,
         http_status=405,
     )
 

@@ -1,32 +1,28 @@
-"""Transcoder errors, answered as `google.rpc.Status` JSON with the code's HTTP status.
+"""Transcoder errors, and the `google.rpc.Status` JSON body that answers them.
 
 `{"code": 5, "message": "…", "details": []}`: the code's number, as grpc-gateway and Envoy's
-grpc_json_transcoder write it, with the HTTP status of `status.http_status`.
+grpc_json_transcoder write it, with the HTTP status of `status.http_status`. A responder
+writes the answer (its headers are the application's choice).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 from agentrouter_auth import status
 from agentrouter_auth.status import Code, RpcError
 
 
 class TranscodeError(RpcError):
-    """An RPC error with what HTTP adds: extra response headers and, where HTTP has a more
-    precise status than the code's (405, 413), that status."""
+    """An RPC error with what HTTP adds: where HTTP has a more precise status than the code's
+    (405, 406, 413), that status, and for a 405 the methods the path allows (`Allow`, as the
+    responder writes it)."""
 
     def __init__(
-        self,
-        code: Code,
-        message: str,
-        headers: Sequence[tuple[bytes, bytes]] = (),
-        *,
-        http_status: int | None = None,
+        self, code: Code, message: str, *, allow: bytes = b"", http_status: int | None = None
     ) -> None:
         super().__init__(code, message)
-        self.headers = tuple(headers)
+        self.allow = allow
         self.http_status = http_status or status.http_status(code)
 
     @classmethod

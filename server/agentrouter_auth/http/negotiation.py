@@ -1,0 +1,126 @@
+"""What a REST request asks of an answer's representation: its media type (Accept), gzip
+(Accept-Encoding) and whether the client's copy is current (If-None-Match).
+
+It reads request headers and chooses; the headers of the answer are written by
+`representation`. Clients send the same few Accept and Accept-Encoding values over and over,
+so each value is parsed once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentrouter_auth.rendered import Rendered
+
+JSON = "application/json"
+
+
+def etag_matches(if_none_match: bytes, etag: str) -> bool:
+    """RFC 9110 §13.1.2: weak comparison against a list, or `*`."""
+    wanted = etag.removeprefix("W/")
+    for item in if_none_match.decode("latin-1").split(","):
+        candidate = item.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == wanted:
+            return True
+    return False
+
+
+_PARSED_CACHE_LIMIT = 512
+_GZIP_ACCEPTED: dict[bytes, bool] = {}
+_NEGOTIATED: dict[tuple[bytes, tuple[str, ...]], str] = {}  # "": not acceptable (406)
+
+
+def accepts_gzip(accept_encoding: bytes) -> bool:
+    """Whether an Accept-Encoding value accepts gzip (by name, `x-gzip` or `*`, q > 0)."""
+    accepted = _GZIP_ACCEPTED.get(accept_encoding)
+    if accepted is None:
+        if len(_GZIP_ACCEPTED) >= _PARSED_CACHE_LIMIT:
+            _GZIP_ACCEPTED.clear()
+        accepted = _GZIP_ACCEPTED[accept_encoding] = _parse_accepts_gzip(accept_encoding)
+    return accepted
+
+
+def _parse_accepts_gzip(accept_encoding: bytes) -> bool:
+    for item in accept_encoding.decode("latin-1").lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() in ("gzip", "x-gzip", "*"):
+            quality = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
+            try:
+                return float(quality) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def negotiated_type(accept: bytes | None, rendered: Rendered[Any]) -> str | None:
+    """The answer's media type by the client's Accept, or None when it is not acceptable."""
+    if not accept or not rendered.media_types:
+        return JSON
+    key = (accept, rendered.media_types)
+    chosen = _NEGOTIATED.get(key)
+    if chosen is None:
+        if len(_NEGOTIATED) >= _PARSED_CACHE_LIMIT:
+            _NEGOTIATED.clear()
+        chosen = _NEGOTIATED[key] = _negotiate(accept, (JSON, *rendered.media_types))
+    return chosen or None
+
+
+def _negotiate(accept: bytes, offered: tuple[str, ...]) -> str:
+    """RFC 9110 §12.5.1: the offered type of highest quality, the first offered on a tie.
+
+    A type's quality is the q of the most specific range that matches it (`type/subtype`,
+    then `type/*`, then `*/*`); q=0 means "not acceptable". When Accept matches no offered
+    type at all, it is disregarded (as the RFC allows and JWKS servers do, so that an odd
+    Accept never costs a verifier its keys): the first offered type. Only when it refuses that
+    one explicitly is nothing left: "" (406).
+    """
+    ranges = _media_ranges(accept)
+    qualities = [_quality(ranges, offer) for offer in offered]
+    best = max(range(len(offered)), key=lambda n: (qualities[n] or 0.0, -n))
+    if qualities[best]:
+        return offered[best]
+    return "" if qualities[0] == 0.0 else offered[0]
+
+
+def _media_ranges(accept: bytes) -> list[tuple[str, float]]:
+    """The (media range, q) of each element of an Accept value; malformed ones are skipped.
+
+    Parameters other than q are not compared: `application/json; charset=utf-8` asks for
+    application/json."""
+    ranges = []
+    for element in accept.decode("latin-1").lower().split(","):
+        media_range, *params = element.split(";")
+        media_range = media_range.strip()
+        if media_range.count("/") != 1:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                quality = _qvalue(value.strip())
+                break
+        if quality >= 0:
+            ranges.append((media_range, quality))
+    return ranges
+
+
+def _qvalue(text: str) -> float:
+    """A qvalue (`0`, `0.5`, `1.000`: RFC 9110 §12.4.2), or -1 when malformed."""
+    try:
+        value = float(text)
+    except ValueError:
+        return -1.0
+    return value if 0 <= value <= 1 and text[:1].isdigit() and len(text) <= 5 else -1.0
+
+
+def _quality(ranges: list[tuple[str, float]], offer: str) -> float | None:
+    """The q the most specific matching range gives `offer`, or None when none matches."""
+    kind = offer.partition("/")[0] + "/*"
+    found: tuple[int, float] | None = None
+    for media_range, quality in ranges:
+        rank = 3 if media_range == offer else 2 if media_range == kind else 1
+        if rank == 1 and media_range != "*/*":
+            continue
+        if found is None or (rank, quality) > found:
+            found = (rank, quality)
+    return None if found is None else found[1]

@@ -208,6 +208,44 @@ def test_rpc_answers_are_open_to_any_origin(http: httpx.Client) -> None:
     assert "grpc-status" in grpc_web.headers["access-control-expose-headers"]
 
 
+def test_every_answer_carries_the_headers_of_its_family(http: httpx.Client) -> None:
+    """Whoever answers (the transcoder, connectrpc, the Connect adapter itself, the listener):
+    REST answers, errors included, are open to any origin; Connect and gRPC-Web answers expose
+    gRPC-Web's status headers; the service's own answers are never cached."""
+    etag = http.get(JWKS).headers["etag"]
+    rest = {
+        "200": http.get(JWKS),
+        "304": http.get(JWKS, headers={"if-none-match": etag}),
+        "404": http.get("/nope"),
+        "405": http.delete(JWKS),
+        "406": http.get(JWKS, headers={"accept": "application/json;q=0"}),
+        "HEAD 404": http.head("/nope"),
+    }
+    for name, response in rest.items():
+        assert response.status_code == int(name[-3:]), name
+        assert response.headers.get("access-control-allow-origin") == "*", name
+    rpc = {
+        "Connect GET": http.get(f"{CONNECT}?encoding=json&message=%7B%7D&connect=v1"),
+        "Connect POST error": http.post(
+            CONNECT, content=b"[]", headers={"content-type": "application/json"}
+        ),
+        # a GET whose message is not base64 is refused by the adapter before connectrpc
+        "Connect GET refused": http.get(f"{CONNECT}?encoding=json&base64=1&message=!!!"),
+        "unknown procedure": http.post(
+            CONNECT.replace("GetJWKS", "Nope"), content=b"{}",
+            headers={"content-type": "application/json"},
+        ),
+    }  # fmt: skip
+    for name, response in rpc.items():
+        assert response.headers.get("access-control-allow-origin") == "*", name
+        exposed = response.headers.get("access-control-expose-headers", "")
+        assert "grpc-status" in exposed, name
+    refused = rpc["Connect GET refused"]
+    assert (refused.status_code, refused.json()["code"]) == (400, "invalid_argument")
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert http.get(path).headers.get("cache-control") == "no-store", path
+
+
 @pytest.mark.parametrize(
     "path", ["/.well-known/jwks.json/", "/.well-known//jwks.json", "/jwks", "/"]
 )

@@ -1,4 +1,4 @@
-# agentrouter-auth: the two commands are `make run` and `make test`.
+# agentrouter-auth: the two commands are `make run` and `make test`; `make check` is the fast loop.
 # Every target that needs Python bootstraps .venv from a bare python3 first.
 
 PYTHON ?= python3
@@ -14,7 +14,7 @@ GRPC_ADDR ?= 127.0.0.1:9090
 HTTP_ADDR ?= 127.0.0.1:8080
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint lint-sdk breaking generate check-generated stage freeze lock clean bench sdk browser postgresql-server
+.PHONY: help install run test check lint lint-sdk breaking generate check-generated stage freeze lock clean bench sdk browser postgresql-server
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -69,6 +69,11 @@ run: $(STAMP) ## Start the server on loopback with a persisted development key r
 
 test: $(STAMP) $(NODE_STAMP) $(TS_STAMP) $(GO_TOOLS) $(CHROMIUM) postgresql-server lint lint-sdk check-generated breaking ## Lint, contract checks and the whole test suite, all languages
 	$(PY) -m pytest
+
+# The fast loop while changing code: no SDK toolchains, no contract regeneration, no slow tests.
+# (pytest exits 5 when it collects nothing, and make fails on it, as for `make test`.)
+check: $(STAMP) lint ## Lint + the unit tests not marked slow (the loop for a change)
+	$(PY) -m pytest tests/unit -m "not slow" -q
 
 lint: $(STAMP) ## buf lint + format, ruff, mypy
 	$(CONTRACT) lint

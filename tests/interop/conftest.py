@@ -14,8 +14,18 @@ from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, serve_
 
 from .peer import Peer, running_peer
 
-NODE_DIR = Path(__file__).resolve().parent / "node"
+INTEROP = Path(__file__).resolve().parent
+NODE_DIR = INTEROP / "node"
 ALGS = ("RS256", "ES256", "EdDSA")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every interop test is `slow`: each drives a toolchain nobody here wrote (Node, Go,
+    Chromium, an SDK installed from its tarball) or the SDKs' peer, against a real server;
+    measured here, none takes under about 1.5 s with its set-up and tear-down."""
+    for item in items:
+        if INTEROP in item.path.parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="package")

@@ -42,6 +42,7 @@ def decodes_strictly(text: str) -> bool:
     return False
 
 
+@pytest.mark.slow  # measured: ~3 s
 @settings(max_examples=2000, deadline=None)
 @given(st.text(alphabet="AQe30-_+/=!. %", max_size=14))
 def test_base64_is_checked_as_strictly_as_it_decodes(text: str) -> None:
@@ -55,6 +56,7 @@ def test_every_encoding_a_client_may_send_is_base64(data: bytes, url: bool, pad:
     assert is_base64(encoded if pad else encoded.rstrip("="))
 
 
+@pytest.mark.slow  # measured: ~2 s
 @settings(max_examples=2000, deadline=None)
 @given(
     st.lists(

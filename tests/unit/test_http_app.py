@@ -7,6 +7,7 @@ content types and bodies.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,7 @@ content_types = st.sampled_from(
 )  # fmt: skip
 
 
+@pytest.mark.slow  # measured: ~2 s
 @settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -667,6 +667,7 @@ def test_a_url_libpq_cannot_parse_is_refused_without_its_password(
         assert not [secret for secret in secrets if secret in message], message
 
 
+@pytest.mark.slow  # measured: ~3 s a case
 @pytest.mark.parametrize(("location", "secrets"), BAD_URLS[::2])
 def test_no_command_shows_the_password_of_a_url_libpq_cannot_parse(
     tmp_path: Path, kek_file: Path, location: str, secrets: tuple[str, ...]

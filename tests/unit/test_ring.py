@@ -291,6 +291,7 @@ member_names = st.sampled_from([*sorted(PRIVATE), "ext", "x5u", "iat", "extra"])
 member_values = st.one_of(st.text(max_size=20), st.integers(), st.booleans())
 
 
+@pytest.mark.slow  # measured: ~10 s with PostgreSQL, ~3 s with a directory
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

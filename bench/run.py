@@ -43,8 +43,8 @@ from typing import IO, Any
 import grpc
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.material import generate_key, public_copy
-from agentrouter_auth.keys.store import DirectoryStore
 from tests.support import PostgresServer, PostgresUnavailableError, free_port, seed, write_kek
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from jwcrypto import jwk
 
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.material import generate_key
-from agentrouter_auth.keys.store import DirectoryStore
 from tests.keystores import KINDS, StoreFactory
 from tests.support import PostgresServer, seed, write_kek
 

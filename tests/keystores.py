@@ -12,10 +12,11 @@ from typing import Any
 
 from jwcrypto import jwk
 
+from agentrouter_auth.keys.directory import MANIFEST
 from agentrouter_auth.keys.kek import Envelope, Kek, read_kek
 from agentrouter_auth.keys.postgres import PostgresStore
-from agentrouter_auth.keys.store import MANIFEST, KeyStore
-from agentrouter_auth.keys.stores import open_store
+from agentrouter_auth.keys.registry import open_store
+from agentrouter_auth.keys.store import KeyStore
 from tests.support import PostgresServer, seed, write_kek
 
 KINDS = ("directory", "postgresql")

@@ -16,14 +16,13 @@ from jwcrypto import jwk
 
 from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth.errors import AgentRouterAuthError
+from agentrouter_auth.keys.check import check_public_members
+from agentrouter_auth.keys.material import InvalidKeyError
 from agentrouter_auth.rendered import Rendered, render_message
 
 T = TypeVar("T")
 JWK_SET_MEDIA_TYPE = "application/jwk-set+json"  # RFC 7517 §8.5.1
 
-# RFC 7517/7518 members that carry private or symmetric key material. None of them has a
-# field in the contract's JWK message, and rendering refuses any key that would leak one.
-PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 # Members every published key must carry: PyJWT ignores keys without `kid`, node jose matches
 # on `alg`, and `use` tells verifiers the key is for signatures.
 REQUIRED_MEMBERS = ("kty", "kid", "alg", "use")
@@ -121,15 +120,16 @@ class StaticKeySet:
 def public_members(key: jwk.JWK) -> dict[str, Any]:
     """The public JWK members of `key`, refusing keys that cannot be published safely."""
     name = key.get("kid") or "<no kid>"
-    if key.get("kty") == "oct":
-        raise KeySetError(f"key {name}: symmetric (oct) keys are never published")
-    members: dict[str, Any] = key.export_public(as_dict=True)
+    try:
+        check_public_members({"kty": key.get("kty")})  # before export_public, which raises
+        members: dict[str, Any] = key.export_public(as_dict=True)
+        # export_public strips private members; the shared check guards against a regression
+        check_public_members(members)
+    except InvalidKeyError as err:
+        raise KeySetError(f"key {name}: {err}") from err
     missing = [member for member in REQUIRED_MEMBERS if not members.get(member)]
     if missing:
         raise KeySetError(f"key {name}: missing required member(s) {', '.join(missing)}")
-    leaked = PRIVATE_MEMBERS.intersection(members)
-    if leaked:  # export_public strips these; this guards against a library regression
-        raise KeySetError(f"key {name}: private member(s) {', '.join(sorted(leaked))}")
     return members
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from jwcrypto import jwk
 
-from agentrouter_auth.keys.store import MANIFEST, DirectoryStore, Entry, State
+from agentrouter_auth.keys.directory import MANIFEST, DirectoryStore
+from agentrouter_auth.keys.store import Entry, State
 
 from .serverproc import AGENTROUTER_AUTH
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import DirectoryStore
 
 from .serverproc import ServerProcess, serve_argv
 

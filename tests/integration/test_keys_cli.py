@@ -17,7 +17,7 @@ import jwt as pyjwt
 import pytest
 from jwcrypto import jwk
 
-from agentrouter_auth.keys.store import MANIFEST, DirectoryStore
+from agentrouter_auth.keys.directory import MANIFEST, DirectoryStore
 from tests.keystores import StoreFactory
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, refused_in_one_line

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter_auth.grpc.health import KEYRING_HEALTH_NAME
-from agentrouter_auth.keys.store import MANIFEST
+from agentrouter_auth.keys.directory import MANIFEST
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, eventually
 from .serverproc import serve_argv as base_serve_argv

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agentrouter_auth.keys.directory import MANIFEST, DirectoryStore
 from agentrouter_auth.keys.policy import DAY, Policy
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import MANIFEST, DirectoryStore
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, eventually
 from .test_operations import samples

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import DirectoryStore
 
 from .serverproc import ServerProcess, eventually, serve_argv
 

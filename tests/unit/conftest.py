@@ -20,9 +20,9 @@ from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.http.dispatch import PROTOCOLS
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import DirectoryStore
 from agentrouter_auth.rpc import python_name
 from agentrouter_auth.runtime import Runtime
 from agentrouter_auth.status import RpcError

@@ -12,7 +12,7 @@ import pytest
 from jwcrypto import jwk
 
 from agentrouter_auth import cli
-from agentrouter_auth.keys.store import DirectoryStore
+from agentrouter_auth.keys.directory import DirectoryStore
 from tests.keystores import StoreFactory
 
 

@@ -11,9 +11,10 @@ import pytest
 from jwcrypto import jwk
 
 from agentrouter_auth import cli
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.kek import read_kek
 from agentrouter_auth.keys.postgres import latest_version, migrations
-from agentrouter_auth.keys.store import DirectoryStore, Entry, Origin, State
+from agentrouter_auth.keys.store import Entry, Origin, State
 from tests.keystores import StoreFactory
 from tests.support import PostgresServer, write_kek
 

@@ -13,9 +13,9 @@ import pytest
 from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.http.dispatch import PROTOCOLS
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.policy import DAY, Policy
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import DirectoryStore
 from agentrouter_auth.runtime import Runtime
 
 from .conftest import Call

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
 from agentrouter_auth import metrics
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.policy import HOUR, Policy
 from agentrouter_auth.keys.ring import Action, KeyRing, due_steps, next_step_at
-from agentrouter_auth.keys.store import DirectoryStore, Entry, Origin, State
+from agentrouter_auth.keys.store import Entry, Origin, State
 
 
 def sample_values(histogram: Histogram, protocol: str) -> dict[str, float]:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from agentrouter_auth.keys.kek import read_kek
+from agentrouter_auth.keys.location import redacted
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.postgres import PostgresStore, latest_version
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreError, State
-from agentrouter_auth.keys.stores import redacted
 from tests.support import PostgresServer
 
 T0 = 1_700_000_000

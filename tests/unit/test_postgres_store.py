@@ -21,6 +21,7 @@ import pytest
 from jwcrypto import jwk
 
 from agentrouter_auth.keys.kek import read_kek
+from agentrouter_auth.keys.location import redacted
 from agentrouter_auth.keys.material import generate_key
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.postgres import (
@@ -32,9 +33,9 @@ from agentrouter_auth.keys.postgres import (
     migrations,
     row_mac_message,
 )
+from agentrouter_auth.keys.registry import check_location, open_store
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import Entry, KeyStoreError, State
-from agentrouter_auth.keys.stores import check_location, open_store, redacted
 from agentrouter_auth.keys.transfer import copy_keys
 from tests.keystores import PRIVATE
 from tests.support import PostgresServer, write_kek

@@ -12,15 +12,10 @@ from pathlib import Path
 import pytest
 from jwcrypto import jwk
 
+from agentrouter_auth.keys.directory import MANIFEST, DirectoryStore
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import (
-    MANIFEST,
-    DirectoryStore,
-    KeyStoreError,
-    PolicyConflictError,
-    RecordedPolicy,
-)
+from agentrouter_auth.keys.store import KeyStoreError, PolicyConflictError, RecordedPolicy
 from agentrouter_auth.keys.transfer import copy_keys
 from tests.conftest import Seeder
 from tests.keystores import StoreFactory

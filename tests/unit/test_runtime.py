@@ -11,8 +11,8 @@ from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.policy import Policy
+from agentrouter_auth.keys.registry import open_store
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.stores import open_store
 from agentrouter_auth.runtime import Runtime
 
 

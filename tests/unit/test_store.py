@@ -11,15 +11,9 @@ from pathlib import Path
 import pytest
 from jwcrypto import jwk
 
+from agentrouter_auth.keys.directory import MANIFEST, DirectoryStore
 from agentrouter_auth.keys.material import SIGNING_ALGORITHMS, InvalidKeyError, generate_key
-from agentrouter_auth.keys.store import (
-    MANIFEST,
-    DirectoryStore,
-    Entry,
-    KeyStoreError,
-    Origin,
-    State,
-)
+from agentrouter_auth.keys.store import Entry, KeyStoreError, Origin, State
 from tests.conftest import Seeder
 from tests.keystores import StoreFactory
 

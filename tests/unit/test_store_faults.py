@@ -18,19 +18,12 @@ from typing import Any
 import pytest
 from jwcrypto import jwk
 
-from agentrouter_auth.keys import store as store_module
+from agentrouter_auth.keys import directory, files
+from agentrouter_auth.keys.directory import LOCK, MANIFEST, DirectoryStore
 from agentrouter_auth.keys.material import generate_key
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import (
-    LOCK,
-    MANIFEST,
-    DirectoryStore,
-    Entry,
-    KeyStoreError,
-    State,
-    Transaction,
-)
+from agentrouter_auth.keys.store import Entry, KeyStoreError, State, Transaction
 
 T0 = 1_700_000_000
 NOBODY = 65534
@@ -78,13 +71,15 @@ class Faults:
         return step
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Route the store module's `os` and `tempfile` through this layer."""
+        """Route the directory store's `os` and `tempfile` (its own module's and its file
+        helpers') through this layer."""
         faulty_os = SimpleNamespace(**{name: getattr(os, name) for name in dir(os)})
         for name in ("write", "fsync", "replace", "unlink"):
             setattr(faulty_os, name, self.wrap(name, getattr(os, name)))
         faulty_tempfile = SimpleNamespace(mkstemp=self.wrap("mkstemp", tempfile.mkstemp))
-        monkeypatch.setattr(store_module, "os", faulty_os)
-        monkeypatch.setattr(store_module, "tempfile", faulty_tempfile)
+        for module in (directory, files):
+            monkeypatch.setattr(module, "os", faulty_os)
+        monkeypatch.setattr(files, "tempfile", faulty_tempfile)
 
 
 # -- scenarios: a store before a transaction, and the transaction --------------------------

@@ -11,10 +11,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.kek import read_kek
+from agentrouter_auth.keys.location import redacted, scrub
 from agentrouter_auth.keys.postgres import PostgresStore
-from agentrouter_auth.keys.store import DirectoryStore, KeyStoreError
-from agentrouter_auth.keys.stores import check_location, open_store, redacted, scrub
+from agentrouter_auth.keys.registry import check_location, open_store
+from agentrouter_auth.keys.store import KeyStoreError
 from tests.support import write_kek
 
 SERVER = Path(__file__).resolve().parents[2] / "server" / "agentrouter_auth"
@@ -81,7 +83,7 @@ def test_a_store_error_names_a_location_not_only_a_file() -> None:
 
 
 def test_open_store_is_the_only_place_a_store_is_constructed() -> None:
-    """Outside tests, nothing but `keys.stores` builds a store: a new backend is chosen in one
+    """Outside tests, nothing but `keys.registry` builds a store: a new backend is chosen in one
     place."""
     builders = {"DirectoryStore", "PostgresStore"}
     found = []
@@ -92,7 +94,7 @@ def test_open_store_is_the_only_place_a_store_is_constructed() -> None:
                 if name in builders:
                     found.append(f"{path.relative_to(SERVER)}:{node.lineno}")
     assert found
-    assert {place.partition(":")[0] for place in found} == {"keys/stores.py"}, found
+    assert {place.partition(":")[0] for place in found} == {"keys/registry.py"}, found
 
 
 # -- passwords in every form libpq accepts (issue 17, finding 5) -------------------------------

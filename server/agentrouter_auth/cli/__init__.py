@@ -22,7 +22,8 @@ from agentrouter_auth.keys.material import InvalidKeyError
 from agentrouter_auth.keys.policy import PolicyError
 from agentrouter_auth.keys.ring import KeyRing, SigningError
 from agentrouter_auth.keys.store import KeyStoreError
-from agentrouter_auth.keys.stores import open_store, redacted
+from agentrouter_auth.keys.location import redacted
+from agentrouter_auth.keys.registry import open_store
 from agentrouter_auth.snapshot import EmptyKeySetError, KeySetError
 
 PROG = "agentrouter-auth"

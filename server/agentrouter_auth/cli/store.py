@@ -1,34 +1,34 @@
-"""`agentrouter-auth store …`: the PostgreSQL store's schema and its encryption at rest."""
+"""`agentrouter-auth store …`: a store's own schema, encryption at rest and ring state.
+
+Each command asks the store for a capability (`keys.capabilities`) rather than for a backend:
+the PostgreSQL store has them all, the directory store none, and a new backend gets a command
+by having its capability.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
 
 from agentrouter_auth.cli.command import Command
 from agentrouter_auth.config import ConfigError, KeyConfig
+from agentrouter_auth.keys.capabilities import Migrating, Rekeying, Sealing
 from agentrouter_auth.keys.ring import KeyRing
-
-if TYPE_CHECKING:
-    from agentrouter_auth.keys.postgres import PostgresStore
 
 HELP = "the PostgreSQL key store's schema, encryption and ring state (migrate, rekey, seal)"
 log = logging.getLogger("agentrouter-auth")
 
 
-def _database(ring: KeyRing, command: str, why: str) -> PostgresStore:
-    # Imported here: only these commands need the driver.
-    from agentrouter_auth.keys.postgres import PostgresStore  # noqa: PLC0415
-
-    if not isinstance(ring.store, PostgresStore):
-        raise ConfigError(f"{command}: {ring.store.description} is a directory store: {why}")
-    return ring.store
+def _incapable(ring: KeyRing, command: str, why: str) -> ConfigError:
+    """The one-line refusal of a command the ring's store has no capability for."""
+    return ConfigError(f"{command}: {ring.store.description} is a directory store: {why}")
 
 
 def migrate(ring: KeyRing, _config: KeyConfig, _args: argparse.Namespace) -> int:
     """Apply the schema migrations the database lacks."""
-    store = _database(ring, "store migrate", "it has no schema to migrate")
+    store = ring.store
+    if not isinstance(store, Migrating):
+        raise _incapable(ring, "store migrate", "it has no schema to migrate")
     applied = store.migrate()
     for migration in applied:
         log.info(
@@ -48,9 +48,12 @@ def migrate(ring: KeyRing, _config: KeyConfig, _args: argparse.Namespace) -> int
 
 def rekey(ring: KeyRing, _config: KeyConfig, _args: argparse.Namespace) -> int:
     """Re-encrypt every private key under the first --kek-file."""
-    store = _database(ring, "store rekey", "its private keys are files of mode 0600, not encrypted")
+    store = ring.store
+    if not isinstance(store, Rekeying):
+        why = "its private keys are files of mode 0600, not encrypted"
+        raise _incapable(ring, "store rekey", why)
     sealed, moved = store.rekey()
-    kek = store.envelope.sealing
+    kek = store.sealing_kek
     log.info(
         "re-encrypted %d private key(s) under the KEK %s (%s); %d were under another KEK",
         sealed,
@@ -64,7 +67,9 @@ def rekey(ring: KeyRing, _config: KeyConfig, _args: argparse.Namespace) -> int:
 
 def seal(ring: KeyRing, _config: KeyConfig, _args: argparse.Namespace) -> int:
     """Accept the key rows as they are now: seal them as the ring state's next generation."""
-    store = _database(ring, "store seal", "its manifest is the list of keys")
+    store = ring.store
+    if not isinstance(store, Sealing):
+        raise _incapable(ring, "store seal", "its manifest is the list of keys")
     before, after = store.seal()
     for key in after.keys:
         log.info(

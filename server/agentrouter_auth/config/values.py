@@ -20,7 +20,7 @@ from agentrouter_auth.errors import AgentRouterAuthError
 from agentrouter_auth.keys.kek import Kek, KekError, read_kek
 from agentrouter_auth.keys.policy import PolicyError, format_duration, parse_duration
 from agentrouter_auth.keys.store import KeyStoreError
-from agentrouter_auth.keys.stores import check_location
+from agentrouter_auth.keys.registry import check_location
 
 
 class ConfigError(AgentRouterAuthError, ValueError):

@@ -1,4 +1,4 @@
-"""Choosing a key store: the one place where a `--key-store` location becomes a store.
+"""Key store locations: how a `--key-store` value is read, and how it is shown.
 
 A location is a directory path (`var/keys`, `/etc/agentrouter-auth/keys`), a URL whose scheme
 names the backend, or a libpq key=value DSN. `file:` is the directory store
@@ -7,11 +7,9 @@ names the backend, or a libpq key=value DSN. `file:` is the directory store
 `postgresql://user@db.internal:5432/auth?sslmode=verify-full`), and so is a DSN
 (`host=db.internal dbname=auth`: it starts with a libpq parameter and `=`). A location is read as
 a URL when it starts with `file:` or holds `scheme://`; anything else is a path, so a directory
-whose name holds a colon (or starts `keys=`) still works.
+whose name holds a colon (or starts `keys=`) still works. Which backend opens a scheme is the
+registry's business (`keys.registry`).
 
-Another backend is one more entry in `BACKENDS`: a function that checks a location without
-touching the store (so a bad one is refused before anything starts) and returns how to open it,
-given the key-encryption keys (which a store that keeps private keys in the clear ignores).
 A location reaches messages and logs only through `redacted`, which hides passwords, and a
 reason that may quote it (a driver's) only through `scrub`. Both hide whatever may be a secret
 under any reading of the location (libpq's, a URL parser's), so that a password holding `#`, `/`,
@@ -23,17 +21,12 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import unquote, unquote_plus, urlsplit
 
-from agentrouter_auth.keys.kek import Kek
-from agentrouter_auth.keys.store import DirectoryStore, KeyStore, KeyStoreError
+from agentrouter_auth.keys.store import KeyStoreError
 
 log = logging.getLogger("agentrouter-auth")
-Opener = Callable[[Sequence[Kek]], KeyStore]
-"""Opens the store, given the key-encryption keys."""
-Backend = Callable[[str], Opener]
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
@@ -68,25 +61,6 @@ def directory_of(location: str) -> Path:
         raise KeyStoreError(redacted(location), "names no key store directory")
     return Path(path)
 
-
-def _directory(location: str) -> Opener:
-    path = directory_of(location)
-    return lambda _keks: DirectoryStore(path)  # private keys in files of mode 0600: no KEK
-
-
-def _postgres(location: str) -> Opener:
-    # Imported here: the driver is loaded only by processes that use a database.
-    from agentrouter_auth.keys import postgres  # noqa: PLC0415
-
-    description = redacted(location)
-    postgres.check_url(location, description)
-    if not is_conninfo(location):
-        check_userinfo(location)
-    return lambda keks: postgres.PostgresStore(location, keks, description=description)
-
-
-BACKENDS: dict[str, Backend] = {"file": _directory, "postgresql": _postgres, "postgres": _postgres}
-"""Scheme → backend. A plain path is the `file` backend."""
 
 SECRET_PARAMETERS = frozenset(
     {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
@@ -306,30 +280,3 @@ def scrub(location: str, text: str) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
-
-
-def _backend(location: str) -> Backend:
-    scheme = "postgresql" if is_conninfo(location) else scheme_of(location) or "file"
-    try:
-        return BACKENDS[scheme]
-    except KeyError:
-        supported = ", ".join(f"{name}:" for name in sorted(BACKENDS))
-        raise KeyStoreError(
-            redacted(location),
-            f"unknown key store scheme {scheme!r}: use a directory path or one of {supported}",
-        ) from None
-
-
-def check_location(location: str) -> None:
-    """Raise KeyStoreError unless `location` names a store some backend can open. Opens
-    nothing."""
-    _backend(location)(location)
-
-
-def open_store(location: str, *, keks: Sequence[Kek] = ()) -> KeyStore:
-    """The store at `location`: a directory path or a URL whose scheme names the backend.
-
-    `keks` seal and open private keys in a store that keeps them where others can copy them
-    (PostgreSQL); such a store refuses to open without one.
-    """
-    return _backend(location)(location)(tuple(keks))

@@ -19,11 +19,14 @@ from hypothesis import strategies as st
 from jwcrypto import jwk
 from jwcrypto import jwt as jose_jwt
 
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.material import generate_key
 from agentrouter_auth.keys.policy import DAY, HOUR, Policy
-from agentrouter_auth.keys.ring import KeyRing, SigningError, next_events
-from agentrouter_auth.keys.store import DirectoryStore, Entry, KeyStore, KeyStoreError, State
-from agentrouter_auth.keys.stores import open_store
+from agentrouter_auth.keys.registry import open_store
+from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.keys.schedule import next_events
+from agentrouter_auth.keys.signing import SigningError
+from agentrouter_auth.keys.store import Entry, KeyStore, KeyStoreError, State
 from agentrouter_auth.snapshot import KeySetError
 from tests.keystores import StoreFactory
 

@@ -14,10 +14,12 @@ from jwcrypto.common import JWException
 from agentrouter_auth.cli.command import Command
 from agentrouter_auth.config import ConfigError, KeyConfig
 from agentrouter_auth.keys.material import DEFAULT_ALGORITHM, SIGNING_ALGORITHMS, InvalidKeyError
-from agentrouter_auth.keys.ring import Change, KeyRing, next_events
+from agentrouter_auth.keys.registry import open_store
+from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.keys.schedule import next_events
 from agentrouter_auth.keys.store import RecordedPolicy
-from agentrouter_auth.keys.stores import open_store
 from agentrouter_auth.keys.transfer import copy_keys
+from agentrouter_auth.keys.transitions import Change
 
 HELP = "manage the key store"
 ALGORITHMS = sorted(SIGNING_ALGORITHMS)

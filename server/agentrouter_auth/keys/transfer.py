@@ -7,8 +7,8 @@ read as the ring reads it (every key checked); the destination is written in one
 
 from __future__ import annotations
 
-from agentrouter_auth.keys.ring import Change, diff
 from agentrouter_auth.keys.store import KeyStore, KeyStoreError
+from agentrouter_auth.keys.transitions import Change, diff
 
 
 def copy_keys(source: KeyStore, target: KeyStore, *, replace: bool = False) -> list[Change]:

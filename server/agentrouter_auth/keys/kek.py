@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from agentrouter_auth.errors import AgentRouterAuthError
+
 KEK_BYTES = 32
 KEK_ID_BYTES = 8
 NONCE_BYTES = 12
@@ -45,11 +47,11 @@ _MAC_INFO = b"agentrouter-auth record MAC v1"
 """HKDF info of the MAC subkey: a key of its own, never the AES key."""
 
 
-class KekError(ValueError):
+class KekError(AgentRouterAuthError, ValueError):
     """A KEK file cannot be used; the message names the file and says why."""
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(AgentRouterAuthError, ValueError):
     """A sealed value cannot be opened; the message says why (the caller names the key)."""
 
 

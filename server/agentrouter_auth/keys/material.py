@@ -17,8 +17,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
+from agentrouter_auth.errors import AgentRouterAuthError
 
-class InvalidKeyError(ValueError):
+
+class InvalidKeyError(AgentRouterAuthError, ValueError):
     """A key cannot be part of the key set; the message says why."""
 
 

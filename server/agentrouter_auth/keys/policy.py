@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from agentrouter_auth.errors import AgentRouterAuthError
+
 MINUTE = 60.0
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
@@ -18,7 +20,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
-class PolicyError(ValueError):
+class PolicyError(AgentRouterAuthError, ValueError):
     """The policy is unsafe or malformed; the message names the setting."""
 
 

@@ -50,7 +50,7 @@ class KeyConfig:
     """What every command takes: where the keys are, how to log, and the rotation policy."""
 
     key_store: str
-    """Where the keys live: a directory path or a URL (see `keys.stores`)."""
+    """Where the keys live: a directory path or a URL (see `keys.location`, `keys.registry`)."""
     log_format: str = "json"
     policy: Policy = dataclasses.field(default_factory=Policy)
     rsa_bits: int = 2048

@@ -115,20 +115,22 @@ def test_lock_timeouts_are_documented_in_their_place() -> None:
                 and isinstance(after.value, ast.Constant)
             ):
                 docs[node.targets[0].id] = str(after.value.value)
-    assert "ring's lock" in docs.get("LOCK_TIMEOUT", ""), docs.get("LOCK_TIMEOUT")
+    assert "LOCK_TIMEOUT" in docs, "LOCK_TIMEOUT has no docstring under it"
+    assert "ring's lock" in docs["LOCK_TIMEOUT"], docs["LOCK_TIMEOUT"]
     assert "migration" in docs.get("MIGRATION_LOCK_TIMEOUT", "")
 
 
 def test_one_check_of_a_stored_key_serves_every_store_and_the_snapshot() -> None:
+    snapshot = SERVER / "snapshot.py"
+    imported = imports(snapshot, "agentrouter_auth.snapshot")
+    assert "agentrouter_auth.keys.check.check_public_members" in imported, "snapshot checks alone"
     users = {
         "agentrouter_auth.keys.directory": KEYS / "directory.py",
         "agentrouter_auth.keys.postgres.rows": KEYS / "postgres" / "rows.py",
     }
     for name, path in users.items():
+        assert path.is_file(), f"no {path.relative_to(SERVER)}"
         assert CHECK in imports(path, name), f"{name} does not use the shared check"
-    snapshot = SERVER / "snapshot.py"
-    imported = imports(snapshot, "agentrouter_auth.snapshot")
-    assert "agentrouter_auth.keys.check.check_public_members" in imported
     rows = (KEYS / "postgres" / "rows.py").read_text()
     assert "PRIVATE_MEMBERS" not in rows, "rows re-check private members by hand"
     assert '"oct"' not in rows, "rows re-check symmetric keys by hand"

@@ -237,6 +237,17 @@ def test_a_file_holding_another_kid_than_its_name_is_refused(tmp_path: Path) -> 
         DirectoryStore(tmp_path).read()
 
 
+def test_a_pending_key_without_a_private_half_is_refused(tmp_path: Path) -> None:
+    """A pending key is promoted to sign: the directory refuses one without a private half at
+    load, as the PostgreSQL store does (one shared check), not when promotion fails later."""
+    key = generate_key("ES256")
+    _write(tmp_path / f"{key['kid']}.jwk.json", key.export_public())
+    record = {"kid": key["kid"], "alg": "ES256", "state": "pending", "created": 1}
+    _write(tmp_path / MANIFEST, json.dumps({"format": 1, "keys": [record]}))
+    with pytest.raises(KeyStoreError, match="pending key has no private half to sign with"):
+        DirectoryStore(tmp_path).read()
+
+
 def test_unreadable_file_is_named(tmp_path: Path) -> None:
     (tmp_path / "dangling.jwk.json").symlink_to(tmp_path / "nowhere")
     _list(tmp_path, "dangling")

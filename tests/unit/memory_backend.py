@@ -82,9 +82,9 @@ class MemoryStore:
             result = tx.result()
             check_one_active_per_alg(result, self.location)
             records = {}
-            for stored in result.keys:
-                self._check(stored.entry, stored.key.export(private_key=stored.key.has_private))
+            for stored in result.keys:  # a state every read would refuse is never written
                 text = stored.key.export(private_key=stored.key.has_private)
+                self._check(stored.entry, text)
                 records[stored.kid] = (stored.entry, text)
             self.memory.records = records
             self.memory.policy = result.policy

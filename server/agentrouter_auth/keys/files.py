@@ -75,7 +75,7 @@ def write_atomic(target: Path, data: str | bytes) -> None:
 
     The data is on disk (fsync) before the rename makes it visible, and the rename is on disk
     (directory fsync) before this returns. On an error the temporary file is removed; if the
-    process dies first, the next transaction removes it (`TEMP_FILE`).
+    process dies first, the directory store's next transaction removes it (its `TEMP_FILE`).
     """
     payload = memoryview(data.encode() if isinstance(data, str) else data)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
+from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.kek import Kek
 from agentrouter_auth.keys.location import (
     check_userinfo,
@@ -37,8 +38,6 @@ ENTRY_POINTS = "agentrouter_auth.key_stores"
 
 
 def _directory(location: str) -> Opener:
-    from agentrouter_auth.keys.directory import DirectoryStore  # noqa: PLC0415 - as _postgres
-
     path = directory_of(location)
     return lambda _keks: DirectoryStore(path)  # private keys in files of mode 0600: no KEK
 

@@ -4,7 +4,6 @@ protocol, and verifies the tokens `token sign` makes for that issuer."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,18 +20,13 @@ from google.protobuf import json_format
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentrouter.auth.v1.auth_connect import AuthServiceClientSync
+from tests.support import free_port
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, refused_in_one_line, serve_argv
 
 pytestmark = pytest.mark.integration
 DISCOVERY = "/.well-known/openid-configuration"
 ALGS = ("EdDSA", "ES256", "RS256")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -92,6 +92,7 @@ def test_restart_publishes_the_same_set(tmp_path: Path) -> None:
     assert len(auth_pb2.GetJWKSResponse.FromString(answers[0]).keys) == 1
 
 
+@pytest.mark.slow
 def test_make_run_starts_a_server_a_grpc_client_can_call(tmp_path: Path) -> None:
     argv = ["make", "--no-print-directory", "run", f"KEYS_DIR={tmp_path / 'keys'}",
             "GRPC_ADDR=127.0.0.1:0", "HTTP_ADDR=127.0.0.1:0",

@@ -204,6 +204,7 @@ def test_streams_above_the_advertised_limit_are_refused(server: ServerProcess) -
     assert not client.closed  # refused streams, not a dropped connection
 
 
+@pytest.mark.slow
 def test_incomplete_idle_and_malformed_calls_are_answered(server: ServerProcess) -> None:
     client = HostileClient(server.port)
     truncated = client.open_stream(message(b"ab", announced=100), end_stream=True)
@@ -335,6 +336,7 @@ def test_streaming_calls_work_and_an_idle_request_stream_times_out(
     assert "request message was not received within 1s" in str(idle.value.details())
 
 
+@pytest.mark.slow
 def test_limits_flags_reach_every_worker(tmp_path_factory: pytest.TempPathFactory) -> None:
     """`--grpc-max-streams` set on the command line is what a worker advertises; the
     request timeout and the Watch budget set there are what it enforces."""

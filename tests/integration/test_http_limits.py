@@ -117,6 +117,7 @@ def p99(values: list[float]) -> float:
 FLOOD_TIMEOUT = 8.0  # long enough to open 3,100 connections on a busy machine, then measure
 
 
+@pytest.mark.slow
 def test_idle_and_slow_connections_do_not_starve_verifiers(keys_dir: Path) -> None:
     argv = serve_argv(keys_dir, "--http-idle-timeout", f"{FLOOD_TIMEOUT}s",
                       "--http-body-timeout", f"{FLOOD_TIMEOUT}s")  # fmt: skip
@@ -167,6 +168,7 @@ def flood(port: int) -> None:
             sock.close()
 
 
+@pytest.mark.slow
 def test_keep_alive_connection_is_closed_after_the_idle_timeout(server: ServerProcess) -> None:
     sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=IDLE_TIMEOUT + 5)
     with sock:
@@ -180,6 +182,7 @@ def test_keep_alive_connection_is_closed_after_the_idle_timeout(server: ServerPr
     assert IDLE_TIMEOUT - 0.5 <= waited <= IDLE_TIMEOUT + 2.0
 
 
+@pytest.mark.slow
 def test_slow_headers_are_cut_at_the_idle_timeout(server: ServerProcess) -> None:
     sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=IDLE_TIMEOUT + 5)
     started = time.monotonic()
@@ -197,6 +200,7 @@ def test_slow_headers_are_cut_at_the_idle_timeout(server: ServerProcess) -> None
     ("path", "status", "code"),
     [(CONNECT, 504, "deadline_exceeded")],  # Connect's own status for deadline_exceeded
 )
+@pytest.mark.slow
 def test_a_slow_body_is_answered_in_protocol_and_closed(
     server: ServerProcess, path: str, status: int, code: str
 ) -> None:
@@ -214,6 +218,7 @@ def test_a_slow_body_is_answered_in_protocol_and_closed(
     assert BODY_TIMEOUT - 0.5 <= elapsed <= BODY_TIMEOUT + 2.0
 
 
+@pytest.mark.slow
 def test_above_the_connection_cap_new_clients_wait_at_most_one_idle_timeout(
     keys_dir: Path,
 ) -> None:

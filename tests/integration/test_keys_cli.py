@@ -40,6 +40,7 @@ def listing(where: Path | StoreFactory) -> list[dict[str, object]]:
     return keys
 
 
+@pytest.mark.slow
 def test_init_list_rotate_and_sign_for_every_algorithm(store_factory: StoreFactory) -> None:
     store = store_factory.options()
     cli("keys", "init", *store, "--alg", "RS256", "--alg", "ES256", "--alg", "EdDSA")
@@ -67,6 +68,7 @@ def test_init_list_rotate_and_sign_for_every_algorithm(store_factory: StoreFacto
         assert header == {"alg": alg, "kid": active["kid"], "typ": "JWT"}
 
 
+@pytest.mark.slow
 def test_concurrent_rotations_leave_a_consistent_store(store_factory: StoreFactory) -> None:
     cli("keys", "init", *store_factory.options(), "--alg", "ES256")
     rotations = [
@@ -144,6 +146,7 @@ def test_rotate_with_no_keys_says_so(store_factory: StoreFactory) -> None:
     assert "no active key to rotate" in result.stderr
 
 
+@pytest.mark.slow
 def test_remove_an_imported_key_and_a_compromised_active_one(
     tmp_path: Path, store_factory: StoreFactory
 ) -> None:
@@ -185,6 +188,7 @@ def _kill(rotation: subprocess.Popen[bytes], keys_dir: Path, after_write: float 
     rotation.wait(timeout=60)
 
 
+@pytest.mark.slow
 def test_rotate_killed_at_any_moment_leaves_the_old_store_or_the_new(tmp_path: Path) -> None:
     """SIGKILL `keys rotate` inside its transaction and at random moments: the store holds the
     old set or the new one, publishes only what its manifest lists, and the next transaction

@@ -119,6 +119,7 @@ def stoppable_postgres(postgres: PostgresServer) -> Iterator[PostgresServer]:
 # -- 1. the database down at start ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_database_down_at_start_is_waited_for_then_served(
     stoppable_postgres: PostgresServer, pg_dsn: str, kek_file: Path
 ) -> None:
@@ -184,6 +185,7 @@ def test_a_database_down_at_start_is_waited_for_then_served(
 # -- 2. the database down while serving ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_database_down_while_serving_keeps_the_last_set_and_recovers_alone(
     stoppable_postgres: PostgresServer, pg_dsn: str, kek_file: Path
 ) -> None:
@@ -245,6 +247,7 @@ def test_a_database_down_while_serving_keeps_the_last_set_and_recovers_alone(
 # -- 3. a database restart during REST load ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_database_restart_under_rest_load_fails_no_request(
     stoppable_postgres: PostgresServer, pg_dsn: str, kek_file: Path
 ) -> None:
@@ -318,6 +321,7 @@ def blocked_updates(postgres: PostgresServer, dbname: str) -> set[int]:
     return {int(pid) for (pid,) in found}
 
 
+@pytest.mark.slow
 def test_a_replica_killed_inside_a_rotation_step_loses_nothing_and_another_takes_the_step(
     postgres: PostgresServer, pg_dsn: str, kek_file: Path
 ) -> None:
@@ -373,6 +377,7 @@ def test_a_replica_killed_inside_a_rotation_step_loses_nothing_and_another_takes
 # -- 5. a replica's sessions terminated by the database ------------------------------------
 
 
+@pytest.mark.slow
 def test_a_replica_whose_sessions_are_terminated_reconnects_and_catches_up(
     postgres: PostgresServer, pg_dsn: str, kek_file: Path
 ) -> None:
@@ -448,6 +453,7 @@ def clients(*servers: ServerProcess) -> Iterator[list[httpx.Client]]:
         yield made
 
 
+@pytest.mark.slow
 def test_a_cli_rotation_reaches_two_replicas_within_a_second_by_notification(
     postgres: PostgresServer, pg_dsn: str, kek_file: Path
 ) -> None:
@@ -481,6 +487,7 @@ def test_a_cli_rotation_reaches_two_replicas_within_a_second_by_notification(
     )
 
 
+@pytest.mark.slow
 def test_with_notifications_lost_the_poll_still_delivers_within_the_reload_interval(
     postgres: PostgresServer, pg_dsn: str, kek_file: Path
 ) -> None:

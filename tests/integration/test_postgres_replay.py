@@ -42,6 +42,7 @@ def _refusals(server: ServerProcess) -> list[str]:
     return [str(record["reason"]) for record in server.events("key_set_reload_failed")]
 
 
+@pytest.mark.slow
 def test_a_removed_keys_row_written_back_is_never_served_and_never_signs(
     postgres: PostgresServer, pg_dsn: str, kek_file: Path
 ) -> None:

@@ -142,6 +142,7 @@ def percentile(values: Sequence[float], percent: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(percent / 100 * len(ordered)) - 1)]
 
 
+@pytest.mark.slow
 def test_three_replicas_rotating_fast_serve_every_signing_key_and_take_each_step_once(
     pg_dsn: str, kek_file: Path
 ) -> None:

@@ -39,6 +39,7 @@ def served_kids(server: ServerProcess) -> set[str]:
     return {key["kid"] for key in reply.json()["keys"]}
 
 
+@pytest.mark.slow
 def test_a_rotation_from_the_cli_reaches_the_server_within_its_reload_interval(
     pg_dsn: str, kek_file: Path
 ) -> None:
@@ -65,6 +66,7 @@ def test_a_rotation_from_the_cli_reaches_the_server_within_its_reload_interval(
         assert server.terminate() == 0
 
 
+@pytest.mark.slow
 def test_the_server_rotates_on_its_own_and_a_token_verifies_against_what_it_serves(
     pg_dsn: str, kek_file: Path
 ) -> None:

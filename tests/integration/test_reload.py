@@ -79,6 +79,7 @@ def test_cli_rotation_and_bad_files_reach_a_running_server(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("rotation", ["off", "auto"])
+@pytest.mark.slow
 def test_a_key_file_the_manifest_does_not_list_is_never_published(
     tmp_path: Path, rotation: str
 ) -> None:
@@ -140,6 +141,7 @@ def _files(directory: Path) -> dict[str, tuple[int, int, int]]:
     return marks
 
 
+@pytest.mark.slow
 def test_a_missing_manifest_is_refused_and_nothing_is_rewritten(tmp_path: Path) -> None:
     keys_dir = tmp_path / "keys"
     init = [*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir), "--alg", "ES256",
@@ -196,6 +198,7 @@ def test_a_directory_others_can_write_is_refused_while_serving(tmp_path: Path) -
     assert "writable by group or others (mode 0777)" in error["reason"]
 
 
+@pytest.mark.slow
 def test_automatic_rotation_walks_the_lifecycle_in_one_server(tmp_path: Path) -> None:
     keys_dir = tmp_path / "keys"
     init = [*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir), *FAST_POLICY]
@@ -216,6 +219,7 @@ def test_automatic_rotation_walks_the_lifecycle_in_one_server(tmp_path: Path) ->
     } <= steps
 
 
+@pytest.mark.slow
 def test_two_servers_on_one_directory_rotate_once(tmp_path: Path) -> None:
     keys_dir = tmp_path / "keys"
     init = [*AGENTROUTER_AUTH, "keys", "init", "--keys-dir", str(keys_dir), *FAST_POLICY]
@@ -250,6 +254,7 @@ def test_two_servers_on_one_directory_rotate_once(tmp_path: Path) -> None:
     assert set(created) <= seen | final  # every key created made it into the manifest
 
 
+@pytest.mark.slow
 def test_a_kubernetes_secret_updated_in_place_is_picked_up(tmp_path: Path) -> None:
     """A Secret volume holds `..data -> ..<timestamp>/` and one symlink per file through
     `..data`; kubelet updates it by swapping `..data` atomically. The server must follow."""

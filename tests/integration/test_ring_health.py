@@ -87,6 +87,7 @@ def keys_init(keys_dir: Path, *extra: str) -> None:
     subprocess.run(argv, check=True)
 
 
+@pytest.mark.slow
 def test_a_read_only_store_with_rotation_on_says_it_cannot_rotate_from_start(
     tmp_path: Path, mounts: Mounts
 ) -> None:
@@ -127,6 +128,7 @@ def _fill(directory: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_a_full_disk_turns_the_keyring_unhealthy_until_a_step_succeeds(
     tmp_path: Path, mounts: Mounts
 ) -> None:

@@ -53,6 +53,7 @@ def test_a_second_server_with_another_rotation_policy_is_refused_at_start(tmp_pa
         assert first.terminate() == 0
 
 
+@pytest.mark.slow
 def test_a_running_server_stops_rotating_when_the_recorded_policy_changes(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     cli("keys", "init", "--keys-dir", str(keys))

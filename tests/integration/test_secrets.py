@@ -71,6 +71,7 @@ def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProc
     ["url, percent-encoded", "url, raw where libpq takes it", "key=value dsn",
      "url, password parameter"],
 )  # fmt: skip
+@pytest.mark.slow
 def test_a_database_password_never_shows_in_the_servers_logs_or_answers(
     postgres: PostgresServer, pg_dsn: str, kek_file: Path, tmp_path: Path, style: str
 ) -> None:

@@ -37,6 +37,7 @@ def worker_pids(base_url: str, tries: int = 80) -> set[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(tmp_path: Path) -> None:
     KeyRing(DirectoryStore(tmp_path), Policy()).init(["ES256"])
     with ServerProcess(serve_argv(tmp_path, "--workers", "2")) as server:
@@ -96,6 +97,7 @@ def signals_ignored(pid: int) -> int:
     raise AssertionError(f"no SigIgn for {pid}")
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_whole_group_stops_cleanly_and_is_no_crash(tmp_path: Path) -> None:
     """Ctrl-C signals the terminal's process group, workers included; the workers leave it to
     their supervisor, so none exits first and is mistaken for a crash to respawn."""
@@ -114,6 +116,7 @@ def test_ctrl_c_on_the_whole_group_stops_cleanly_and_is_no_crash(tmp_path: Path)
             assert not [line for line in lines if "Unexpected exit" in line or "Respawning" in line]
 
 
+@pytest.mark.slow
 def test_workers_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     """SIGKILL (or the OOM killer) leaves a supervisor no chance to stop its workers: they
     notice within a reload interval and drain, rather than serve on unsupervised."""
@@ -279,6 +282,7 @@ def exit_report(server: ServerProcess) -> str:
     return f"the server exited {server.proc.returncode}: {said}"
 
 
+@pytest.mark.slow
 def test_a_worker_that_keeps_dying_is_replaced_with_backoff_while_the_others_serve(
     tmp_path: Path,
 ) -> None:
@@ -320,6 +324,7 @@ def test_a_worker_that_keeps_dying_is_replaced_with_backoff_while_the_others_ser
         assert server.terminate() == 0
 
 
+@pytest.mark.slow
 def test_sigterm_while_a_respawn_waits_stops_cleanly_and_respawns_nothing(tmp_path: Path) -> None:
     """A slot waiting out its backoff holds up neither SIGTERM nor the exit status, and is not
     respawned once the server is stopping."""
@@ -346,6 +351,7 @@ def test_sigterm_while_a_respawn_waits_stops_cleanly_and_respawns_nothing(tmp_pa
         assert not [line for line in server.lines[stop:] if SPAWNED.search(line)]
 
 
+@pytest.mark.slow
 def test_sighup_replaces_every_worker_and_keeps_serving(tmp_path: Path) -> None:
     """SIGHUP (granian's reload) still starts a new worker in every slot."""
     KeyRing(DirectoryStore(tmp_path), Policy()).init(["ES256"])

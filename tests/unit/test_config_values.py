@@ -60,6 +60,10 @@ def test_invalid_addresses_name_the_option(text: str, reason: str) -> None:
         "http://127.0.0.1:8080",
         "http://localhost:8080/x",
         "http://[::1]:8080",
+        "https://auth.example.test:443/a%2Fb/%C3%A9t%C3%A9/..x/.well",
+        "https://a-b.c-d.example.test/realms/%E2%82%AC",
+        "https://10.0.0.1",
+        "https://AUTH.Example.TEST",
     ],
 )
 def test_an_issuer_url_is_accepted_as_written(issuer: str) -> None:
@@ -92,6 +96,38 @@ def test_an_issuer_url_is_accepted_as_written(issuer: str) -> None:
         ("http://localhost.evil.test", "must use https"),
         ("ftp://auth.example.test", "must be an absolute https URL"),
         ("https:///path-only", "must be an absolute https URL"),
+        # What the path says once decoded: no control, bidirectional or other unprintable
+        # character, only UTF-8, and no dot segment (a client or proxy would remove it).
+        ("https://auth.example.test/%0d%0aX-Injected:%201", "not printable"),
+        ("https://auth.example.test/%00", "not printable"),
+        ("https://auth.example.test/%E2%80%AEgnp.exe", "not printable"),
+        ("https://auth.example.test/%E2%80%8B", "not printable"),
+        ("https://auth.example.test/%C2%85", "not printable"),
+        ("https://auth.example.test/%ff", "not UTF-8"),
+        ("https://auth.example.test/..", "dot segment"),
+        ("https://auth.example.test/a/./b", "dot segment"),
+        ("https://auth.example.test/a/%2e%2E/b", "dot segment"),
+        ("https://auth.example.test/%2e", "dot segment"),
+        # The host: a DNS name of letters, digits and inner hyphens (RFC 1123), in punycode
+        # when international, or an IP literal; never percent-encoded.
+        ("https://auth..example.test", "is not a valid host name"),
+        ("https://.auth.example.test", "is not a valid host name"),
+        ("https://auth.example.test./", "is not a valid host name"),
+        ("https://-auth.example.test", "is not a valid host name"),
+        ("https://auth-.example.test", "is not a valid host name"),
+        ("https://auth_1.example.test", "is not a valid host name"),
+        ("https://" + "a" * 64 + ".example.test", "is not a valid host name"),
+        ("https://ex%61mple.test", "percent-encoded"),
+        ("https://xn--.example.test", "is not a valid host name"),
+        ("https://xn--9999999.example.test", "is not valid punycode"),
+        ("https://xn--abc.example.test", "is not valid punycode"),
+        ("https://10.0.0.999", "is not a valid host name"),
+        ("https://auth.example.123", "is not a valid host name"),
+        # The port: 1 to 65535, written when there is a colon.
+        ("https://auth.example.test:0", "port must be from 1 to 65535"),
+        ("https://auth.example.test:", "port must be from 1 to 65535"),
+        ("https://auth.example.test:/x", "port must be from 1 to 65535"),
+        ("http://[::1]:", "port must be from 1 to 65535"),
     ],
 )  # fmt: skip
 def test_an_issuer_that_is_not_a_plain_https_url_is_refused_in_one_printable_line(

@@ -19,8 +19,8 @@ from typing import Any
 from agentrouter_auth.errors import AgentRouterAuthError
 from agentrouter_auth.keys.kek import Kek, KekError, read_kek
 from agentrouter_auth.keys.policy import PolicyError, format_duration, parse_duration
-from agentrouter_auth.keys.store import KeyStoreError
 from agentrouter_auth.keys.registry import check_location
+from agentrouter_auth.keys.store import KeyStoreError
 
 
 class ConfigError(AgentRouterAuthError, ValueError):
@@ -193,7 +193,73 @@ def _public_url(flag: str, text: str) -> str:
         raise ConfigError(f"{flag}: {shown} must have no query or fragment")
     if url.scheme == "http" and not _loopback(host):
         raise ConfigError(f"{flag}: {shown} must use https (http only on a loopback host)")
+    problem = _authority_problem(url.netloc) or _path_problem(url.path)
+    if problem:
+        raise ConfigError(f"{flag}: {shown} {problem}")
     return text
+
+
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+"""A DNS label of a host name (RFC 1123 §2.1, RFC 952): letters, digits, inner hyphens."""
+
+
+def _authority_problem(netloc: str) -> str:
+    """What is wrong with the `host[:port]` of a public URL (no user part: checked before),
+    or "". The text is checked as written: a verifier compares the issuer byte for byte, and
+    what a resolver would make of an odd name is not the question."""
+    host, colon, port = netloc.rpartition(":") if not netloc.endswith("]") else ("", "", "")
+    if not colon:
+        host = netloc
+    elif not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"is refused: the port must be from 1 to 65535 (got {port!r})"
+    if host.startswith("["):
+        return ""  # an IP literal: urlsplit has checked it
+    if "%" in host:
+        return "is refused: the host is percent-encoded; write it as it is (punycode: xn--)"
+    return _host_name_problem(host)
+
+
+def _host_name_problem(host: str) -> str:
+    """What is wrong with a host name or IPv4 address, or ""."""
+    labels = host.lower().split(".")
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"is refused: {host!r} is not a valid host name or IPv4 address"
+        return ""
+    if len(host) > 253 or labels[-1].isdigit() or not all(map(_LABEL.fullmatch, labels)):
+        return (
+            f"is refused: {host!r} is not a valid host name (labels of letters, digits and "
+            "inner hyphens, 1 to 63 long, no empty label or trailing dot)"
+        )
+    for label in labels:
+        if label.startswith("xn--"):
+            try:
+                decoded = label[4:].encode("ascii").decode("punycode")
+            except UnicodeError:
+                decoded = ""
+            if not decoded or decoded.isascii() or not decoded.isprintable():
+                return f"is refused: the host label {label!r} is not valid punycode"
+    return ""
+
+
+def _path_problem(path: str) -> str:
+    """What is wrong with the path of a public URL once decoded, or "": an escape must stand
+    for printable UTF-8 text (no control, bidirectional, zero-width or other format
+    character: `str.isprintable`), and no segment may be a dot segment (`.`, `..`, also
+    escaped), which RFC 3986 §5.2.4 removes, so that the URL a verifier is handed is not the
+    one it fetches."""
+    try:
+        decoded = urllib.parse.unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        return "is refused: its path percent-encodes bytes that are not UTF-8"
+    if not decoded.replace(" ", "").isprintable():
+        return "is refused: its path decodes to a character that is not printable"
+    segments = (urllib.parse.unquote(segment) for segment in path.split("/"))
+    if any(segment in (".", "..") for segment in segments):
+        return "is refused: its path has a dot segment ('.' or '..', also as %2E)"
+    return ""
 
 
 def _loopback(host: str) -> bool:

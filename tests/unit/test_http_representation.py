@@ -90,8 +90,23 @@ def test_a_stale_if_none_match_gets_the_document() -> None:
 
 @pytest.mark.parametrize(
     ("accept_encoding", "gzipped"),
-    [("gzip", True), ("br, gzip;q=0.5", True), ("*", True), ("gzip;q=0", False),
-     ("identity", False), ("gzip;q=bogus", False)],
+    [("gzip", True), ("br, gzip;q=0.5", True), ("x-gzip", True), ("GZIP ; Q=0.5", True),
+     ("gzip;q=0", False), ("identity", False), ("gzip;q=bogus", False), ("", False),
+     # The highest q wins (RFC 9110 §12.5.3); identity on a tie, gzip only when higher.
+     ("gzip;q=0.001, identity;q=0.5", False), ("identity;q=0.5, gzip;q=0.001", False),
+     ("gzip;q=0.6, identity;q=0.5", True), ("gzip, identity", False),
+     ("gzip;q=0.5, identity;q=0.5", False), ("*", False), ("gzip, *", False),
+     ("gzip;q=0.3, *;q=0.2", True),
+     # identity unlisted is acceptable, below any coding the client names.
+     ("gzip;q=0.001", True),
+     # A specific entry overrides `*`, whatever the order.
+     ("*, gzip;q=0", False), ("*;q=0, gzip", True), ("*;q=0, gzip;q=0.2, identity;q=0.1", True),
+     # identity;q=0 (or *;q=0 without identity) refuses identity: any acceptable gzip is sent.
+     ("gzip;q=0.001, identity;q=0", True), ("identity;q=0, *;q=0.1", True),
+     ("*;q=0.1, identity;q=0", True),
+     # Nothing acceptable left: identity all the same (RFC 9110 §12.5.3's SHOULD), not 406.
+     ("identity;q=0", False), ("*;q=0", False), ("gzip;q=0, identity;q=0", False),
+     ("br, identity;q=0", False)],
 )  # fmt: skip
 def test_gzip_when_the_client_accepts_it(accept_encoding: str, gzipped: bool) -> None:
     document = rendered()
@@ -115,6 +130,26 @@ def test_the_gzip_body_has_its_own_etag_and_validates_only_itself() -> None:
         assert (status, headers["etag"], body) == (304, tag, b"")
         status, headers, _ = answer(document, {"accept-encoding": encoding, "if-none-match": other})
         assert (status, headers["etag"]) == (200, tag)
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [("gzip;q=0.001, identity;q=0.5", False), ("gzip;q=0.1, identity;q=0", True),
+     ("*, gzip;q=0", False), ("identity;q=0", False)],
+)  # fmt: skip
+def test_if_none_match_is_compared_with_the_etag_of_the_coding_chosen(
+    accept_encoding: str, gzipped: bool
+) -> None:
+    document = rendered()
+    chosen, other = (
+        (document.etag_gzip, document.etag) if gzipped else (document.etag, document.etag_gzip)
+    )
+    asked = {"accept-encoding": accept_encoding}
+    status, headers, body = answer(document, {**asked, "if-none-match": chosen})
+    assert (status, headers["etag"], body) == (304, chosen, b"")
+    status, headers, body = answer(document, {**asked, "if-none-match": other})
+    assert (status, headers["etag"]) == (200, chosen)
+    assert (gzip.decompress(body) if gzipped else body) == document.json
 
 
 @pytest.mark.parametrize(

@@ -31,25 +31,49 @@ _NEGOTIATED: dict[tuple[bytes, tuple[str, ...]], str] = {}  # "": not acceptable
 
 
 def accepts_gzip(accept_encoding: bytes) -> bool:
-    """Whether an Accept-Encoding value accepts gzip (by name, `x-gzip` or `*`, q > 0)."""
+    """Whether to send the gzip form to a request with this Accept-Encoding value (present:
+    without the header no coding is applied)."""
     accepted = _GZIP_ACCEPTED.get(accept_encoding)
     if accepted is None:
         if len(_GZIP_ACCEPTED) >= _PARSED_CACHE_LIMIT:
             _GZIP_ACCEPTED.clear()
-        accepted = _GZIP_ACCEPTED[accept_encoding] = _parse_accepts_gzip(accept_encoding)
+        accepted = _GZIP_ACCEPTED[accept_encoding] = _prefers_gzip(accept_encoding)
     return accepted
 
 
-def _parse_accepts_gzip(accept_encoding: bytes) -> bool:
-    for item in accept_encoding.decode("latin-1").lower().split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip() in ("gzip", "x-gzip", "*"):
-            quality = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
-            try:
-                return float(quality) > 0
-            except ValueError:
-                return False
-    return False
+def _prefers_gzip(accept_encoding: bytes) -> bool:
+    """RFC 9110 §12.5.3, with the two codings offered (gzip and identity):
+
+    - a coding's q is that of its own entry (`x-gzip` is gzip), else that of `*`; q=0 refuses
+      it, and an element with a malformed q is skipped;
+    - identity that is neither listed nor refused by `*;q=0` is acceptable, below any coding
+      the client names (`Accept-Encoding: gzip` gets gzip);
+    - the higher q wins, identity on a tie (no work for either side, and the body is small);
+    - when both are refused (`identity;q=0` alone, `*;q=0`), identity all the same: the RFC
+      says a server SHOULD then send no coding (RFC 2616's 406 is gone), and an odd header
+      never costs a verifier its keys.
+    """
+    listed: dict[str, float] = {}
+    for element in accept_encoding.decode("latin-1").lower().split(","):
+        coding, *params = element.split(";")
+        coding = coding.strip()
+        coding = "gzip" if coding == "x-gzip" else coding
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                quality = _qvalue(value.strip())
+                break
+        if coding and quality >= 0:
+            listed[coding] = max(quality, listed.get(coding, 0.0))
+    gzip_q = listed.get("gzip", listed.get("*", 0.0))
+    identity_q = listed.get("identity", listed.get("*", _UNLISTED))
+    return gzip_q > 0 and gzip_q > identity_q
+
+
+_UNLISTED = 1e-9
+"""The q of an identity the client did not name: acceptable, below any named coding (qvalues
+have three decimals, so the smallest named one is 0.001)."""
 
 
 def negotiated_type(accept: bytes | None, rendered: Rendered[Any]) -> str | None:

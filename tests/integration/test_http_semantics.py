@@ -176,6 +176,10 @@ def test_an_accept_that_refuses_every_type_is_406(http: httpx.Client, accept: st
         ("Host: a b",),  # not a uri-host
         ("Host: a.example:80x",),
         ("Host: user@a.example",),
+        ("Host: a:99999",),  # no such port
+        ("Host: a.example:65536",),
+        ("Host: a,b",),  # a list: two Host values folded into one line
+        ("Host: a.example, a.example",),
     ],
 )
 def test_an_http_1_1_request_without_one_valid_host_is_400(
@@ -192,6 +196,37 @@ def test_an_http_1_1_request_without_one_valid_host_is_400(
 )
 def test_a_valid_host_is_served(server: ServerProcess, host: str) -> None:
     assert exchange(server.http_port, get(JWKS, f"Host: {host}"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://a:99999" + JWKS,
+        "http://user@a.example" + JWKS,
+        "http://a.example:65536/healthz",
+    ],
+)
+def test_an_absolute_form_target_without_host_is_held_to_the_host_rules(
+    server: ServerProcess, target: str
+) -> None:
+    """RFC 9112 §3.2.2: the authority of an absolute-form target stands in for Host. granian
+    (hyper) hands the app that authority as the Host header when the request has none (and the
+    path alone as the target), so its authority is checked as a Host is."""
+    status, headers, body = exchange(server.http_port, get(target))
+    assert (status, headers["connection"]) == (400, "close"), target
+    assert b"Host" in body
+
+
+def test_an_absolute_form_target_without_host_is_answered_as_its_authority(
+    server: ServerProcess, http: httpx.Client
+) -> None:
+    """README, Limits: RFC 9112 §3.2 asks a 400 for a request without a Host line, but granian
+    fills one in from an absolute-form target before the app sees it, so the app cannot tell
+    `GET http://a.example/x` from `GET /x` + `Host: a.example`. The request is answered as the
+    latter (what §3.2.2's target resolution makes of it anyway); this test notices the day
+    granian stops doing so."""
+    status, _, body = exchange(server.http_port, get("http://auth.example.test" + JWKS))
+    assert (status, body) == (200, http.get(JWKS).content)
 
 
 def test_http_1_0_needs_no_host(server: ServerProcess) -> None:

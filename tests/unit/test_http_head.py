@@ -65,7 +65,10 @@ def test_many_header_lines_count_with_their_separators() -> None:
 @pytest.mark.parametrize(
     "hosts",
     [[], [b"a.example", b"a.example"], [b""], [b"a b"], [b"a.example:8o"], [b"u@a.example"],
-     [b"a.example/x"], [b"[::1"], [b"\xff"]],
+     [b"a.example/x"], [b"[::1"], [b"\xff"],
+     # A port is a number from 0 to 65535; a Host is one value, not a list (RFC 9110 §5.3).
+     [b"a:99999"], [b"a.example:65536"], [b"[::1]:70000"], [b"a:0x50"],
+     [b"a:" + b"9" * 40], [b"a,b"], [b"a.example, b.example"], [b"a.example,"]],
 )  # fmt: skip
 def test_http_1_1_needs_exactly_one_valid_host(hosts: list[bytes]) -> None:
     refused = refusal(scope([(b"host", host) for host in hosts]))
@@ -75,7 +78,7 @@ def test_http_1_1_needs_exactly_one_valid_host(hosts: list[bytes]) -> None:
 
 @pytest.mark.parametrize(
     "host", [b"a.example", b"A.Example:443", b"127.0.0.1:8080", b"[::1]", b"[::1]:8080",
-             b"xn--bcher-kva.example", b"a.example:"],
+             b"xn--bcher-kva.example", b"a.example:", b"a.example:65535", b"a:00080"],
 )  # fmt: skip
 def test_a_valid_host_passes(host: bytes) -> None:
     assert refusal(scope([(b"host", host)])) is None

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from google.protobuf import descriptor, message_factory
 from google.protobuf.message import Message
 
+from agentrouter_auth.errors import AgentRouterAuthError
 from agentrouter_auth.rendered import Answer
 
 Call = Callable[[Any], Awaitable[Answer]]
@@ -28,7 +29,7 @@ class Servicer(Protocol):
     SERVICE: descriptor.ServiceDescriptor
 
 
-class ServicerError(TypeError):
+class ServicerError(AgentRouterAuthError, TypeError):
     """The servicer does not serve its service as the descriptor says."""
 
 

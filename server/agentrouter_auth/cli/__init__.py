@@ -16,26 +16,14 @@ from typing import NoReturn
 from agentrouter_auth import __version__, config, logs
 from agentrouter_auth.cli import keys, serve, store, token
 from agentrouter_auth.cli.command import Command, Handler
-from agentrouter_auth.config import ConfigError, Option
-from agentrouter_auth.grpc.server import BindError
-from agentrouter_auth.keys.material import InvalidKeyError
-from agentrouter_auth.keys.policy import PolicyError
-from agentrouter_auth.keys.ring import KeyRing, SigningError
-from agentrouter_auth.keys.store import KeyStoreError
+from agentrouter_auth.config import Option
+from agentrouter_auth.errors import AgentRouterAuthError
 from agentrouter_auth.keys.location import redacted
 from agentrouter_auth.keys.registry import open_store
-from agentrouter_auth.snapshot import EmptyKeySetError, KeySetError
+from agentrouter_auth.keys.ring import KeyRing
+from agentrouter_auth.snapshot import EmptyKeySetError
 
 PROG = "agentrouter-auth"
-ERRORS = (
-    ConfigError,
-    PolicyError,
-    KeyStoreError,
-    KeySetError,
-    InvalidKeyError,
-    SigningError,
-    BindError,
-)
 GROUPS = {"keys": keys.HELP, "token": token.HELP, "store": store.HELP}
 COMMANDS: tuple[Command, ...] = (
     *serve.COMMANDS,
@@ -131,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         finally:
             key_store.close()
-    except ERRORS as err:
+    except AgentRouterAuthError as err:  # every error the project raises on purpose
         return _fail(str(err))
     except OSError as err:  # a file or socket the store does not name itself
         where = f"{err.filename}: " if err.filename else ""

@@ -19,9 +19,9 @@ from agentrouter_auth.config import from_environment
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.http.limits import BodyDeadline
+from agentrouter_auth.keys.registry import open_store
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreUnavailableError
-from agentrouter_auth.keys.registry import open_store
 from agentrouter_auth.runtime import Runtime
 
 

@@ -28,9 +28,9 @@ from agentrouter_auth.config import (
     source_of,
     to_environment,
 )
+from agentrouter_auth.keys.location import warn_of_secret_on_command_line
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreUnavailableError
-from agentrouter_auth.keys.location import warn_of_secret_on_command_line
 
 MAX_HEADER_BYTES = 64 * 1024
 log = logging.getLogger("agentrouter-auth")

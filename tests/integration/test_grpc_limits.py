@@ -61,10 +61,13 @@ class HostileClient:
     Received bytes go to h2 one frame at a time and stop at GOAWAY (h2 rejects what follows
     it), so a GOAWAY is never lost behind the frames sent with it."""
 
-    def __init__(self, port: int, path: str = GET_JWKS) -> None:
+    def __init__(self, port: int, path: str = GET_JWKS, source: str = "127.0.0.1") -> None:
         self.port = port
         self.path = path
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        # `source`: the loopback address to connect from (grpcio clients use 127.0.0.1).
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=10, source_address=(source, 0)
+        )
         config = h2.config.H2Configuration(client_side=True)
         self.conn = h2.connection.H2Connection(config)
         self.settings: dict[int, int] = {}
@@ -293,7 +296,8 @@ def test_an_idle_connection_gets_goaway(key_pool: list[jwk.JWK]) -> None:
 
 
 def test_calls_above_the_process_limit_are_refused(key_pool: list[jwk.JWK]) -> None:
-    limits = GrpcLimits(max_calls=4, request_timeout=60)
+    # The whole pool to one address (all clients here are on 127.0.0.1): the worker's limit.
+    limits = GrpcLimits(max_calls=4, request_timeout=60, max_address_share=100)
     with grpc_listener(render(key_pool[:1]), limits) as port:
         client = HostileClient(port)
         for _ in range(6):
@@ -454,7 +458,7 @@ def test_watch_streams_from_one_connection_never_starve_unary_calls(
 def test_the_worker_watch_budget_refuses_at_once_and_frees_on_cancel(
     key_pool: list[jwk.JWK],
 ) -> None:
-    limits = GrpcLimits(max_watches=6, max_connection_watches=4, max_calls=8)
+    limits = GrpcLimits(max_watches=6, max_connection_watches=4, max_calls=8, max_address_share=100)
     with (
         grpc_listener(render(key_pool[:1]), limits) as port,
         connection(port) as one,
@@ -478,7 +482,7 @@ def test_the_worker_watch_budget_refuses_at_once_and_frees_on_cancel(
 def test_health_check_answers_when_the_call_budget_is_full(key_pool: list[jwk.JWK]) -> None:
     """Calls that hold every slot of --grpc-max-calls: GetJWKS is refused at once, while
     health Check (a budget of its own) and Watch are still answered."""
-    limits = GrpcLimits(max_calls=2, request_timeout=60)
+    limits = GrpcLimits(max_calls=2, request_timeout=60, max_address_share=100)
     with grpc_listener(render(key_pool[:1]), limits) as port:
         holder = HostileClient(port)
         held = [holder.open_stream() for _ in range(limits.max_calls)]  # never send a request
@@ -503,7 +507,7 @@ def test_calls_the_server_refused_or_ended_are_not_resets(
     as client resets. On one connection, more than --grpc-max-resets calls each refused for
     the call budget, ended by their deadline, and refused for their size: the connection
     stays open and serves, and no reset flood is reported."""
-    limits = GrpcLimits(max_calls=20, max_resets=5, request_timeout=60)
+    limits = GrpcLimits(max_calls=20, max_resets=5, request_timeout=60, max_address_share=100)
     burst = 3 * limits.max_resets  # within max_calls: the expired calls all run
     oversized = message(b"0123456789", announced=limits.max_message_size + 1)
     with (
@@ -601,3 +605,146 @@ def test_an_unknown_grpc_encoding_is_unimplemented(key_pool: list[jwk.JWK]) -> N
         client.close()
     assert client.status.get(stream) == UNIMPLEMENTED
     assert b"gzip" in client.headers[stream].get(b"grpc-accept-encoding", b"")
+
+
+# Issue 17 attack, findings F4-F6: a client on one address (the attacker, 127.0.0.2, raw h2)
+# against a probe on another (grpcio, 127.0.0.1), as kubelet's address differs from an
+# attacker's in practice.
+ATTACKER = "127.0.0.2"
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
+REFLECTION_INFO = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+
+
+def attack(
+    port: int,
+    path: str,
+    connections: int,
+    per_connection: int,
+    body: bytes | None = None,
+    *,
+    end_stream: bool = False,
+) -> list[HostileClient]:
+    """`connections` connections from ATTACKER, each opening `per_connection` calls of `path`
+    that it never ends (with `body`, if given, as their first request message)."""
+    clients = []
+    for _ in range(connections):
+        client = HostileClient(port, path, source=ATTACKER)
+        for _ in range(per_connection):
+            client.open_stream(body, end_stream=end_stream)
+        client.flush()
+        clients.append(client)
+    return clients
+
+
+def refused(clients: list[HostileClient], expected: int) -> int:
+    """How many of the attackers' calls were answered RESOURCE_EXHAUSTED, once `expected`
+    were or 10 s passed (refusals come at once; the calls that are held get no status)."""
+
+    def count() -> int:
+        return sum(
+            status == RESOURCE_EXHAUSTED for client in clients for status in client.status.values()
+        )
+
+    deadline = time.monotonic() + 10
+    for client in clients:
+        client.read_until(lambda: count() >= expected, timeout=max(0, deadline - time.monotonic()))
+    for client in clients:
+        client.drain()
+    return count()
+
+
+def close_all(clients: list[HostileClient]) -> None:
+    for client in clients:
+        client.close()
+
+
+def test_stalled_calls_from_one_address_never_starve_another(key_pool: list[jwk.JWK]) -> None:
+    """F4: calls that never send their request, from many connections of one address, filled
+    the call pool and the Check pool (GetJWKS and probes refused). One address now holds at
+    most half of each pool (--grpc-max-address-share): a probe from another is answered."""
+    limits = GrpcLimits(max_calls=8, request_timeout=60)
+    share = 4  # half of each pool, the default --grpc-max-address-share
+    with grpc_listener(render(key_pool[:1]), limits) as port:
+        jwks = attack(port, GET_JWKS, 4, 4)
+        checks = attack(port, HEALTH_CHECK, 4, 4)
+        counts = (refused(jwks, 16 - share), refused(checks, 16 - share))
+        with connection(port) as probe:
+            outcomes = unary_outcomes(probe)
+        close_all(jwks + checks)
+    assert outcomes == ALL_OK, "a probe from another address was refused"
+    assert counts == (16 - share, 16 - share)
+
+
+def test_one_connection_cannot_fill_the_check_pool(key_pool: list[jwk.JWK]) -> None:
+    """F4: one connection may hold --grpc-max-connection-checks health Checks at once."""
+    limits = GrpcLimits(max_calls=8, max_connection_checks=3, max_address_share=100)
+    with grpc_listener(render(key_pool[:1]), limits) as port:
+        (one,) = attack(port, HEALTH_CHECK, 1, 8)
+        count = refused([one], 5)
+        with connection(port) as probe:
+            outcomes = unary_outcomes(probe)
+        one.close()
+    assert count == 5
+    assert outcomes == ALL_OK
+
+
+def reflection_probe(channel: grpc.Channel) -> set[str]:
+    """The services a reflection stream of `channel` lists."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    replies = stub.ServerReflectionInfo(  # type: ignore[operator]
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+    )
+    return {s.name for reply in replies for s in reply.list_services_response.service}
+
+
+LIST_SERVICES = message(
+    reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()
+)
+
+
+def test_reflection_streams_never_starve_unary_calls(key_pool: list[jwk.JWK]) -> None:
+    """F5: reflection streams, kept open, took slots of the call pool and starved GetJWKS.
+    They now have a pool of their own (--grpc-max-reflections)."""
+    limits = GrpcLimits(max_calls=8, request_timeout=60)
+    with grpc_listener(render(key_pool[:1]), limits) as port:
+        streams = attack(port, REFLECTION_INFO, 4, 3, LIST_SERVICES)  # 12 streams, kept open
+        refused(streams, 4)  # what filling the call pool would refuse
+        with connection(port) as probe:
+            outcomes = unary_outcomes(probe)
+            names = reflection_probe(probe)
+        close_all(streams)
+    assert outcomes == ALL_OK, "reflection streams starved unary calls"
+    assert "agentrouter.auth.v1.AuthService" in names
+
+
+def test_reflection_streams_are_bounded_per_connection_and_address(
+    key_pool: list[jwk.JWK],
+) -> None:
+    """F5: the reflection pool, like Watch's, is bounded per connection and per address."""
+    limits = GrpcLimits(max_reflections=4, max_connection_reflections=2, request_timeout=60)
+    with grpc_listener(render(key_pool[:1]), limits) as port:
+        streams = attack(port, REFLECTION_INFO, 4, 3, LIST_SERVICES)  # 12 streams
+        count = refused(streams, 10)
+        with connection(port) as probe:
+            names = reflection_probe(probe)
+        close_all(streams)
+    assert count == 10  # 2 held, half of the pool: the address's share
+    assert "agentrouter.auth.v1.AuthService" in names  # the probe's address has its share
+
+
+def test_watch_streams_from_one_address_never_take_the_whole_pool(
+    key_pool: list[jwk.JWK],
+) -> None:
+    """F6: many connections of one address, each within its Watch budget, held every Watch slot
+    of the worker; a legitimate Watch (gRFC A17 health checking) was refused."""
+    limits = GrpcLimits(max_watches=6, max_connection_watches=2)
+    with grpc_listener(render(key_pool[:1]), limits) as port:
+        streams = attack(port, HEALTH_WATCH, 4, 2, message(b""), end_stream=True)
+        count = refused(streams, 5)
+        with connection(port) as probe:
+            legitimate = watch(probe)
+            first = first_watch_reply(legitimate)
+            legitimate.cancel()
+        close_all(streams)
+    assert first == SERVING, "a Watch from another address was refused"
+    assert count == 5  # the address holds 3, half of the pool

@@ -91,7 +91,7 @@ class GrpcLimits:
         metadata=_help(
             "calls a worker runs at once over all connections (more: RESOURCE_EXHAUSTED at "
             "once), bounding the memory unfinished calls hold; health Watch and Check calls "
-            "have budgets of their own"
+            "and reflection streams have budgets of their own"
         ),
     )
     max_watches: int = field(
@@ -107,6 +107,34 @@ class GrpcLimits:
         metadata=_help(
             "health Watch streams one connection may hold at once (client-side health checking "
             "needs one per watched service; more: RESOURCE_EXHAUSTED)"
+        ),
+    )
+    max_connection_checks: int = field(
+        default=16,
+        metadata=_help(
+            "health Check calls one connection may have running at once (the Check pool of a "
+            "worker has --grpc-max-calls slots; more: RESOURCE_EXHAUSTED)"
+        ),
+    )
+    max_reflections: int = field(
+        default=64,
+        metadata=_help(
+            "reflection streams (ServerReflectionInfo, what grpcurl uses) a worker serves at "
+            "once over all connections (more: RESOURCE_EXHAUSTED)"
+        ),
+    )
+    max_connection_reflections: int = field(
+        default=4,
+        metadata=_help(
+            "reflection streams one connection may hold at once (more: RESOURCE_EXHAUSTED)"
+        ),
+    )
+    max_address_share: int = field(
+        default=50,
+        metadata=_help(
+            "percent of each of a worker's call pools (calls, health Check, health Watch, "
+            "reflection) that one client address may hold, at least one call (more: "
+            "RESOURCE_EXHAUSTED); 100 behind a proxy through which every client comes"
         ),
     )
     request_timeout: float = field(
@@ -163,6 +191,8 @@ class GrpcLimits:
             value = getattr(self, each.name)
             if not 0 < value <= INT_MAX:
                 raise ConfigError(f"GrpcLimits.{each.name} must be above 0 and at most {INT_MAX}")
+        if self.max_address_share > 100:
+            raise ConfigError("GrpcLimits.max_address_share is a percentage: at most 100")
 
 
 def raise_open_files_limit(needed: int) -> int:

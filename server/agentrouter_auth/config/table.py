@@ -65,12 +65,14 @@ def _grpc_rows() -> Iterator[Option]:
     arguments)."""
     defaults = GrpcLimits()
     check = must(lambda value: 0 < value <= INT_MAX, f"be above 0 and at most {INT_MAX}")
+    percent = must(lambda value: 0 < value <= 100, "be a percentage above 0 and at most 100")
     for field in fields(GrpcLimits):
         default = getattr(defaults, field.name)
         kind = DURATION if isinstance(default, float) else INTEGER
         yield Option(
             f"grpc_{field.name}", kind.show(default), help_of(GrpcLimits, field.name), kind=kind,
-            check=check, field=f"grpc_limits.{field.name}", group=GRPC_GROUP,
+            check=percent if field.name.endswith("_share") else check,
+            field=f"grpc_limits.{field.name}", group=GRPC_GROUP,
         )  # fmt: skip
 
 

@@ -5,7 +5,8 @@ Mirrors `http/`, one job per module:
 - `adapter`: the servicer's RPCs as grpcio method handlers, bound by `rpc.bind` (no servicer
   class known here): each writes a rendered answer's stored bytes;
 - `wrapping`: serves every registered handler wrapped, built once per method;
-- `budget`: `CallBudget`, the calls one worker runs at once (calls, health Watch, health Check);
+- `budget`: `CallBudget`, the calls one worker runs at once (calls, health Watch, health Check,
+  reflection), and the share of each that one connection and one client address may hold;
 - `guard`: `RequestGuard`, each call's deadline to deliver its request, and an answer to a
   call that ends without one;
 - `resets`: `ResetMonitor`, closing a connection that cancels call after call (rapid reset);

@@ -18,6 +18,8 @@ from agentrouter_auth.grpc.wrapping import Registry
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 HEALTH_WATCH = f"/{HEALTH_SERVICE}/Watch"
 HEALTH_CHECK = f"/{HEALTH_SERVICE}/Check"
+REFLECTION_PREFIX = "/grpc.reflection."
+"""The start of every reflection method's path (v1alpha, which is served, and v1)."""
 
 
 def keyring_health_name(service_name: str) -> str:

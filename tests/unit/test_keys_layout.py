@@ -1,7 +1,8 @@
 """The layout of `keys/`: the `KeyStore` contract apart from every backend, the PostgreSQL store
-as a package of one job per module (as Dex splits storage/sql), small modules, no import circle,
-one check of a stored key shared by every store and the snapshot, and store-specific commands
-reached through a capability of the store, not by naming a backend's class."""
+as a package of one job per module (as Dex splits storage/sql), one check of a stored key shared
+by every store and the snapshot, and store-specific commands reached through a capability of
+the store, not by naming a backend's class. (Small modules and no import circle: checked for
+the whole server in test_layout.py.)"""
 
 from __future__ import annotations
 
@@ -11,39 +12,17 @@ import itertools
 import pkgutil
 from pathlib import Path
 
-LIMIT = 400  # lines: no module in server/ above it
+from tests.support.layout import SERVER, imports, modules
+
 POSTGRES_JOBS = {"schema", "session", "rows", "store", "feed"}
-SERVER = Path(importlib.import_module("agentrouter_auth").__file__ or "").parent
 KEYS = SERVER / "keys"
 CHECK = "agentrouter_auth.keys.check.check_stored_key"
 BACKEND_CLASSES = ("DirectoryStore", "PostgresStore")
 
 
-def imports(path: Path, module: str) -> set[str]:
-    """The modules `path` (module `module`) imports anywhere in it, relative imports resolved."""
-    is_package = path.name == "__init__.py"
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = module.split(".")[: len(module.split(".")) - node.level + is_package]
-            base = base if node.level else []
-            name = ".".join([*base, node.module or ""]).strip(".")
-            names.add(name)
-            names |= {f"{name}.{alias.name}" for alias in node.names}
-    return names
-
-
 def keys_modules() -> dict[str, Path]:
     """Every module of `agentrouter_auth.keys`, by dotted name."""
-    found: dict[str, Path] = {}
-    for path in sorted(KEYS.rglob("*.py")):
-        parts = list(path.relative_to(SERVER.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        found[".".join(parts)] = path
-    return found
+    return modules(KEYS)
 
 
 def test_the_contract_is_apart_from_the_directory_store() -> None:
@@ -64,41 +43,6 @@ def test_the_postgres_store_is_a_package_one_job_per_module() -> None:
     sql = sorted(path.name for path in (package / "migrations").glob("*.sql"))
     assert sql
     assert sql[0].startswith("0001_")
-
-
-def test_no_module_of_keys_is_over_the_limit() -> None:
-    sizes = {name: len(path.read_text().splitlines()) for name, path in keys_modules().items()}
-    assert {name: size for name, size in sizes.items() if size > LIMIT} == {}
-
-
-def test_no_import_circle_in_keys() -> None:
-    modules = keys_modules()
-    graph = {
-        name: {
-            other
-            for other in modules
-            if other != name
-            and any(i == other or i.startswith(f"{other}.") for i in imports(path, name))
-            and not name.startswith(f"{other}.")  # a package's own modules import beside it
-        }
-        for name, path in modules.items()
-    }
-
-    def circle_from(start: str) -> list[str] | None:
-        stack = [(start, [start])]
-        seen: set[str] = set()
-        while stack:
-            node, trail = stack.pop()
-            for nxt in graph[node]:
-                if nxt == start:
-                    return [*trail, start]
-                if nxt not in seen:
-                    seen.add(nxt)
-                    stack.append((nxt, [*trail, nxt]))
-        return None
-
-    circles = [circle for name in graph if (circle := circle_from(name))]
-    assert circles == [], circles[0] if circles else None
 
 
 def test_lock_timeouts_are_documented_in_their_place() -> None:

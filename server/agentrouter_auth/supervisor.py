@@ -7,6 +7,16 @@ turns the check off). So two quick kills of one worker stopped a server whose ot
 were healthy. Here a slot whose worker keeps dying is replaced later each time, for as long as
 it keeps dying, while the other workers serve; the supervisor exits only on SIGTERM/SIGINT.
 
+A worker is forked with the supervisor's signal handlers, and runs them until it installs its
+own (granian does so after loading the app, which reads the key store: that can take a while).
+A SIGTERM in between ran the supervisor's handler in the worker, which set a flag nobody reads
+there: the signal was lost, and the stop waited out the kill timeout and killed the worker.
+So every fork of the supervisor (`_ForkSignals`) starts its child with SIGTERM at its
+default action (a worker that does not serve yet has nothing to drain: it ends at once) and
+SIGINT ignored (Ctrl-C is the supervisor's to act on, as `Runtime.start` keeps it), with
+SIGTERM, SIGINT and SIGHUP blocked across the fork so that none lands before the child has
+its own dispositions.
+
 Everything else is granian's own: the shared sockets, spawning, SIGHUP reload (a new worker in
 every slot), draining on SIGTERM/SIGINT, and workers that stop when their supervisor is gone
 (`Runtime._stop_if_orphaned`: the supervisor stays their parent). granian is pinned to one
@@ -17,6 +27,8 @@ attributes (`wrks`, `interrupt_children`, `main_loop_interrupt`, the signal flag
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +96,45 @@ class RespawnSchedule:
         return max(0.0, min(self.due.values()) - self.clock())
 
 
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+@dataclass
+class _ForkSignals:
+    """What `os.register_at_fork` runs around each fork of the supervisor: the stop signals
+    blocked in the forking thread (the child inherits that mask), then the child's own
+    dispositions set before they are let through, so a signal sent to the child at any moment
+    meets either a blocked mask or its final disposition, never the supervisor's handler."""
+
+    saved: set[int | signal.Signals] = field(default_factory=set)
+
+    def before(self) -> None:
+        self.saved = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+    def in_parent(self) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.saved)
+
+    def in_child(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.saved)
+
+
+_fork_signals: _ForkSignals | None = None
+
+
+def _install_fork_signals() -> None:
+    """Register `_ForkSignals` once per process (registrations cannot be undone)."""
+    global _fork_signals  # noqa: PLW0603 - one registration per process
+    if _fork_signals is None:
+        _fork_signals = _ForkSignals()
+        os.register_at_fork(
+            before=_fork_signals.before,
+            after_in_parent=_fork_signals.in_parent,
+            after_in_child=_fork_signals.in_child,
+        )
+
+
 class Supervisor(MPServer):
     """granian's multi-process server (same arguments) whose dead workers are replaced on a
     `RespawnSchedule` instead of a crash-loop exit. Its loop serves what `serve` uses: worker
@@ -91,6 +142,12 @@ class Supervisor(MPServer):
 
     backoff = Backoff()
     schedule: RespawnSchedule
+
+    def startup(self, spawn_target: Spawner, target_loader: Spawner) -> None:
+        """granian's startup (signal handlers, sockets, the first workers), every worker
+        forked with its own stop signals (`_ForkSignals`)."""
+        _install_fork_signals()
+        super().startup(spawn_target, target_loader)  # type: ignore[no-untyped-call]
 
     def _serve_loop(self, spawn_target: Spawner, target_loader: Spawner) -> None:
         """Until SIGTERM/SIGINT: note each worker that died, start successors as they fall

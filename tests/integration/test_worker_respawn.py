@@ -3,6 +3,7 @@ dying (with a growing delay), and the supervisor never gives up and exits."""
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import re
@@ -18,7 +19,7 @@ import httpx
 import pytest
 
 from agentrouter.auth.v1 import auth_pb2, auth_pb2_grpc
-from agentrouter_auth.keys.directory import DirectoryStore
+from agentrouter_auth.keys.directory import LOCK, DirectoryStore
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
 
@@ -370,3 +371,31 @@ def test_sighup_replaces_every_worker_and_keeps_serving(tmp_path: Path) -> None:
             assert client.get(server.base_url + JWKS).status_code == 200
         assert server.proc.poll() is None
         assert server.terminate() == 0
+
+
+def test_sigterm_while_a_worker_is_being_respawned_reaches_that_worker(tmp_path: Path) -> None:
+    """A worker is forked with its supervisor's signal handlers and runs them until it installs
+    its own: a SIGTERM in between was taken by the supervisor's handler, in the child, and lost,
+    so the stop waited out the kill timeout and killed the worker. Here the new worker is held
+    in that window by a writer that holds the store's lock (its first read of the keys waits
+    for it), and the server is stopped: the worker gets its SIGTERM and the stop kills
+    nothing."""
+    KeyRing(DirectoryStore(tmp_path), Policy()).init(["ES256"])
+    argv = serve_argv(tmp_path, "--workers", "1", "--grace-period", "1s", "--rotation", "off")
+    with ServerProcess(argv) as server:
+        first = current_pid(server, 1)
+        assert up(server, first), exit_report(server)
+        lock = os.open(tmp_path / LOCK, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a writer's transaction, as `keys rotate` holds
+            os.kill(first, signal.SIGKILL)
+            starting = replacement(server, 1, [first])
+            assert starting is not None, exit_report(server)
+            assert not serving(server, starting)  # it cannot load its keys: still starting
+            returncode = server.terminate(timeout=60)
+        finally:
+            os.close(lock)
+        killed = [line for line in server.lines if "refused to gracefully stop" in line]
+        assert not killed, f"worker {starting} missed its SIGTERM and was killed: {killed}"
+        assert returncode == 0
+        assert not _running(starting)

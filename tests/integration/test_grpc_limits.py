@@ -9,6 +9,7 @@ in-process with small `GrpcLimits`.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import subprocess
 import threading
@@ -645,12 +646,32 @@ def refused(clients: list[HostileClient], expected: int) -> int:
             status == RESOURCE_EXHAUSTED for client in clients for status in client.status.values()
         )
 
+    read_while(clients, lambda: count() < expected)
+    return count()
+
+
+def answered_headers(clients: list[HostileClient]) -> int:
+    """Calls that got their response headers (a stream that is served, or a refusal), once
+    all of them did or 10 s passed."""
+    opened = sum(len(client.conn.streams) + len(client.headers) for client in clients)
+
+    def count() -> int:
+        return sum(len(client.headers) for client in clients)
+
+    read_while(clients, lambda: count() < opened)
+    return count()
+
+
+def read_while(clients: list[HostileClient], waiting: Callable[[], bool]) -> None:
+    """Read every client's answers while `waiting()`, for at most 10 s."""
     deadline = time.monotonic() + 10
-    for client in clients:
-        client.read_until(lambda: count() >= expected, timeout=max(0, deadline - time.monotonic()))
+    while waiting() and time.monotonic() < deadline:
+        readable, _, _ = select.select([client.sock for client in clients], [], [], 0.1)
+        for client in clients:
+            if client.sock in readable:
+                client.drain()
     for client in clients:
         client.drain()
-    return count()
 
 
 def close_all(clients: list[HostileClient]) -> None:
@@ -688,13 +709,16 @@ def test_one_connection_cannot_fill_the_check_pool(key_pool: list[jwk.JWK]) -> N
     assert outcomes == ALL_OK
 
 
-def reflection_probe(channel: grpc.Channel) -> set[str]:
-    """The services a reflection stream of `channel` lists."""
+def reflection_probe(channel: grpc.Channel) -> set[str] | grpc.StatusCode:
+    """The services a reflection stream of `channel` lists, or the code that refused it."""
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     replies = stub.ServerReflectionInfo(  # type: ignore[operator]
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
     )
-    return {s.name for reply in replies for s in reply.list_services_response.service}
+    try:
+        return {s.name for reply in replies for s in reply.list_services_response.service}
+    except grpc.RpcError as err:
+        return err.code()
 
 
 LIST_SERVICES = message(
@@ -708,12 +732,15 @@ def test_reflection_streams_never_starve_unary_calls(key_pool: list[jwk.JWK]) ->
     limits = GrpcLimits(max_calls=8, request_timeout=60)
     with grpc_listener(render(key_pool[:1]), limits) as port:
         streams = attack(port, REFLECTION_INFO, 4, 3, LIST_SERVICES)  # 12 streams, kept open
-        refused(streams, 4)  # what filling the call pool would refuse
+        started = answered_headers(streams)  # each one served, or refused
+        count = refused(streams, 0)
         with connection(port) as probe:
             outcomes = unary_outcomes(probe)
             names = reflection_probe(probe)
         close_all(streams)
     assert outcomes == ALL_OK, "reflection streams starved unary calls"
+    assert (started, count) == (12, 0)  # within the reflection pool's defaults
+    assert isinstance(names, set), f"the probe's reflection stream was refused: {names}"
     assert "agentrouter.auth.v1.AuthService" in names
 
 
@@ -729,6 +756,7 @@ def test_reflection_streams_are_bounded_per_connection_and_address(
             names = reflection_probe(probe)
         close_all(streams)
     assert count == 10  # 2 held, half of the pool: the address's share
+    assert isinstance(names, set), f"the probe's reflection stream was refused: {names}"
     assert "agentrouter.auth.v1.AuthService" in names  # the probe's address has its share
 
 

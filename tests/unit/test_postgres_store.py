@@ -463,6 +463,17 @@ def test_a_password_and_a_password_file_are_honoured_and_never_shown(
         ("postgresql://u@h/db?sslpassword=pw&passfile=/run/pgpass",
          "postgresql://u@h/db?sslpassword=***&passfile=/run/pgpass"),
         ("postgresql://h1:5432,h2:5433/db", "postgresql://h1:5432,h2:5433/db"),
+        # Typos (attack F8c): a broken scheme separator makes a path of the URL, a misspelled
+        # keyword or an encoded '=' a DSN or query libpq cannot parse; no value of it shows.
+        ("postgresql:/u:SECRET@h/db", "postgresql:/u:***@h/db"),
+        ("postgresql//u:SECRET@h/db", "postgresql//u:***@h/db"),
+        ("postgres:u:SECRET@h/db", "postgres:u:***@h/db"),
+        ("host=h passwd=SECRET", "host=*** passwd=***"),
+        ("host=h pasword='SEC RET' dbname=d", "host=*** pasword=*** dbname=***"),
+        ("postgresql://u@h/db?user=u&password%3DSECRET", "postgresql://u@h/db?user=***&***"),
+        ("postgresql://u@h/db?sslmode=require&passwd=SECRET",
+         "postgresql://u@h/db?sslmode=***&passwd=***"),
+        ("/var/lib/keys@2026", "/var/lib/keys@2026"),
     ],
 )  # fmt: skip
 def test_redacted_hides_every_password_form(location: str, shown: str) -> None:

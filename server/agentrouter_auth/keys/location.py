@@ -121,28 +121,45 @@ def _userinfo_password(location: str) -> Span | None:
     return (colon + 1, last_at) if begin <= colon < last_at else None
 
 
+def _path_userinfo(location: str) -> Span | None:
+    """In a location read as a path, a URL mistyped (`postgresql:/u:pw@h/db`,
+    `postgresql//u:pw@h/db`): from the first `:` past any `scheme:` and slashes to the last
+    `@`, what would be a password had the URL been typed right."""
+    scheme = _SCHEME.match(location)
+    begin = scheme.end() if scheme else 0
+    while location.startswith("/", begin):
+        begin += 1
+    colon, last_at = location.find(":", begin), location.rfind("@")
+    return (colon + 1, last_at) if begin <= colon < last_at else None
+
+
 def _url_spans(location: str, *, greedy: bool) -> list[Span]:
     """Where a URL may hold a secret: its password (`_userinfo_password`) and each secret
-    query parameter, to the next `&` (to the end when `greedy`, as when libpq cannot parse
-    the URL: a raw `&` may have cut a password short)."""
+    query parameter, to the next `&`. When `greedy` (libpq cannot parse the URL), a secret
+    parameter's value to the end (a raw `&` may have cut it short), and every other value and
+    every parameter without a `=` (an encoded `=` or a typo may hide a password's name)."""
     password = _userinfo_password(location)
     spans: list[Span] = [password] if password else []
     for separator in _QUERY_SEPARATOR.finditer(location, _authority(location)):
         key = _QUERY_KEY.match(location, separator.end())
         assert key is not None  # it matches the empty string
-        if not location.startswith("=", key.end()) or _name(key[0]) not in SECRET_PARAMETERS:
+        end = location.find("&", key.end())
+        end = len(location) if end < 0 else end
+        if not location.startswith("=", key.end()):
+            if greedy and key[0]:  # `password%3Dpw`: no name, all value
+                spans.append((separator.end(), end))
             continue
-        value_start = key.end() + 1
-        value_end = location.find("&", value_start)
-        spans.append((value_start, len(location) if greedy or value_end < 0 else value_end))
+        secret = _name(key[0]) in SECRET_PARAMETERS
+        if secret or greedy:  # greedy: every value, a misspelled `passwd=` too
+            spans.append((key.end() + 1, len(location) if greedy and secret else end))
     return spans
 
 
 def _dsn_spans(location: str, *, greedy: bool) -> list[Span]:
     """Where a key=value DSN holds a secret: the value of each secret parameter (quoted with
     `'` and backslash escapes, or up to the next space), as libpq reads it. When libpq cannot
-    parse it, everything from a secret value, or from where the DSN stops making sense, to its
-    end (an unquoted space may have cut a password in two)."""
+    parse it, every value (a misspelled `passwd=` is a password too) and everything from where
+    the DSN stops making sense to its end (an unquoted space may have cut a password in two)."""
     spans: list[Span] = []
     at = 0
     while location[at:].strip():
@@ -158,8 +175,9 @@ def _dsn_spans(location: str, *, greedy: bool) -> list[Span]:
         ):
             at += 2 if location[at] == "\\" else 1
         at = min(at + quoted, len(location))
-        if keyword[1].lower() in SECRET_PARAMETERS:
-            spans.append((value_start, len(location) if greedy else at))
+        secret = keyword[1].lower() in SECRET_PARAMETERS
+        if secret or greedy:  # greedy: every value, a misspelled `passwd=` too
+            spans.append((value_start, len(location) if greedy and secret else at))
     return spans
 
 
@@ -174,8 +192,8 @@ def _secret_spans(location: str) -> list[Span]:
     unparsed = not _is_postgres(location) or _libpq_reading(location) is None
     if is_conninfo(location):
         found = _dsn_spans(location, greedy=unparsed)
-    elif scheme is None:
-        return []  # a directory path
+    elif scheme is None:  # a directory path, or a URL mistyped
+        found = [span] if (span := _path_userinfo(location)) else []
     else:
         found = _url_spans(location, greedy=unparsed and scheme != "file")
     merged: list[Span] = []

@@ -508,7 +508,13 @@ def test_calls_the_server_refused_or_ended_are_not_resets(
     as client resets. On one connection, more than --grpc-max-resets calls each refused for
     the call budget, ended by their deadline, and refused for their size: the connection
     stays open and serves, and no reset flood is reported."""
-    limits = GrpcLimits(max_calls=20, max_resets=5, request_timeout=60, max_address_share=100)
+    limits = GrpcLimits(
+        max_calls=20,
+        max_resets=5,
+        request_timeout=60,
+        max_address_share=100,  # the holder's one connection fills the worker's call pool
+        max_connection_pending=20,
+    )
     burst = 3 * limits.max_resets  # within max_calls: the expired calls all run
     oversized = message(b"0123456789", announced=limits.max_message_size + 1)
     with (
@@ -776,3 +782,29 @@ def test_watch_streams_from_one_address_never_take_the_whole_pool(
         close_all(streams)
     assert first == SERVING, "a Watch from another address was refused"
     assert count == 5  # the address holds 3, half of the pool
+
+
+def test_one_connection_holds_few_calls_waiting_for_their_request(
+    key_pool: list[jwk.JWK],
+) -> None:
+    """F4: a connection's calls that have not delivered their request message are capped
+    (--grpc-max-connection-pending): the rest of its 100 streams are refused at once, so
+    that filling a pool with stalled calls takes many connections. The calls it holds are
+    served once their request comes, and a legitimate burst on one connection is not
+    refused."""
+    limits = GrpcLimits(max_connection_pending=3, request_timeout=60)
+    with grpc_listener(render(key_pool[:1]), limits) as port:
+        (client,) = attack(port, GET_JWKS, 1, 10)
+        count = refused([client], 7)
+        held = [stream for stream in client.conn.streams if stream not in client.status]
+        for stream in held:
+            client.conn.send_data(stream, message(b""), end_stream=True)
+        client.flush()
+        client.read_until(lambda: set(held) <= set(client.status), timeout=10)
+        burst = [client.open_stream(message(b""), end_stream=True) for _ in range(20)]
+        client.flush()
+        client.read_until(lambda: set(burst) <= set(client.status), timeout=10)
+        client.close()
+    assert count == 7, "a connection held more calls waiting for their request than its cap"
+    assert [client.status.get(stream) for stream in held] == ["0"] * 3
+    assert [client.status.get(stream) for stream in burst] == ["0"] * 20

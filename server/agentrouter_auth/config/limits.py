@@ -137,6 +137,14 @@ class GrpcLimits:
             "RESOURCE_EXHAUSTED); 100 behind a proxy through which every client comes"
         ),
     )
+    max_connection_pending: int = field(
+        default=16,
+        metadata=_help(
+            "calls one connection may have waiting for their first request message at once "
+            "(more: RESOURCE_EXHAUSTED), so that stalled calls take many connections to fill "
+            "a pool"
+        ),
+    )
     request_timeout: float = field(
         default=10.0,
         metadata=_help(

@@ -7,8 +7,8 @@ Mirrors `http/`, one job per module:
 - `wrapping`: serves every registered handler wrapped, built once per method;
 - `budget`: `CallBudget`, the calls one worker runs at once (calls, health Watch, health Check,
   reflection), and the share of each that one connection and one client address may hold;
-- `guard`: `RequestGuard`, each call's deadline to deliver its request, and an answer to a
-  call that ends without one;
+- `guard`: `RequestGuard`, each call's deadline to deliver its request, the calls a
+  connection may have waiting for theirs, and an answer to a call that ends without one;
 - `resets`: `ResetMonitor`, closing a connection that cancels call after call (rapid reset);
 - `recording`: the answered calls of the service counted in metrics (`protocol="grpc"`);
 - `health`: grpc.health.v1 (overall, the service, its keyring entry) and reflection;

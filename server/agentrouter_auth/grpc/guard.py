@@ -1,6 +1,7 @@
 """`RequestGuard`: every call gets `request_timeout` to deliver each request message, and a
 call that ends without its message is answered (grpcio leaves such a call unanswered until the
-connection closes). Calls cancelled before their request are reported to the `ResetMonitor`.
+connection closes). A connection may have only `max_pending` calls waiting for their first
+request message. Calls cancelled before their request are reported to the `ResetMonitor`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,17 @@ class RequestGuard:
     runs the original behavior. Handlers must be coroutine functions or async generators,
     as in grpc.aio; a synchronous one is left as it is."""
 
-    def __init__(self, timeout: float, resets: ResetMonitor | None = None) -> None:
+    def __init__(
+        self, timeout: float, resets: ResetMonitor | None = None, max_pending: int | None = None
+    ) -> None:
         self.timeout = timeout
         self.resets = resets
+        self.max_pending = max_pending
+        self._pending: dict[str, int] = {}  # connection (peer) -> its calls awaiting a request
         self._timed_out = f"the request message was not received within {timeout:g}s"
+        self._too_many = (
+            f"this connection has its limit of {max_pending} calls waiting for their request"
+        )
 
     def wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
@@ -115,6 +123,26 @@ class RequestGuard:
             yield request
 
     async def _read(self, context: grpc.aio.ServicerContext[Any, Any], *, first: bool) -> Any:  # noqa: ANN401
+        """The next request message or EOF, within the deadline; the first one only while
+        the connection has fewer than `max_pending` calls waiting for theirs."""
+        if not first or self.max_pending is None:
+            return await self._read_within(context, first=first)
+        peer = context.peer() or ""
+        waiting = self._pending.get(peer, 0)
+        if waiting >= self.max_pending:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._too_many)
+        self._pending[peer] = waiting + 1
+        try:
+            return await self._read_within(context, first=first)
+        finally:
+            if left := self._pending[peer] - 1:
+                self._pending[peer] = left
+            else:
+                del self._pending[peer]
+
+    async def _read_within(
+        self, context: grpc.aio.ServicerContext[Any, Any], *, first: bool
+    ) -> Any:  # noqa: ANN401
         """The next request message or EOF, within the deadline."""
         try:
             async with asyncio.timeout(self.timeout):

@@ -74,7 +74,7 @@ async def start_grpc_server(
     # Every method guarded and budgeted (the budget first, so that a refused call reads
     # nothing); the service's calls counted around both, so that metrics count the answers
     # they give.
-    guard = RequestGuard(limits.request_timeout, resets)
+    guard = RequestGuard(limits.request_timeout, resets, limits.max_connection_pending)
     budget = CallBudget(limits)
     counted = CallMetrics(recorder, service_name) if recorder is not None else None
 

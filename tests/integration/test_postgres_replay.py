@@ -148,3 +148,38 @@ def test_a_whole_earlier_state_written_back_to_a_running_server_is_refused(
         assert "older than generation" in reason
         assert reason.startswith("key "), reason
         assert server.terminate() == 0
+
+
+@pytest.mark.slow
+def test_a_rolled_back_schema_revives_no_removed_key(
+    postgres: PostgresServer, pg_dsn: str, kek_file: Path
+) -> None:
+    """Attack F1 with the app's own role: stash the rows, remove the key, roll the schema back
+    to version 1 and write the stash back; the next process applies migration 2 again. It must
+    not seal the removed key's row (written under a sealed ring state): the CLI and `serve`
+    refuse naming it, until the operator seals on purpose."""
+    options = store(pg_dsn, kek_file)
+    cli("keys", "init", *options)
+    ((removed, _),) = rows(postgres, database(pg_dsn))
+    _sql(postgres, pg_dsn, "CREATE TABLE stash AS SELECT * FROM agentrouter_auth.keys")
+    cli("keys", "remove", "--force", *options, "--", removed)
+    cli("keys", "init", *options)
+    _sql(postgres, pg_dsn, "DROP TABLE agentrouter_auth.ring_state; DELETE FROM "
+                           "agentrouter_auth.schema_migrations WHERE version = 2; DELETE FROM "
+                           "agentrouter_auth.keys; INSERT INTO agentrouter_auth.keys "
+                           "SELECT * FROM stash")  # fmt: skip
+    refusal = f"key {removed}: its row was written under a sealed ring state"
+    for argv in (
+        ["store", "migrate", *options],
+        ["keys", "list", *options],
+        ["token", "sign", *options, "--claims", '{"sub": "svc"}'],
+        ["serve", *options, "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"],
+    ):
+        line = refused_in_one_line([*AGENTROUTER_AUTH, *argv])
+        assert refusal in line, f"{argv[:2]}: {line}"
+    assert rows(postgres, database(pg_dsn)) == [(removed, "active")]  # nothing sealed
+    sealed = cli("store", "seal", *options)
+    assert "sealed 1 key row(s) as generation" in sealed.stderr
+    with _server(pg_dsn, kek_file) as server:
+        assert served_kids(server) == {removed}  # accepted on purpose
+        assert server.terminate() == 0

@@ -12,7 +12,13 @@ import pytest
 from agentrouter_auth.keys.kek import read_kek
 from agentrouter_auth.keys.location import redacted
 from agentrouter_auth.keys.policy import Policy
-from agentrouter_auth.keys.postgres import PostgresStore, latest_version
+from agentrouter_auth.keys.postgres import (
+    ADOPTABLE_MAC_FORMAT,
+    PostgresStore,
+    latest_version,
+    row_mac_message,
+    schema,
+)
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.keys.store import KeyStoreError, State
 from tests.support import PostgresServer
@@ -61,6 +67,21 @@ def _open(stores: list[PostgresStore], dsn: str, kek_file: Path) -> PostgresStor
 
 def _sql(postgres: PostgresServer, dsn: str, statement: str) -> None:
     postgres.execute(statement, dbname=dsn.rsplit("/", 1)[1])
+
+
+def _as_previous_version(postgres: PostgresServer, dsn: str, store: PostgresStore) -> None:
+    """Leave what the previous version would have: its schema (version 1), and its rows, each
+    MACed in the format of a row written before the ring state existed."""
+    _sql(postgres, dsn, "DROP TABLE agentrouter_auth.ring_state; DELETE FROM "
+                        "agentrouter_auth.schema_migrations WHERE version > 1")  # fmt: skip
+    dbname = dsn.rsplit("/", 1)[1]
+    for row in postgres.execute(schema.SELECT_KEYS, dbname=dbname):
+        mac_kek_id, mac = store.envelope.mac(row_mac_message(row[:10], ADOPTABLE_MAC_FORMAT))
+        postgres.execute(
+            "UPDATE agentrouter_auth.keys SET mac_kek_id = %s, mac = %s WHERE kid = %s",
+            [mac_kek_id, mac, row[0]],
+            dbname=dbname,
+        )
 
 
 def _kids(store: PostgresStore) -> dict[str, State]:
@@ -207,9 +228,7 @@ def test_a_database_of_the_previous_version_is_adopted_as_it_stands(
     store = _open(stores, pg_dsn, kek_file)
     KeyRing(store, POLICY).init(["ES256", "EdDSA"])
     kids = _kids(store)
-    # What the previous version left: its schema (version 1) and rows, no ring state.
-    _sql(postgres, pg_dsn, "DROP TABLE agentrouter_auth.ring_state; DELETE FROM "
-                           "agentrouter_auth.schema_migrations WHERE version > 1")  # fmt: skip
+    _as_previous_version(postgres, pg_dsn, store)
     upgraded = _open(stores, pg_dsn, kek_file)
     assert upgraded.schema_version() == 1
     assert _kids(upgraded) == kids  # migrated at first use, the rows sealed as they are
@@ -229,10 +248,44 @@ def test_a_damaged_row_stops_the_adoption_naming_its_kid(
     store = _open(stores, pg_dsn, kek_file)
     KeyRing(store, POLICY).init(["ES256"])
     (kid,) = _kids(store)
-    _sql(postgres, pg_dsn, "DROP TABLE agentrouter_auth.ring_state; DELETE FROM "
-                           "agentrouter_auth.schema_migrations WHERE version > 1; UPDATE "
-                           "agentrouter_auth.keys SET created = created + 1")  # fmt: skip
+    _as_previous_version(postgres, pg_dsn, store)
+    _sql(postgres, pg_dsn, "UPDATE agentrouter_auth.keys SET created = created + 1")
     upgraded = _open(stores, pg_dsn, kek_file)
     with pytest.raises(KeyStoreError, match=f"key {kid}: the row's integrity MAC"):
         upgraded.read()
     assert upgraded.schema_version() == 1  # nothing was sealed: the migration rolled back
+
+
+ROLL_BACK = (
+    "DROP TABLE agentrouter_auth.ring_state; DELETE FROM agentrouter_auth.schema_migrations "
+    "WHERE version > 1; DELETE FROM agentrouter_auth.keys; "
+    "INSERT INTO agentrouter_auth.keys SELECT * FROM stash_keys"
+)
+"""The schema rolled back to version 1 and earlier key rows written back (attack F1): the next
+process applies migration 2 again, which adopts the rows it finds."""
+
+
+def test_a_rolled_back_schema_does_not_adopt_rows_written_under_a_ring_state(
+    postgres: PostgresServer, pg_dsn: str, kek_file: Path, stores: list[PostgresStore]
+) -> None:
+    ring = KeyRing(_open(stores, pg_dsn, kek_file), POLICY, rotating=True)
+    (removed,) = [change.kid for change in ring.init(["ES256"])]
+    ring.check_writable()  # records the rotation policy
+    _sql(postgres, pg_dsn, "CREATE TABLE stash_keys AS SELECT * FROM agentrouter_auth.keys")
+    ring.remove(removed, force=True)
+    ring.init(["ES256"])
+    _sql(postgres, pg_dsn, ROLL_BACK)
+    upgraded = _open(stores, pg_dsn, kek_file)
+    with pytest.raises(KeyStoreError) as refused:
+        upgraded.read()
+    assert f"key {removed}: its row was written under a sealed ring state" in str(refused.value), (
+        "a rolled-back schema sealed rows written after the ring state existed"
+    )
+    assert "agentrouter-auth store seal" in str(refused.value)
+    assert upgraded.schema_version() == 1  # nothing was sealed
+    # The operator accepts the rows as they are, on purpose.
+    before, after = _open(stores, pg_dsn, kek_file).seal()
+    assert before is not None
+    assert before.generation == 1
+    assert (after.generation, [key.kid for key in after.keys]) == (2, [removed])
+    assert _kids(_open(stores, pg_dsn, kek_file)) == {removed: State.ACTIVE}

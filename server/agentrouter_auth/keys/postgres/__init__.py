@@ -43,6 +43,7 @@ and the store's own commands), `feed` (LISTEN). This module is their public face
 
 from agentrouter_auth.keys.postgres.feed import PostgresChangeFeed
 from agentrouter_auth.keys.postgres.rows import (
+    ADOPTABLE_MAC_FORMAT,
     MAC_FORMAT,
     RING_STATE_FORMAT,
     Listed,
@@ -73,6 +74,7 @@ SCHEMES = ("postgresql", "postgres")
 """The URL schemes of this store (a libpq key=value DSN is one too)."""
 
 __all__ = [
+    "ADOPTABLE_MAC_FORMAT",
     "APPLICATION_NAME",
     "CHANNEL",
     "DEFAULT_TIMEOUT",

@@ -33,20 +33,25 @@ from agentrouter_auth.keys.store import (
     check_one_active_per_alg,
 )
 
-MAC_FORMAT = 1
-"""The version of the encoding a row's MAC covers (`row_mac_message`)."""
+MAC_FORMAT = 2
+"""The version of the encoding a row's MAC covers (`row_mac_message`), which says when the row
+was written: 2 under a sealed ring state, `ADOPTABLE_MAC_FORMAT` before one existed. Migration
+2 adopts (seals as they stand) only rows of the second kind: a row of the first found with no
+ring state was written back behind the store's back (attack F1), and only `store seal` takes it."""
+ADOPTABLE_MAC_FORMAT = 1
+"""The MAC format of a row written before the ring state existed (by an earlier version)."""
 RING_STATE_FORMAT = 1
 """The version of the sealed ring state's document (`RingState.document`)."""
 
 
-def row_mac_message(columns: Sequence[Any]) -> bytes:
+def row_mac_message(columns: Sequence[Any], mac_format: int = MAC_FORMAT) -> bytes:
     """What a row's MAC covers, canonically encoded (a JSON array; the public JWK with sorted
     members) of `columns`, the first ten of `schema.SELECT_KEYS` (kid … kek_id): every column
-    but the MAC's own, the sealed private half by its KEK and SHA-256."""
+    but the MAC's own, the sealed private half by its KEK and SHA-256, and `mac_format`."""
     kid, alg, state, origin, created, activated, retired, public, sealed, kek_id = columns
     sealed_by = None if kek_id is None else bytes(kek_id).hex()
     sealed_hash = None if sealed is None else hashlib.sha256(bytes(sealed)).hexdigest()
-    record = ["agentrouter-auth key row", MAC_FORMAT, kid, alg, state, origin, created,
+    record = ["agentrouter-auth key row", mac_format, kid, alg, state, origin, created,
               activated, retired, public, sealed_by, sealed_hash]  # fmt: skip
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
@@ -54,8 +59,9 @@ def row_mac_message(columns: Sequence[Any]) -> bytes:
 def row_digest(columns: Sequence[Any]) -> str:
     """The digest the ring state lists for a row: SHA-256 of its MAC message (every column but
     the MAC; a private half is sealed with a fresh nonce at every write, so a row written back
-    from an earlier state differs even when its state and times do not)."""
-    return hashlib.sha256(row_mac_message(columns[:10])).hexdigest()
+    from an earlier state differs even when its state and times do not). Always of the
+    adoptable format's message, so ring states sealed before format 2 still list it."""
+    return hashlib.sha256(row_mac_message(columns[:10], ADOPTABLE_MAC_FORMAT)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +166,10 @@ class RowCodec:
         self._verify_mac(kid, row)
         return StoredKey(entry, key)
 
-    def _verify_mac(self, kid: object, row: tuple[Any, ...]) -> None:
+    def _verify_mac(self, kid: object, row: tuple[Any, ...]) -> int:
         """Refuse a row whose MAC is missing or is not that of its values under a KEK given:
-        one written by hand, edited, or copied from a database under another KEK."""
+        one written by hand, edited, or copied from a database under another KEK. Return the
+        MAC's format (`MAC_FORMAT`: written under a sealed ring state)."""
         mac_kek_id, mac = row[10], row[11]
         if mac_kek_id is None or mac is None:
             raise self.refuse(
@@ -172,12 +179,34 @@ class RowCodec:
             )
         try:
             self.envelope.verify(bytes(mac_kek_id), row_mac_message(row[:10]), bytes(mac))
+            return MAC_FORMAT
+        except EnvelopeError:
+            pass
+        try:
+            message = row_mac_message(row[:10], ADOPTABLE_MAC_FORMAT)
+            self.envelope.verify(bytes(mac_kek_id), message, bytes(mac))
+            return ADOPTABLE_MAC_FORMAT
         except EnvelopeError as err:
             raise self.refuse(
                 kid,
                 f"the row's integrity MAC {err}: the row was edited, added by hand, or copied "
                 "from a database under another KEK; refused",
             ) from err
+
+    def check_adoptable(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Refuse (naming its kid) a row written under a sealed ring state: with no ring state
+        left to check it against, it was written back behind the store's back, and sealing it
+        would revive whatever it holds (each row is checked by itself first, `key_set`)."""
+        for row in rows:
+            if self._verify_mac(row[0], row) == MAC_FORMAT:
+                raise self.refuse(
+                    row[0],
+                    "its row was written under a sealed ring state, but the ring state is gone "
+                    "and the schema is being migrated to it again (agentrouter_auth.ring_state "
+                    "dropped, the schema rolled back?): such a row is not adopted as an earlier "
+                    "version's would be; restore the database from a backup, or check the keys "
+                    "and run `agentrouter-auth store seal` to accept them as they are",
+                )
 
     def _private(self, entry: Entry, public_key: jwk.JWK, kek_id: bytes, sealed: bytes) -> jwk.JWK:
         """The sealed private key of a row, opened and checked against its public JWK."""

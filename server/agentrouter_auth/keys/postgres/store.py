@@ -10,7 +10,6 @@ accepts the ring state's generation going backwards (a whole earlier state writt
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,6 +19,7 @@ import psycopg
 from agentrouter_auth.keys.kek import Envelope, Kek
 from agentrouter_auth.keys.postgres import schema
 from agentrouter_auth.keys.postgres.feed import PostgresChangeFeed
+from agentrouter_auth.keys.postgres.memory import SeenStates
 from agentrouter_auth.keys.postgres.rows import Listed, RingState, RowCodec, listing_of, row_digest
 from agentrouter_auth.keys.postgres.schema import (
     MIGRATION_LOCK,
@@ -83,9 +83,10 @@ class PostgresStore:
         self.migration_lock_timeout = migration_lock_timeout
         self.auto_migrate = auto_migrate
         self._schema_ready = False
-        self._seen: RingState | None = None
-        """The newest ring state this process accepted: it never accepts an older one."""
-        self._seen_lock = threading.Lock()
+        self._seen = SeenStates.from_environment()
+        """The newest ring state this process (and its sibling workers) accepted: it never
+        accepts an older one."""
+        self._adopt_any = False  # `seal()`: migration 2 adopts rows written under a ring state
 
     @property
     def description(self) -> str:
@@ -222,35 +223,11 @@ class PostgresStore:
         key_set = self.rows.key_set(rows)
         state = self.rows.open_state(sealed)
         self.rows.check_rows(rows, state)
-        self._check_generation(state)
+        self._seen.check(state, self.rows)
         return replace(key_set, policy=state.policy), state
 
-    def _check_generation(self, state: RingState) -> None:
-        """Refuse a state older than the newest this process accepted, or another at its
-        generation: the database was written back to an earlier state (a replay, or a restore
-        from a backup, which is accepted by restarting)."""
-        seen = self._seen
-        if seen is None or state.generation > seen.generation or state == seen:
-            return
-        kids = state.differences(seen)
-        what = (
-            f"older than generation {seen.generation}"
-            if state.generation < seen.generation
-            else "but another state than the one"
-        )
-        reason = (
-            f"the ring state is at generation {state.generation}, {what} this process already "
-            "loaded: the database was written back to an earlier state (a replay, or a restore "
-            "from a backup); refused, the last good set stays (restart to accept a restore)"
-        )
-        if kids:
-            raise self.rows.refuse(kids[0], reason)
-        raise KeyStoreError(self.description, reason)
-
     def _accept(self, state: RingState) -> None:
-        with self._seen_lock:
-            if self._seen is None or state.generation > self._seen.generation:
-                self._seen = state
+        self._seen.accept(state)
 
     def _write_state(
         self,
@@ -266,16 +243,27 @@ class PostgresStore:
 
     def _adopt(self, conn: psycopg.Connection[Any]) -> None:
         """Seal the rows of a database written before the ring state existed (each row
-        checked by itself first: a bad row stops the migration, naming its kid)."""
+        checked by itself first: a bad row, or one written under a ring state, stops the
+        migration, naming its kid; `seal()` adopts any)."""
         self._lock_ring(conn)
         rows = conn.execute(schema.SELECT_KEYS).fetchall()
         self.rows.key_set(rows)
+        if not self._adopt_any:
+            self.rows.check_adoptable(rows)
         self._write_state(conn, 1, listing_of(rows), None)
 
     def seal(self) -> tuple[RingState | None, RingState]:
         """Accept the key rows as they are now (after a restore or a repair by hand): seal
         them, each checked by itself, as the next generation. Returns the state replaced (None
-        if it was missing or did not verify) and the new one."""
+        if it was missing or did not verify) and the new one. A schema rolled back to before
+        the ring state is migrated first, its rows adopted whenever they were written."""
+        self._adopt_any = True
+        try:
+            return self._seal()
+        finally:
+            self._adopt_any = False
+
+    def _seal(self) -> tuple[RingState | None, RingState]:
         with self._session() as conn:
             with conn.transaction():
                 self._lock_ring(conn)
@@ -286,7 +274,8 @@ class PostgresStore:
                     old = self.rows.open_state(conn.execute(schema.SELECT_STATE).fetchone())
                 except KeyStoreError:
                     old = None
-                newest = max((s.generation for s in (old, self._seen) if s is not None), default=0)
+                seen = self._seen.newest()
+                newest = max((s.generation for s in (old, seen) if s is not None), default=0)
                 policy = old.policy if old is not None else None
                 state = self._write_state(conn, newest + 1, listing_of(rows), policy)
             self._accept(state)

@@ -15,13 +15,13 @@ import contextlib
 import os
 
 from agentrouter_auth import logs
-from agentrouter_auth.config import from_environment
+from agentrouter_auth.config import SUPERVISOR_ENV, from_environment
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.http.limits import BodyDeadline
 from agentrouter_auth.keys.registry import open_store
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import KeyStoreUnavailableError
+from agentrouter_auth.keys.store import KeyStoreError, KeyStoreUnavailableError
 from agentrouter_auth.runtime import Runtime
 
 
@@ -31,6 +31,10 @@ def create_app() -> BodyDeadline:
     logs.configure(config.log_format)
     store = open_store(config.key_store, keks=config.keks)
     ring = KeyRing(store, config.policy, rsa_bits=config.rsa_bits, rotating=config.auto_rotate)
-    with contextlib.suppress(KeyStoreUnavailableError):  # the upkeep retries until it loads
+    # The upkeep retries until it loads. A worker of `serve` also waits out a refusal (a
+    # state older than one a sibling accepted, keys.postgres.memory): its supervisor loaded
+    # the store at start, and a worker that exits on it would only be respawned to fail again.
+    worker = SUPERVISOR_ENV in os.environ
+    with contextlib.suppress(KeyStoreError if worker else KeyStoreUnavailableError):
         ring.load()
     return BodyDeadline(HttpApp(Runtime(config, ring, PROTOCOLS)), config.http_limits.body_timeout)

@@ -6,8 +6,11 @@ set stays served, keyring health NOT_SERVING, one log line naming the kid."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agentrouter_auth.grpc.health import KEYRING_HEALTH_NAME
@@ -16,6 +19,7 @@ from tests.support import PostgresServer
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, eventually, refused_in_one_line
 from .test_postgres_faults import NOT_SERVING, database, health, readyz, rows, served_kids, store
 from .test_postgres_serve import cli, serve
+from .test_worker_respawn import current_pid, up
 
 pytestmark = pytest.mark.integration
 
@@ -182,4 +186,80 @@ def test_a_rolled_back_schema_revives_no_removed_key(
     assert "sealed 1 key row(s) as generation" in sealed.stderr
     with _server(pg_dsn, kek_file) as server:
         assert served_kids(server) == {removed}  # accepted on purpose
+        assert server.terminate() == 0
+
+
+def _answers(server: ServerProcess, tries: int = 16) -> list[tuple[int, set[str], str]]:
+    """(JWKS status, kids served, keyring) over new connections, spread over the workers."""
+    found = []
+    for _ in range(tries):
+        with httpx.Client(timeout=10) as client:
+            reply = client.get(f"{server.base_url}/.well-known/jwks.json")
+            kids = (
+                {key["kid"] for key in reply.json()["keys"]} if reply.status_code == 200 else set()
+            )
+            keyring = str(client.get(f"{server.base_url}/readyz").json()["keyring"])
+        found.append((reply.status_code, kids, keyring))
+    return found
+
+
+@pytest.mark.slow
+def test_an_earlier_state_stays_refused_across_a_sighup_and_a_respawned_worker(
+    postgres: PostgresServer, pg_dsn: str, kek_file: Path
+) -> None:
+    """Attack F2: the newest generation seen is shared by every worker of one `serve`, so
+    neither granian's restart of every worker (SIGHUP) nor a killed worker's replacement
+    accepts a whole earlier state written back: the removed key is never published."""
+    options = store(pg_dsn, kek_file)
+    cli("keys", "init", *options)
+    ((removed, _),) = rows(postgres, database(pg_dsn))
+    tables = ("keys", "ring", "ring_state")
+    for table in tables:
+        _sql(
+            postgres,
+            pg_dsn,
+            f"CREATE TABLE stash_{table} AS SELECT * FROM agentrouter_auth.{table}",
+        )
+    argv = serve(
+        pg_dsn, kek_file, "--workers", "2", "--reload-interval", "200ms", "--rotation", "off"
+    )
+    with ServerProcess(argv) as server:
+        workers = {current_pid(server, slot) for slot in (1, 2)}
+        assert all(up(server, pid) for pid in workers)
+        cli("keys", "rotate", *options)
+        cli("keys", "remove", "--force", *options, "--", removed)
+        ((kept, _),) = rows(postgres, database(pg_dsn))
+        answers = eventually(
+            lambda: _answers(server), lambda seen: all(a[1] == {kept} for a in seen)
+        )
+        assert all(kids == {kept} for _, kids, _ in answers)
+        restore = "; ".join(
+            f"DELETE FROM agentrouter_auth.{table}; "
+            f"INSERT INTO agentrouter_auth.{table} SELECT * FROM stash_{table}"
+            for table in tables
+        )
+        _sql(
+            postgres,
+            pg_dsn,
+            f"BEGIN; SET LOCAL session_replication_role = replica; {restore}; COMMIT",
+        )
+        eventually(lambda: len(_refusals(server)), lambda count: count >= 2)  # both workers
+        os.kill(server.proc.pid, signal.SIGHUP)
+        restarted = eventually(
+            lambda: {current_pid(server, slot) for slot in (1, 2)},
+            lambda pids: not pids & workers,
+            within=60,
+        )
+        assert all(up(server, pid) for pid in restarted)
+        for status, kids, keyring in _answers(server):
+            assert removed not in kids, "a worker restarted by SIGHUP published the removed key"
+            assert (kids, keyring) in ((set(), "error"), ({kept}, "error")), (status, kids)
+        os.kill(current_pid(server, 1), signal.SIGKILL)
+        respawned = eventually(
+            lambda: current_pid(server, 1), lambda pid: pid not in restarted, within=60
+        )
+        assert up(server, respawned)
+        for status, kids, keyring in _answers(server):
+            assert removed not in kids, "a respawned worker published the removed key"
+            assert (kids, keyring) in ((set(), "error"), ({kept}, "error")), (status, kids)
         assert server.terminate() == 0

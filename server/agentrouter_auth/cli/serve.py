@@ -30,7 +30,7 @@ from agentrouter_auth.config import (
 )
 from agentrouter_auth.keys.location import warn_of_secret_on_command_line
 from agentrouter_auth.keys.ring import KeyRing
-from agentrouter_auth.keys.store import KeyStoreUnavailableError
+from agentrouter_auth.keys.store import RING_MEMORY_ENV, KeyStoreUnavailableError
 
 MAX_HEADER_BYTES = 64 * 1024
 log = logging.getLogger("agentrouter-auth")
@@ -65,9 +65,15 @@ def run(ring: KeyRing, config: KeyConfig, args: argparse.Namespace) -> int:
     )
     os.environ.update(to_environment(config))
     os.environ[SUPERVISOR_ENV] = str(os.getpid())  # see Runtime.start
-    with tempfile.TemporaryDirectory(prefix="agentrouter-auth-metrics-") as metrics_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix="agentrouter-auth-metrics-") as metrics_dir,
+        tempfile.TemporaryDirectory(prefix="agentrouter-auth-ring-") as ring_dir,
+    ):
         # Workers write their counters here; any worker's /metrics reports the sum.
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        # The newest ring state any worker accepted: a worker restarted (SIGHUP) or respawned
+        # refuses an older one as its predecessor did (keys.postgres.memory).
+        os.environ[RING_MEMORY_ENV] = ring_dir
         run_http_server(config)
     return 0
 

@@ -29,6 +29,10 @@ from jwcrypto import jwk
 from agentrouter_auth.errors import AgentRouterAuthError
 from agentrouter_auth.keys.policy import Policy, format_duration
 
+RING_MEMORY_ENV = "AGENTROUTER_AUTH_RING_MEMORY_DIR"
+"""Set by `serve` for its workers (not an option): a directory where a store may keep what every
+worker of the server must remember across a worker's restart (`keys.postgres.memory`)."""
+
 # A kid is an RFC 7638 thumbprint (base64url), so it is safe in a file name.
 KID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 

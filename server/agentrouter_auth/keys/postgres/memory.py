@@ -18,11 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agentrouter_auth.keys.postgres.rows import RingState, RowCodec
-from agentrouter_auth.keys.store import KeyStoreError
+from agentrouter_auth.keys.store import RING_MEMORY_ENV, KeyStoreError
 
-RING_MEMORY_ENV = "AGENTROUTER_AUTH_RING_MEMORY_DIR"
-"""Set by `serve` for its workers (not an option): the directory where they share the newest
-ring state any of them accepted."""
 _FILE = "ring-state.json"
 
 

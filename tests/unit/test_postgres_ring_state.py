@@ -14,6 +14,7 @@ from agentrouter_auth.keys.location import redacted
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.postgres import (
     ADOPTABLE_MAC_FORMAT,
+    VERIFY_EVERY,
     PostgresStore,
     latest_version,
     row_mac_message,
@@ -289,3 +290,39 @@ def test_a_rolled_back_schema_does_not_adopt_rows_written_under_a_ring_state(
     assert before.generation == 1
     assert (after.generation, [key.kid for key in after.keys]) == (2, [removed])
     assert _kids(_open(stores, pg_dsn, kek_file)) == {removed: State.ACTIVE}
+
+
+DISABLE_TRIGGERS = (
+    "ALTER TABLE agentrouter_auth.keys DISABLE TRIGGER keys_changed; "
+    "ALTER TABLE agentrouter_auth.ring_state DISABLE TRIGGER ring_state_changed"
+)
+"""Attack F3: nothing bumps the ring row's generation or notifies any more."""
+
+
+def test_with_the_triggers_disabled_a_change_is_still_seen_at_the_next_reload(
+    postgres: PostgresServer, pg_dsn: str, kek_file: Path, stores: list[PostgresStore]
+) -> None:
+    ring = KeyRing(_open(stores, pg_dsn, kek_file), POLICY)
+    (removed,) = [change.kid for change in ring.init(["ES256"])]
+    ring.load()
+    _sql(postgres, pg_dsn, DISABLE_TRIGGERS)
+    other = KeyRing(_open(stores, pg_dsn, kek_file), POLICY)
+    other.remove(removed, force=True)
+    (added,) = [change.kid for change in other.init(["ES256"])]
+    assert ring.refresh() is True, "a change made with the triggers disabled was not seen"
+    assert ring.snapshot().kids == (added,)
+
+
+def test_with_the_triggers_disabled_a_row_edited_by_hand_is_caught_by_a_periodic_full_read(
+    postgres: PostgresServer, pg_dsn: str, kek_file: Path, stores: list[PostgresStore]
+) -> None:
+    ring = KeyRing(_open(stores, pg_dsn, kek_file), POLICY)
+    (kid,) = [change.kid for change in ring.init(["ES256"])]
+    good = ring.load()
+    _sql(postgres, pg_dsn, DISABLE_TRIGGERS)
+    _sql(postgres, pg_dsn, "UPDATE agentrouter_auth.keys SET created = created - 1")
+    for _ in range(VERIFY_EVERY):
+        ring.refresh()
+    assert ring.status().error is not None, "a row edited by hand went unnoticed"
+    assert f"key {kid}: the row's integrity MAC does not verify" in ring.status().error
+    assert ring.snapshot() is good

@@ -68,7 +68,7 @@ from agentrouter_auth.keys.postgres.session import (
     check_url,
     unavailable,
 )
-from agentrouter_auth.keys.postgres.store import PostgresStore
+from agentrouter_auth.keys.postgres.store import VERIFY_EVERY, PostgresStore
 
 SCHEMES = ("postgresql", "postgres")
 """The URL schemes of this store (a libpq key=value DSN is one too)."""
@@ -86,6 +86,7 @@ __all__ = [
     "RING_STATE_FORMAT",
     "SCHEMA",
     "SCHEMES",
+    "VERIFY_EVERY",
     "Listed",
     "Migration",
     "PostgresChangeFeed",

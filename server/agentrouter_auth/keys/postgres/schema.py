@@ -48,6 +48,13 @@ UPDATE_KEY = (
 )
 DELETE_KEYS = "DELETE FROM agentrouter_auth.keys WHERE kid = ANY(%s)"
 SELECT_RING = "SELECT generation, stamp FROM agentrouter_auth.ring"
+SELECT_FINGERPRINT = (
+    "SELECT (SELECT generation FROM agentrouter_auth.ring), (SELECT stamp FROM "
+    "agentrouter_auth.ring), (SELECT generation FROM agentrouter_auth.ring_state), (SELECT mac "
+    "FROM agentrouter_auth.ring_state)"
+)
+"""The ring row (bumped by the triggers) and the sealed ring state's generation and MAC (written
+by every change agentrouter-auth makes, triggers or not), in one cheap read."""
 SELECT_STATE = "SELECT generation, document, mac_kek_id, mac FROM agentrouter_auth.ring_state"
 WRITE_STATE = (
     "INSERT INTO agentrouter_auth.ring_state (one, generation, document, mac_kek_id, mac) "

@@ -120,3 +120,45 @@ def test_a_store_the_server_cannot_use_is_refused_in_one_line_before_binding(
     line = refused_in_one_line(serve(wrong_password, kek_file))
     assert "password authentication failed" in line
     assert "wrong-hunter2" not in line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limit", ["select-only role", "read-only transactions"])
+def test_a_store_that_cannot_be_written_is_reported_at_start_with_rotation_auto(
+    postgres: PostgresServer, pg_dsn: str, kek_file: Path, limit: str
+) -> None:
+    """Attack F7: with the rotation policy already recorded, the start's check wrote nothing
+    and took only an advisory lock (no write right needed), so a read-only store was healthy
+    until the first step fell due. The check now proves the role can write each table."""
+    from .test_postgres_faults import KEYRING_HEALTH_NAME, NOT_SERVING, health, readyz  # noqa: PLC0415
+
+    database = pg_dsn.rsplit("/", 1)[1]
+    cli("keys", "init", "--key-store", pg_dsn, "--kek-file", str(kek_file))
+    with ServerProcess(serve(pg_dsn, kek_file, "--rotation", "auto")) as server:
+        assert readyz(server)[1]["keyring"] == "ok"  # it records the policy
+        assert server.terminate() == 0
+    location = pg_dsn + "?options=-c%20default_transaction_read_only%3Don"
+    role = f"reader_{database}"
+    if limit == "select-only role":
+        postgres.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'reader-pw'")
+        grants = (
+            f"GRANT USAGE ON SCHEMA agentrouter_auth TO {role}; "
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA agentrouter_auth TO {role}"
+        )
+        postgres.execute(grants, dbname=database)
+        location = postgres.dsn(database, user=role, password="reader-pw")
+    try:
+        with ServerProcess(serve(location, kek_file, "--rotation", "auto")) as server:
+            status, ready = readyz(server)
+            assert (status, ready["keyring"]) == (200, "error"), f"{limit}: reported healthy"
+            assert "cannot be written" in str(ready["reason"])
+            assert health(server, KEYRING_HEALTH_NAME) == NOT_SERVING
+            (failed,) = server.events("rotation_step_failed")
+            assert ("permission denied" if limit == "select-only role" else "read-only") in str(
+                failed["reason"]
+            )
+            assert server.terminate() == 0
+    finally:
+        if limit == "select-only role":
+            postgres.execute(f"DROP OWNED BY {role}", dbname=database)
+            postgres.execute(f"DROP ROLE {role}")

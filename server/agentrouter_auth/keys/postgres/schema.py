@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -62,6 +62,17 @@ WRITE_STATE = (
     "EXCLUDED.generation, document = EXCLUDED.document, mac_kek_id = EXCLUDED.mac_kek_id, "
     "mac = EXCLUDED.mac"
 )
+PROBE_WRITES: tuple[LiteralString, ...] = (
+    "UPDATE agentrouter_auth.keys SET kid = kid WHERE false",
+    "INSERT INTO agentrouter_auth.keys SELECT * FROM agentrouter_auth.keys WHERE false",
+    "DELETE FROM agentrouter_auth.keys WHERE false",
+    "INSERT INTO agentrouter_auth.ring_state SELECT * FROM agentrouter_auth.ring_state "
+    "WHERE false ON CONFLICT (one) DO UPDATE SET one = EXCLUDED.one",
+    "INSERT INTO agentrouter_auth.ring SELECT * FROM agentrouter_auth.ring WHERE false "
+    "ON CONFLICT (one) DO UPDATE SET one = EXCLUDED.one",
+)
+"""A write of nothing to each table a change writes (the ring's through the trigger too): each
+fails on a missing privilege and in a read-only transaction, as the real write would."""
 HAS_MIGRATIONS = "SELECT to_regclass('agentrouter_auth.schema_migrations') IS NOT NULL"
 SELECT_VERSION = "SELECT coalesce(max(version), 0) FROM agentrouter_auth.schema_migrations"
 INSERT_VERSION = "INSERT INTO agentrouter_auth.schema_migrations (version, name) VALUES (%s, %s)"
@@ -129,6 +140,15 @@ def refuse_newer(current: int, description: str) -> None:
             f"the database schema is at version {current}, newer than this agentrouter-auth "
             f"knows ({latest_version()}): run a newer agentrouter-auth",
         )
+
+
+def probe_writes(conn: psycopg.Connection[Any]) -> None:
+    """Prove (in the caller's transaction) that this session may write every table a change
+    writes, and leave nothing: each statement writes no row, and the savepoint they run in is
+    rolled back (the trigger's bump and NOTIFY with it). psycopg.Error if one is refused."""
+    with conn.transaction(force_rollback=True):
+        for statement in PROBE_WRITES:
+            conn.execute(statement)
 
 
 def apply_after(

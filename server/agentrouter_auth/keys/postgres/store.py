@@ -311,6 +311,7 @@ class PostgresStore:
         with self._session() as conn:
             with conn.transaction():
                 self._lock_ring(conn)
+                schema.probe_writes(conn)  # a read-only role or transaction fails here, at once
                 rows = conn.execute(schema.SELECT_KEYS).fetchall()
                 key_set, state = self._verified(rows, conn.execute(schema.SELECT_STATE).fetchone())
                 tx = Transaction(key_set)

@@ -3,6 +3,7 @@ by kid, the generation and its NOTIFY, the advisory lock, passwords kept out of 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
@@ -862,3 +863,38 @@ def test_a_migration_waits_for_another_ones_lock_only_so_long(pg_dsn: str, kek_f
     assert "\n" not in str(result[0])
     assert [m.version for m in store.migrate()] == [m.version for m in migrations()]
     store.close()
+
+
+# -- the change feed -----------------------------------------------------------------------------
+
+
+def test_a_notify_flood_wakes_the_feed_a_few_times_not_once_per_notification(
+    store: PostgresStore,
+) -> None:
+    """Attack F8a: anyone with CONNECT may NOTIFY the channel; each notification cost a wake-up
+    (a fingerprint query, a metrics flush, a health update). 2,000 notifications, each its own
+    transaction, sent as fast as one session can, must cost far fewer wake-ups."""
+    KeyRing(store, Policy()).init(["ES256"])
+    feed = store.change_feed()
+    sent = 2000
+
+    def flood() -> None:
+        with psycopg.connect(store.location, autocommit=True) as conn:
+            for number in range(sent):
+                conn.execute(f"NOTIFY agentrouter_auth_keys, '{number}'")
+
+    async def count() -> int:
+        assert await feed.wait(5.0)  # the first wait opens the session: reported as a change
+        flooding = asyncio.create_task(asyncio.to_thread(flood))
+        wakes = 0
+        while True:
+            if await feed.wait(2.0):
+                wakes += 1
+            elif flooding.done():
+                break
+        await flooding
+        await feed.close()
+        return wakes
+
+    wakes = asyncio.run(count())
+    assert 1 <= wakes <= sent // 20, f"{sent} notifications woke the feed {wakes} times"

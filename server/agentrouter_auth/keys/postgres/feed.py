@@ -11,13 +11,19 @@ import psycopg
 from agentrouter_auth.keys.postgres.schema import CHANNEL
 from agentrouter_auth.keys.postgres.session import Sessions
 
+COALESCE_SECONDS = 0.05
+"""A wait that got a notification swallows whatever else arrives this long after it: anyone
+who may connect can NOTIFY the channel, and a flood must cost at most one reload per interval
+of this length, not one per notification (attack F8a)."""
+
 
 class PostgresChangeFeed:
     """The store's change announcements: LISTEN on `CHANNEL` in an async session of its own.
 
-    A lost session is opened again on the next wait, and that wait reports a change: anything
-    committed meanwhile was announced to nobody. While the database cannot be reached, a wait
-    sleeps its timeout and reports none, and the ring's polling carries on alone.
+    Wake-ups are coalesced (`COALESCE_SECONDS`). A lost session is opened again on the next
+    wait, and that wait reports a change: anything committed meanwhile was announced to nobody.
+    While the database cannot be reached, a wait sleeps its timeout and reports none, and the
+    ring's polling carries on alone.
     """
 
     def __init__(self, sessions: Sessions) -> None:
@@ -34,12 +40,16 @@ class PostgresChangeFeed:
             await asyncio.sleep(max(0.0, timeout - elapsed))
             return False
         try:
+            notified = False
             async for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                return True
+                notified = True
+            if notified:  # coalesce: what else comes within COALESCE_SECONDS is this change
+                async for _ in self._conn.notifies(timeout=COALESCE_SECONDS):
+                    pass
         except psycopg.Error:
             await self.close()
             return True  # changes may have gone unannounced: look
-        return False
+        return notified
 
     async def _listen(self) -> bool:
         parameters = self._sessions.connection_parameters()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from jwcrypto import jwk
 
+from agentrouter_auth.http.health import _reason as readiness_reason
 from agentrouter_auth.keys.directory import MANIFEST, DirectoryStore
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.ring import KeyRing
@@ -169,3 +170,25 @@ def test_keys_copy_carries_the_recorded_policy(
     copied = target().read()
     assert copied.policy == RecordedPolicy.of(SLOW)
     assert len(copied.keys) == 2
+
+
+def test_the_loser_of_two_rotating_servers_started_together_is_told_the_policies_differ(
+    store_factory: StoreFactory,
+) -> None:
+    """Attack F8b: both start on a store with no recorded policy (both pass the check before
+    binding), the first records its own; the second's start check then meets it. Its readiness
+    reason must say the policies differ, not that the store cannot be written."""
+    clock = Clock()
+    KeyRing(store_factory(), FAST, clock=clock).init(["ES256"])
+    fast = KeyRing(store_factory(), FAST, clock=clock, rotating=True)
+    slow = KeyRing(store_factory(), SLOW, clock=clock, rotating=True)
+    fast.load()
+    slow.load()
+    slow.check_policy()  # nothing recorded yet: both pass the check before binding
+    assert fast.check_writable()
+    assert not slow.check_writable()
+    assert not slow.status().serving
+    reason = readiness_reason(slow.status())
+    assert "rotation policy" in reason, f"the loser is told: {reason!r}"
+    assert "cannot be written" not in reason
+    assert fast.status().serving

@@ -3,10 +3,11 @@
 /readyz says `loading` (503) until a first key set is loaded (a store unreachable at start),
 `draining` (503) once shutdown has begun, and `keyring: error` whenever the gRPC keyring health
 entry is NOT_SERVING: the last key-store reload failed (refused, or the store unreachable), a
-lifecycle step cannot be written (a read-only store with `--rotation auto`, a full disk), or a
-key is dated in the future. It is still ready then, since the last good set is served. The
-details name files, so they go to the log (`key_set_reload_failed`, `rotation_step_failed`,
-`key_dated_in_future`), never to whoever asks; `reason` says which kind of trouble it is.
+lifecycle step cannot be written (a read-only store with `--rotation auto`, a full disk), the
+store records another rotation policy than this server's, or a key is dated in the future.
+It is still ready then, since the last good set is served. The details name files, so they go
+to the log (`key_set_reload_failed`, `rotation_step_failed`, `key_dated_in_future`), never to
+whoever asks; `reason` says which kind of trouble it is.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ def _reason(status: RingStatus) -> str:
         return "the key store cannot be reached; see the server log"
     if status.error:
         return "a change to the key store was refused; see the server log"
+    if status.rotation_error is not None and status.policy_conflict:
+        return (
+            "the key store records another rotation policy than this server's: it takes no "
+            "rotation step; see the server log"
+        )
     if status.rotation_error is not None:
         return "the key store cannot be written: no rotation step can be taken; see the server log"
     return "a key is dated in the future (a clock went back?); see the server log"

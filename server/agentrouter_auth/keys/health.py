@@ -28,6 +28,9 @@ class RingStatus:
     rotation_error: str | None = None
     """Why the last lifecycle step, or the check that one could be written, failed; None
     once one succeeds (and always with `--rotation off`, which writes nothing)."""
+    policy_conflict: bool = False
+    """Whether `rotation_error` is another rotation policy recorded in the store (the steps
+    stop until they agree), not a store that cannot be written."""
     future_dated: tuple[str, ...] = ()
     """Kids of keys whose times are later than now plus the clock skew: written while a clock
     ran ahead. Until re-dated they would hold the schedule back by as long."""

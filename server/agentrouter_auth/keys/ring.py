@@ -37,6 +37,7 @@ from agentrouter_auth.keys.store import (
     KeyStore,
     KeyStoreError,
     KeyStoreUnavailableError,
+    PolicyConflictError,
     RecordedPolicy,
     Transaction,
     policy_conflict,
@@ -92,6 +93,7 @@ class KeyRing:
         self._reachable = True
         self.reload_failures = 0
         self._rotation_error: str | None = None
+        self._rotation_conflict = False  # the rotation error is a policy conflict
         self._reported_future: frozenset[str] = frozenset()
 
     # -- the published set ---------------------------------------------------------------
@@ -181,6 +183,7 @@ class KeyRing:
             unlisted,
             reachable=self._reachable,
             rotation_error=self._rotation_error,
+            policy_conflict=self._rotation_error is not None and self._rotation_conflict,
             future_dated=tuple(sorted(entry.kid for entry in self._future_dated())),
         )
 
@@ -232,7 +235,7 @@ class KeyRing:
         conflict = policy_conflict(key_set.policy, self.policy, self.store.description)
         if conflict is not None:
             self._policy_conflict = str(conflict)
-            self._rotation_failed(str(conflict))
+            self._rotation_failed(str(conflict), conflict=True)
         elif self._policy_conflict is not None:
             self._policy_conflict = None
             if self._rotation_error is not None:
@@ -284,7 +287,7 @@ class KeyRing:
                 redated = transitions.upkeep(tx, now, self.policy, self._rsa_bits)
                 changes = transitions.changes(tx)
         except (KeyStoreError, OSError) as err:
-            self._rotation_failed(str(err))
+            self._rotation_failed(str(err), conflict=isinstance(err, PolicyConflictError))
             raise
         self._rotation_succeeded()
         for entry in redated:
@@ -314,12 +317,13 @@ class KeyRing:
         except _Abandon:
             pass
         except (KeyStoreError, OSError) as err:
-            self._rotation_failed(str(err))
+            self._rotation_failed(str(err), conflict=isinstance(err, PolicyConflictError))
             return False
         self._rotation_succeeded()
         return True
 
-    def _rotation_failed(self, reason: str) -> None:
+    def _rotation_failed(self, reason: str, *, conflict: bool = False) -> None:
+        self._rotation_conflict = conflict
         if self._rotation_error is None:
             log.error(
                 "rotation step failed: %s; keyring health is NOT_SERVING until a step succeeds",

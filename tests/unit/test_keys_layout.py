@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.support.layout import SERVER, imports, modules
 
-POSTGRES_JOBS = {"schema", "session", "rows", "store", "feed"}
+POSTGRES_JOBS = {"schema", "session", "rows", "store", "feed", "memory"}
 KEYS = SERVER / "keys"
 CHECK = "agentrouter_auth.keys.check.check_stored_key"
 BACKEND_CLASSES = ("DirectoryStore", "PostgresStore")

@@ -25,11 +25,13 @@ all of its columns (`row_mac_message`), and a row whose MAC is missing or wrong 
 same way. A row MAC binds a row to itself only, so the rows must also agree exactly with the
 sealed ring state, which every change rewrites in its own transaction: a row deleted, added or
 written back from an earlier state (even the same kid's older row) is refused naming its kid,
-and a process never accepts the ring state's generation going backwards (a whole earlier state
-written back). A change is one database transaction under a transaction-scoped advisory lock
-that re-reads the rows first, so replicas, workers and the CLI never take the same lifecycle
-step twice. The commit notifies `CHANNEL` with the new generation; `fingerprint()` reads the
-generation, which is what the ring polls.
+and a process (every worker of one `serve`) never accepts the ring state's generation going
+backwards (a whole earlier state written back). A change is one database transaction under a
+transaction-scoped advisory lock that re-reads the rows first, so replicas, workers and the CLI
+never take the same lifecycle step twice. The commit notifies `CHANNEL` with the new
+generation; `fingerprint()` reads the generation and the sealed ring state's (triggers or not),
+which is what the ring polls, and changes every `VERIFY_EVERY` polls so that every row is
+verified anyway.
 
 The database is touched only by `fingerprint()`, `read()`, `transaction()` (from the key ring's
 upkeep and the CLI), `migrate()`, `rekey()` and `seal()`; the request path serves the ring's
@@ -38,7 +40,8 @@ snapshot.
 One job per module, as Dex splits its SQL storage: `schema` (names, statements, the migrations
 in `migrations/`), `session` (the pool, every deadline, what a driver error means), `rows` (a
 key's row and its checks, the row MAC, the sealed ring state), `store` (the `KeyStore` methods
-and the store's own commands), `feed` (LISTEN). This module is their public face.
+and the store's own commands), `feed` (LISTEN), `memory` (the newest ring state seen, shared by
+the workers of one `serve`). This module is their public face.
 """
 
 from agentrouter_auth.keys.postgres.feed import PostgresChangeFeed

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agentrouter_auth.grpc.health import KEYRING_HEALTH_NAME
 from tests.support import PostgresServer
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, refused_in_one_line
@@ -130,7 +131,7 @@ def test_a_store_that_cannot_be_written_is_reported_at_start_with_rotation_auto(
     """Attack F7: with the rotation policy already recorded, the start's check wrote nothing
     and took only an advisory lock (no write right needed), so a read-only store was healthy
     until the first step fell due. The check now proves the role can write each table."""
-    from .test_postgres_faults import KEYRING_HEALTH_NAME, NOT_SERVING, health, readyz  # noqa: PLC0415
+    from .test_postgres_faults import NOT_SERVING, health, readyz  # noqa: PLC0415
 
     database = pg_dsn.rsplit("/", 1)[1]
     cli("keys", "init", "--key-store", pg_dsn, "--kek-file", str(kek_file))

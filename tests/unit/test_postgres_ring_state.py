@@ -323,6 +323,7 @@ def test_with_the_triggers_disabled_a_row_edited_by_hand_is_caught_by_a_periodic
     _sql(postgres, pg_dsn, "UPDATE agentrouter_auth.keys SET created = created - 1")
     for _ in range(VERIFY_EVERY):
         ring.refresh()
-    assert ring.status().error is not None, "a row edited by hand went unnoticed"
-    assert f"key {kid}: the row's integrity MAC does not verify" in ring.status().error
+    error = ring.status().error
+    assert error is not None, "a row edited by hand went unnoticed"
+    assert f"key {kid}: the row's integrity MAC does not verify" in error
     assert ring.snapshot() is good

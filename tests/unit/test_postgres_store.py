@@ -481,6 +481,22 @@ def test_redacted_hides_every_password_form(location: str, shown: str) -> None:
     assert redacted(location) == shown
 
 
+@pytest.mark.parametrize(
+    "location",
+    ["host=h user=u passwd=SECRET", "host=h pasword=SECRET",
+     "postgresql://u@h/db?user=u&password%3DSECRET"],
+)  # fmt: skip
+def test_a_refusal_of_a_mistyped_location_shows_no_value_and_stays_legible(
+    location: str, kek_file: Path
+) -> None:
+    with pytest.raises(KeyStoreError, match="not a PostgreSQL URL libpq accepts") as refused:
+        open_store(location, keks=[read_kek(str(kek_file))])
+    assert "SECRET" not in str(refused.value)
+    assert "=u" not in str(refused.value)
+    said = str(refused.value).rsplit("accepts: ", 1)[1]
+    assert "connection option" in said or "key/value separator" in said, said  # legible
+
+
 def test_an_unreachable_database_is_one_line_and_the_fingerprint_says_so(
     postgres: PostgresServer, kek_file: Path
 ) -> None:

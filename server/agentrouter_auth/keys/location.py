@@ -133,7 +133,7 @@ def _path_userinfo(location: str) -> Span | None:
     return (colon + 1, last_at) if begin <= colon < last_at else None
 
 
-def _url_spans(location: str, *, greedy: bool) -> list[Span]:
+def _url_spans(location: str, *, greedy: bool, values: bool = True) -> list[Span]:
     """Where a URL may hold a secret: its password (`_userinfo_password`) and each secret
     query parameter, to the next `&`. When `greedy` (libpq cannot parse the URL), a secret
     parameter's value to the end (a raw `&` may have cut it short), and every other value and
@@ -146,16 +146,16 @@ def _url_spans(location: str, *, greedy: bool) -> list[Span]:
         end = location.find("&", key.end())
         end = len(location) if end < 0 else end
         if not location.startswith("=", key.end()):
-            if greedy and key[0]:  # `password%3Dpw`: no name, all value
+            if greedy and values and key[0]:  # `password%3Dpw`: no name, all value
                 spans.append((separator.end(), end))
             continue
         secret = _name(key[0]) in SECRET_PARAMETERS
-        if secret or greedy:  # greedy: every value, a misspelled `passwd=` too
+        if secret or (greedy and values):  # every value, a misspelled `passwd=` too
             spans.append((key.end() + 1, len(location) if greedy and secret else end))
     return spans
 
 
-def _dsn_spans(location: str, *, greedy: bool) -> list[Span]:
+def _dsn_spans(location: str, *, greedy: bool, values: bool = True) -> list[Span]:
     """Where a key=value DSN holds a secret: the value of each secret parameter (quoted with
     `'` and backslash escapes, or up to the next space), as libpq reads it. When libpq cannot
     parse it, every value (a misspelled `passwd=` is a password too) and everything from where
@@ -176,7 +176,7 @@ def _dsn_spans(location: str, *, greedy: bool) -> list[Span]:
             at += 2 if location[at] == "\\" else 1
         at = min(at + quoted, len(location))
         secret = keyword[1].lower() in SECRET_PARAMETERS
-        if secret or greedy:  # greedy: every value, a misspelled `passwd=` too
+        if secret or (greedy and values):  # every value, a misspelled `passwd=` too
             spans.append((value_start, len(location) if greedy and secret else at))
     return spans
 
@@ -185,17 +185,17 @@ def _is_postgres(location: str) -> bool:
     return is_conninfo(location) or scheme_of(location) in ("postgresql", "postgres")
 
 
-def _secret_spans(location: str) -> list[Span]:
+def _secret_spans(location: str, *, values: bool = True) -> list[Span]:
     """The parts of `location`, as written, that may be a secret under any reading, merged.
     A location libpq cannot parse (or that no backend reads with libpq) is read greedily."""
     scheme = scheme_of(location)
     unparsed = not _is_postgres(location) or _libpq_reading(location) is None
     if is_conninfo(location):
-        found = _dsn_spans(location, greedy=unparsed)
+        found = _dsn_spans(location, greedy=unparsed, values=values)
     elif scheme is None:  # a directory path, or a URL mistyped
         found = [span] if (span := _path_userinfo(location)) else []
     else:
-        found = _url_spans(location, greedy=unparsed and scheme != "file")
+        found = _url_spans(location, greedy=unparsed and scheme != "file", values=values)
     merged: list[Span] = []
     for start, end in sorted(found):
         if merged and start <= merged[-1][1]:
@@ -253,12 +253,17 @@ def redacted(location: str) -> str:
 
 
 _QUOTED = re.compile(r'"([^"]+)"')
+_MAYBE_SECRET_LENGTH = 4
 
 
 def _secrets(location: str) -> set[str]:
     """Every form a secret of `location` may take in a message: each secret part as written,
-    percent-decoded, unquoted, and as libpq reads it."""
-    written = {location[start:end] for start, end in _secret_spans(location)}
+    percent-decoded, unquoted, and as libpq reads it. A value hidden only because libpq cannot
+    parse the location (`values`: maybe a misspelled password) counts from 4 characters on, so
+    that `user=u` does not blank every `u` of libpq's message."""
+    certain = {location[start:end] for start, end in _secret_spans(location, values=False)}
+    maybe = {location[start:end] for start, end in _secret_spans(location)}
+    written = certain | {raw for raw in maybe if len(raw) >= _MAYBE_SECRET_LENGTH}
     if is_conninfo(location):
         written |= {raw[1:-1] for raw in written if raw.startswith("'") and raw.endswith("'")}
         written |= {re.sub(r"\\(.)", r"\1", raw) for raw in written}

@@ -54,17 +54,9 @@ def _prefers_gzip(accept_encoding: bytes) -> bool:
       never costs a verifier its keys.
     """
     listed: dict[str, float] = {}
-    for element in accept_encoding.decode("latin-1").lower().split(","):
-        coding, *params = element.split(";")
-        coding = coding.strip()
-        coding = "gzip" if coding == "x-gzip" else coding
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                quality = _qvalue(value.strip())
-                break
-        if coding and quality >= 0:
+    for name, quality in _weighted(accept_encoding):
+        coding = "gzip" if name == "x-gzip" else name
+        if coding:
             listed[coding] = max(quality, listed.get(coding, 0.0))
     gzip_q = listed.get("gzip", listed.get("*", 0.0))
     identity_q = listed.get("identity", listed.get("*", _UNLISTED))
@@ -111,21 +103,24 @@ def _media_ranges(accept: bytes) -> list[tuple[str, float]]:
 
     Parameters other than q are not compared: `application/json; charset=utf-8` asks for
     application/json."""
-    ranges = []
-    for element in accept.decode("latin-1").lower().split(","):
-        media_range, *params = element.split(";")
-        media_range = media_range.strip()
-        if media_range.count("/") != 1:
-            continue
+    return [(media_range, q) for media_range, q in _weighted(accept) if media_range.count("/") == 1]
+
+
+def _weighted(value: bytes) -> list[tuple[str, float]]:
+    """Each element of a comma-separated header value with its q (RFC 9110 §12.4.2), lower
+    case; an element whose q is malformed is skipped."""
+    elements = []
+    for element in value.decode("latin-1").lower().split(","):
+        token, *params = element.split(";")
         quality = 1.0
         for param in params:
-            name, _, value = param.partition("=")
+            name, _, text = param.partition("=")
             if name.strip() == "q":
-                quality = _qvalue(value.strip())
+                quality = _qvalue(text.strip())
                 break
         if quality >= 0:
-            ranges.append((media_range, quality))
-    return ranges
+            elements.append((token.strip(), quality))
+    return elements
 
 
 def _qvalue(text: str) -> float:

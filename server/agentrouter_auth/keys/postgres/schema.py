@@ -107,22 +107,6 @@ def latest_version() -> int:
     return migrations()[-1].version
 
 
-# SQLSTATEs of a server that is there but cannot serve now: shutting down, starting up,
-# restarting, too many connections (classes 08 and 57P, and 53300).
-_UNAVAILABLE_STATES = ("08", "57P", "53300")
-# libpq reports a refusal while connecting as text with no SQLSTATE ("FATAL:  password
-# authentication failed …"); these FATAL messages are the ones that pass by themselves.
-_PASSING_FATAL = (
-    "the database system is starting up",
-    "the database system is shutting down",
-    "the database system is in recovery mode",
-    "the database system is not yet accepting connections",
-    "sorry, too many clients already",
-    "remaining connection slots are reserved",
-    "terminating connection",
-)
-
-
 def version(conn: psycopg.Connection[Any]) -> int:
     """The version of the database's schema (0: none yet)."""
     exists = conn.execute(HAS_MIGRATIONS).fetchone()

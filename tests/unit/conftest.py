@@ -17,7 +17,6 @@ from grpc_tools import protoc
 
 import contract
 from agentrouter.auth.v1 import auth_pb2
-from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.directory import DirectoryStore
@@ -26,6 +25,7 @@ from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.rpc import python_name
 from agentrouter_auth.runtime import Runtime
 from agentrouter_auth.status import RpcError
+from tests.support.config import worker_config
 
 PROTOS = Path(__file__).resolve().parent.parent / "protos"
 
@@ -62,16 +62,7 @@ def http_app(tmp_path_factory: pytest.TempPathFactory) -> HttpApp:
     ring = KeyRing(DirectoryStore(keys), Policy())
     ring.init(["ES256", "EdDSA"])
     ring.load()
-    config = ServeConfig(
-        key_store=str(keys),
-        http_addr=Address("127.0.0.1", 8080),
-        grpc_addr=Address("127.0.0.1", 9090),
-        grace_seconds=1,
-        reload_interval=1,
-        auto_rotate=False,
-        policy=ring.policy,
-    )
-    return HttpApp(Runtime(config, ring, PROTOCOLS))
+    return HttpApp(Runtime(worker_config(str(keys), ring.policy), ring, PROTOCOLS))
 
 
 Call = Callable[..., httpx.Response]

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.directory import DirectoryStore
 from agentrouter_auth.keys.policy import DAY, Policy
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.runtime import Runtime
+from tests.support.config import worker_config
 
 from .conftest import Call
 
@@ -53,15 +53,7 @@ def test_readyz_is_503_while_draining(draining: HttpApp, call: Call) -> None:
 
 
 def _app(ring: KeyRing, keys: Path) -> HttpApp:
-    config = ServeConfig(
-        key_store=str(keys),
-        http_addr=Address("127.0.0.1", 8080),
-        grpc_addr=Address("127.0.0.1", 9090),
-        grace_seconds=1,
-        reload_interval=1,
-        auto_rotate=True,
-        policy=ring.policy,
-    )
+    config = worker_config(str(keys), ring.policy, auto_rotate=True)
     return HttpApp(Runtime(config, ring, PROTOCOLS))
 
 

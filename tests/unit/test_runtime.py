@@ -7,13 +7,13 @@ import ast
 from pathlib import Path
 
 import agentrouter_auth.runtime
-from agentrouter_auth.config import Address, ServeConfig
 from agentrouter_auth.http.app import HttpApp
 from agentrouter_auth.http.dispatch import PROTOCOLS
 from agentrouter_auth.keys.policy import Policy
 from agentrouter_auth.keys.registry import open_store
 from agentrouter_auth.keys.ring import KeyRing
 from agentrouter_auth.runtime import Runtime
+from tests.support.config import worker_config
 
 
 def test_the_runtime_imports_nothing_from_the_http_listener() -> None:
@@ -26,15 +26,7 @@ def test_the_runtime_imports_nothing_from_the_http_listener() -> None:
 
 def test_the_runtime_records_the_protocols_it_is_handed_and_native_grpc(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    config = ServeConfig(
-        key_store=str(keys),
-        http_addr=Address("127.0.0.1", 8080),
-        grpc_addr=Address("127.0.0.1", 9090),
-        grace_seconds=1,
-        reload_interval=1,
-        auto_rotate=False,
-        policy=Policy(),
-    )
+    config = worker_config(str(keys), Policy())
     ring = KeyRing(open_store(str(keys)), Policy())
     runtime = Runtime(config, ring, ("rest", "other"))
     assert runtime.recorder.protocols == ("rest", "other", "grpc")

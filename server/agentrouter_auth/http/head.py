@@ -24,6 +24,7 @@ where the next one starts.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from agentrouter_auth import status
 from agentrouter_auth.asgi_types import Scope
@@ -38,6 +39,7 @@ _HOST = re.compile(rb"(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+;=%]+)(?::(?P
 _MAX_PORT = 65535
 
 
+@lru_cache(maxsize=256)  # clients send the same few Host values: match each once
 def _valid_host(host: bytes) -> bool:
     """Whether `host` is a `uri-host[:port]` with a port of at most 65535."""
     match = _HOST.fullmatch(host)

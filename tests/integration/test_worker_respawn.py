@@ -80,9 +80,11 @@ def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(tmp_path: Path)
         assert replaced, "no new worker answered within 20 s"
         assert survivor_answers
         assert set(survivor_answers) == {200}
-        # A client whose connection the killed worker held sees that connection fail; those
-        # on the survivor never do.
-        assert len(failures) <= len(threads), failures
+        # A client whose connection the killed worker held sees that connection fail, and its
+        # next connection may too, if the dying worker had already accepted it (reset); those
+        # on the survivor never fail (its answers are all 200, above). Seen once under the
+        # whole suite's load: 5 failures for 4 clients, each a reset or a close at the kill.
+        assert len(failures) <= 2 * len(threads), failures
         assert server.proc.poll() is None  # the server as a whole kept running
         assert any(
             "Spawning worker" in line or "respawn" in line.lower() for line in server.drain()

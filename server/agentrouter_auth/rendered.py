@@ -1,8 +1,8 @@
 """An answer rendered once and served many times, by every transport, without serializing.
 
 A servicer method returns either a message or a `Rendered` answer: the message together with
-its protobuf and compact JSON encodings (and the JSON's gzip form), a strong ETag of each JSON
-body and how long a cache may keep it. The transports write the stored bytes (gRPC and Connect
+its protobuf and compact JSON encodings (and each one's gzip form), a strong ETag of each body
+and how long a cache may keep it. The transports write the stored bytes (gRPC and Connect
 binary the `proto`, Connect JSON and REST the `json`), and the HTTP representation turns the
 ETags and freshness into headers. Nothing here knows a transport.
 """
@@ -38,9 +38,10 @@ class Rendered(Generic[M]):
     `media_types` are more specific names of the JSON document (as `application/jwk-set+json`
     names a JWK set) that a client may ask for.
 
-    `etag` validates the `json` bytes and `etag_gzip` the `json_gzip` bytes: a strong validator
-    differs per content coding (RFC 9110 §8.8.3), or a cache could combine a stored gzip body
-    with identity metadata (or serve one coding to a client that asked for the other).
+    `etag` validates the `json` bytes, `etag_gzip` the `json_gzip` bytes, and so on for the
+    protobuf bytes: a strong validator differs per representation (RFC 9110 §8.8.3), or a cache
+    could combine a stored gzip body with identity metadata (or serve one coding to a client
+    that asked for the other).
     """
 
     message: M
@@ -49,6 +50,9 @@ class Rendered(Generic[M]):
     json_gzip: bytes
     etag: str
     etag_gzip: str
+    proto_gzip: bytes
+    etag_proto: str
+    etag_proto_gzip: str
     freshness: Freshness | None = None
     media_types: tuple[str, ...] = ()
     derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
@@ -65,17 +69,27 @@ def render_message(
 ) -> Rendered[M]:
     """Render `message` once: its deterministic protobuf bytes and its compact proto3 JSON."""
     body = compact_json(message)
-    zipped = gzip.compress(body, compresslevel=9, mtime=0)
+    zipped = _gzip(body)
+    proto = message.SerializeToString(deterministic=True)
+    proto_zipped = _gzip(proto)
     return Rendered(
         message=message,
-        proto=message.SerializeToString(deterministic=True),
+        proto=proto,
         json=body,
         json_gzip=zipped,
         etag=strong_etag(body),
         etag_gzip=strong_etag(zipped),
+        proto_gzip=proto_zipped,
+        etag_proto=strong_etag(proto),
+        etag_proto_gzip=strong_etag(proto_zipped),
         freshness=freshness,
         media_types=media_types,
     )
+
+
+def _gzip(body: bytes) -> bytes:
+    """The gzip form of `body`: the same bytes in every process (no time stamp)."""
+    return gzip.compress(body, compresslevel=9, mtime=0)
 
 
 def strong_etag(body: bytes) -> str:

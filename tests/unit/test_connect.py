@@ -17,7 +17,12 @@ from hypothesis import strategies as st
 
 from agentrouter.auth.v1 import auth_pb2
 from agentrouter_auth import connect
-from agentrouter_auth.connect import RenderedJSONCodec, RenderedProtoCodec, _first_values, is_base64
+from agentrouter_auth.connect.app import (
+    RenderedJSONCodec,
+    RenderedProtoCodec,
+    first_values,
+    is_base64,
+)
 from agentrouter_auth.http.representation import connect_error
 from agentrouter_auth.rendered import render_message
 from agentrouter_auth.status import Code, RpcError
@@ -68,7 +73,7 @@ def test_every_encoding_a_client_may_send_is_base64(data: bytes, url: bool, pad:
 def test_query_parameters_are_read_as_connectrpc_reads_them(query: str) -> None:
     parsed = parse_qs(query, keep_blank_values=True)
     expected = {name: parsed[name][0] for name in ("base64", "message") if name in parsed}
-    assert _first_values(query, ("base64", "message")) == expected
+    assert first_values(query, ("base64", "message")) == expected
 
 
 @pytest.mark.parametrize("text", [b"[]", b'"x"', b" [] ", b"1", b"null", b"\xef\xbb\xbf{}"])

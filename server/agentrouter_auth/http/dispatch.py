@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from agentrouter_auth import status
 from agentrouter_auth.asgi_types import App, Message
 from agentrouter_auth.connect import (
+    DEFAULT_READ_MAX_BYTES,
+    UnaryPath,
     code_of_bare_status,
     connect_app,
     connect_code_at_start,
@@ -74,9 +76,17 @@ def rest_app(runtime: Runtime) -> App:
     return Transcoder(routes_for(service.SERVICE, handlers), responder=Representation())
 
 
-def connect(runtime: Runtime) -> App:
+def connectrpc(runtime: Runtime) -> App:
     """Connect and gRPC-Web: one connectrpc app serves both, open to browsers of any origin."""
-    return RpcCors(connect_app(runtime.service, error=connect_error))
+    return RpcCors(
+        connect_app(runtime.service, error=connect_error, read_max_bytes=DEFAULT_READ_MAX_BYTES)
+    )
+
+
+def connect(runtime: Runtime) -> App:
+    """Connect and gRPC-Web: the unary calls of rendered answers from their stored bytes, every
+    other request by the connectrpc app (`connectrpc`)."""
+    return UnaryPath(bind(runtime.service), connectrpc(runtime), DEFAULT_READ_MAX_BYTES)
 
 
 def native_grpc_refusal(runtime: Runtime) -> App:

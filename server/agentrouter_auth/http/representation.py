@@ -22,7 +22,14 @@ REST (`Representation`, the transcoder's responder):
 RPC (Connect, gRPC-Web): `RpcCors` gives the same cross-origin access: a preflight that allows
 the protocols' request headers, and gRPC-Web's status headers exposed, so that browser clients
 (connect-web, grpc-web) can call them from any page; `connect_error` is a Connect error the
-adapter answers itself; `grpc_refusal` a native gRPC answer in its headers alone.
+adapter answers itself; `grpc_refusal` a native gRPC answer in its headers alone. A unary
+answer written from a `Rendered` answer's stored bytes (connect.unary) is `send_connect_answer`
+or `send_grpc_web_answer`: the protocol's own headers as connectrpc writes them, and on a
+Connect GET (the cacheable form of a call without side effects) the representation's strong
+`ETag`, `Cache-Control` from the answer's freshness, `Vary: Accept-Encoding`, and
+`If-None-Match` → 304. Errors are never cached: every RPC answer other than a 200 carries
+`Cache-Control: no-store`. `Content-Encoding: identity` is not sent (identity names no coding in a
+response, RFC 9110 §8.4.1).
 
 The listener's own answers: health and metrics are never cached (`no-store`: `send_uncached`);
 a refused request head (400, 431) or a body that came too late (408) is a `Refusal`, which
@@ -34,7 +41,9 @@ Header lists of a rendered answer are built once per answer and representation, 
 
 from __future__ import annotations
 
+import gzip
 import json
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -182,7 +191,10 @@ RPC_REQUEST_HEADERS = (
 )
 RPC_CORS: Headers = (
     (b"access-control-allow-origin", b"*"),
-    (b"access-control-expose-headers", b"grpc-status, grpc-message, grpc-status-details-bin"),
+    (
+        b"access-control-expose-headers",
+        b"grpc-status, grpc-message, grpc-status-details-bin, etag",
+    ),
 )
 _RPC_PREFLIGHT = [
     (b"access-control-allow-origin", b"*"),
@@ -209,10 +221,103 @@ class RpcCors:
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *RPC_CORS]
+                headers = [pair for pair in message.get("headers", ()) if pair != _IDENTITY_CODING]
+                if message["status"] != 200:
+                    headers.append(_NO_STORE)
+                message["headers"] = [*headers, *RPC_CORS]
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+_IDENTITY_CODING = (b"content-encoding", b"identity")
+_NO_STORE = (b"cache-control", b"no-store")
+_CONNECT_VARY = (b"vary", b"Accept-Encoding")
+
+
+def stored_body(rendered: Rendered[Any], codec: str, *, gzipped: bool) -> tuple[bytes, str]:
+    """The stored bytes of `rendered` in the codec named `codec` (Connect's `proto` or
+    `json`), in gzip or not, and their strong ETag."""
+    if codec == "proto":
+        if gzipped:
+            return rendered.proto_gzip, rendered.etag_proto_gzip
+        return rendered.proto, rendered.etag_proto
+    if gzipped:
+        return rendered.json_gzip, rendered.etag_gzip
+    return rendered.json, rendered.etag
+
+
+async def send_connect_answer(
+    send: Send,
+    rendered: Rendered[Any],
+    codec: str,
+    *,
+    gzipped: bool,
+    get: bool,
+    if_none_match: bytes | None = None,
+) -> None:
+    """A Connect unary answer of `rendered` from its stored bytes; a GET answer is cacheable
+    (validator and freshness), and a 304 when `if_none_match` names it."""
+    if get and if_none_match is not None:
+        etag = stored_body(rendered, codec, gzipped=gzipped)[1]
+        if etag_matches(if_none_match, etag):
+            key = ("connect-304", codec, gzipped)
+            headers = rendered.derived.get(key)
+            if headers is None:
+                headers = [_CONNECT_VARY, *_cacheable(rendered, etag), *RPC_CORS]
+                rendered.derived[key] = headers
+            await respond(send, 304, headers, b"")
+            return
+    key = ("connect", codec, gzipped, get)
+    answer: tuple[list[tuple[bytes, bytes]], bytes] | None = rendered.derived.get(key)
+    if answer is None:
+        body, etag = stored_body(rendered, codec, gzipped=gzipped)
+        headers = [(b"content-type", b"application/" + codec.encode())]
+        if gzipped:
+            headers.append((b"content-encoding", b"gzip"))
+        headers.append(_CONNECT_VARY)
+        if get:
+            headers.extend(_cacheable(rendered, etag))
+        headers.extend((*RPC_CORS, content_length(body)))
+        answer = rendered.derived[key] = (headers, body)
+    await respond(send, 200, *answer)
+
+
+def _cacheable(rendered: Rendered[Any], etag: str) -> list[tuple[bytes, bytes]]:
+    headers = [(b"etag", etag.encode())]
+    if rendered.freshness is not None:
+        headers.append((b"cache-control", cache_control(rendered.freshness)))
+    return headers
+
+
+_GRPC_WEB_TRAILERS = b"grpc-status: 0\r\n"  # what connectrpc writes for OK, no metadata
+
+
+async def send_grpc_web_answer(
+    send: Send, rendered: Rendered[Any], codec: str, *, gzipped: bool
+) -> None:
+    """A gRPC-Web unary answer of `rendered` from its stored bytes: one message frame and the
+    trailers frame, both compressed when the answer is (as connectrpc writes them)."""
+    key = ("grpc-web", codec, gzipped)
+    answer: tuple[list[tuple[bytes, bytes]], bytes] | None = rendered.derived.get(key)
+    if answer is None:
+        message = stored_body(rendered, codec, gzipped=gzipped)[0]
+        trailers = gzip.compress(_GRPC_WEB_TRAILERS) if gzipped else _GRPC_WEB_TRAILERS
+        flag = 1 if gzipped else 0
+        body = (
+            struct.pack(">BI", flag, len(message))
+            + message
+            + struct.pack(">BI", 0x80 | flag, len(trailers))
+            + trailers
+        )
+        headers = [
+            (b"content-type", b"application/grpc-web+" + codec.encode()),
+            (b"grpc-encoding", b"gzip" if gzipped else b"identity"),
+            *RPC_CORS,
+            content_length(body),
+        ]
+        answer = rendered.derived[key] = (headers, body)
+    await respond(send, 200, *answer)
 
 
 ConnectErrorWriter = Callable[[Send, Code, str], Awaitable[None]]

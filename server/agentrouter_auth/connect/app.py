@@ -220,13 +220,13 @@ def _get_request_problem(query: bytes) -> str | None:
         text = query.decode("utf-8")
     except UnicodeDecodeError:
         return "query string is not UTF-8"
-    params = _first_values(text, ("base64", "message"))
+    params = first_values(text, ("base64", "message"))
     if params.get("base64") != "1" or "message" not in params:
         return None
     return None if is_base64(params["message"]) else "message is not valid base64"
 
 
-def _first_values(query: str, wanted: tuple[str, ...]) -> dict[str, str]:
+def first_values(query: str, wanted: tuple[str, ...]) -> dict[str, str]:
     """The first value of each `wanted` parameter, decoded as connectrpc reads them
     (`parse_qs(query, keep_blank_values=True)`), without building the whole mapping: parse_qs
     costs several microseconds, and connectrpc parses the query again anyway."""

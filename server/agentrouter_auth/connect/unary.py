@@ -1,0 +1,280 @@
+"""Unary Connect and gRPC-Web calls answered from a rendered answer's stored bytes.
+
+connectrpc runs every call through the same machinery (a header multidict, a request
+context, a deadline scope, a task that watches for a disconnect, interceptor runs), which costs
+several times what writing this service's stored bytes does. `UnaryPath` answers, itself, the
+requests it recognises completely: a well-formed unary Connect call (GET or POST, proto or
+JSON, gzip or not) or gRPC-Web call of an RPC without side effects, whose answer is a
+`Rendered` one. It hands every other request to the connectrpc app untouched (the body it read
+is replayed), and any request whose answer is not a `Rendered` one too (an RPC without side
+effects can be called twice). So every error and every rule it does not check itself is
+connectrpc's answer, by construction; the answers it writes are held to connectrpc's by a
+differential test over a matrix of requests (tests/unit/test_connect_unary.py).
+
+What it checks is what connectrpc 0.13 checks, read the way connectrpc reads it: the first
+value of each header (a repeated one hands the request over), `connect-protocol-version`, the
+deadline header's syntax, the codec from the content type or `encoding`, the compression of
+the request and the one the client accepts, base64 as strictly as `ConnectApp`, the message
+decoded by the same codecs. A Connect GET's valid deadline is met: nothing between reading the
+request and writing the answer waits (the RPC's coroutine answers from memory); a request with
+a body and a deadline is handed over, since its body is read under the deadline, as is a
+body that does not arrive in one piece.
+The headers of an answer are the HTTP listener's (http.representation): on a Connect GET, the
+caching headers of a representation, and 304 to an `If-None-Match` that names it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from connectrpc.compression.gzip import GzipCompression
+from google.protobuf.descriptor_pb2 import MethodOptions
+from google.protobuf.message import Message
+
+from agentrouter_auth.asgi_types import App, Receive, Scope, Send
+from agentrouter_auth.connect.app import (
+    RenderedJSONCodec,
+    RenderedProtoCodec,
+    first_values,
+    is_base64,
+)
+from agentrouter_auth.http.representation import send_connect_answer, send_grpc_web_answer
+from agentrouter_auth.rendered import Rendered
+from agentrouter_auth.rpc import Method
+
+_CODECS = {"proto": RenderedProtoCodec(), "json": RenderedJSONCodec()}
+_GZIP = GzipCompression()
+_GET_PARAMS = ("encoding", "message", "base64", "compression")
+_GRPC_WEB = "application/grpc-web"
+_WANTED = frozenset(
+    (
+        b"content-type",
+        b"connect-protocol-version",
+        b"connect-timeout-ms",
+        b"content-encoding",
+        b"accept-encoding",
+        b"if-none-match",
+        b"grpc-timeout",
+        b"grpc-encoding",
+        b"grpc-accept-encoding",
+    )
+)
+
+
+class _HandOver(Exception):  # noqa: N818 - a signal, not an error: connectrpc answers instead
+    """The request is connectrpc's to answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Rpc:
+    """An RPC served here: its coroutine, its request type and what `scope["route"]` says."""
+
+    call: Any
+    request_class: type[Message]
+    route: tuple[str, str]
+
+
+class UnaryPath:
+    """Answers the unary calls it recognises completely from stored bytes; hands every other
+    request to `connect` (the connectrpc app with the listener's CORS)."""
+
+    def __init__(self, methods: Sequence[Method], connect: App, read_max_bytes: int) -> None:
+        self._rpcs = {
+            m.path: _Rpc(m.call, m.request_class, (m.name, m.path))
+            for m in methods
+            if m.descriptor.GetOptions().idempotency_level == MethodOptions.NO_SIDE_EFFECTS
+        }
+        self._connect = connect
+        self._read_max_bytes = read_max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point (HTTP requests only)."""
+        rpc = self._rpcs.get(scope["path"])
+        method = scope["method"]
+        if rpc is None or method not in ("GET", "POST"):
+            await self._connect(scope, receive, send)
+            return
+        headers = _headers(scope)
+        if headers is None:
+            await self._connect(scope, receive, send)
+            return
+        content_type = headers.get(b"content-type", "")
+        if content_type == _GRPC_WEB or content_type.startswith(_GRPC_WEB + "+"):
+            if method == "POST" and b"grpc-timeout" not in headers:
+                await self._grpc_web(rpc, scope, headers, receive, send)
+                return
+        elif not content_type.startswith("application/grpc") and _connect_headers_ok(
+            headers, get=method == "GET"
+        ):
+            if method == "GET":
+                await self._connect_get(rpc, scope, headers, receive, send)
+            else:
+                await self._connect_post(rpc, scope, headers, receive, send)
+            return
+        await self._connect(scope, receive, send)
+
+    async def _connect_get(
+        self, rpc: _Rpc, scope: Scope, headers: dict[bytes, str], receive: Receive, send: Send
+    ) -> None:
+        try:
+            codec_name, request = self._get_request(rpc, scope)
+            answer = await rpc.call(request)
+            if not isinstance(answer, Rendered):
+                raise _HandOver
+        except Exception:  # anything unexpected is connectrpc's to answer, error or not
+            await self._connect(scope, receive, send)
+            return
+        scope["route"] = rpc.route
+        gzipped = _accepts_gzip(headers.get(b"accept-encoding", ""))
+        if_none_match = headers.get(b"if-none-match")
+        await send_connect_answer(
+            send,
+            answer,
+            codec_name,
+            gzipped=gzipped,
+            get=True,
+            if_none_match=None if if_none_match is None else if_none_match.encode(),
+        )
+
+    def _get_request(self, rpc: _Rpc, scope: Scope) -> tuple[str, Message]:
+        """The codec and the request of a Connect GET, as connectrpc decodes them."""
+        params = first_values(bytes(scope.get("query_string") or b"").decode(), _GET_PARAMS)
+        codec_name = params.get("encoding", "")
+        codec = _CODECS.get(codec_name)
+        text = params.get("message")
+        if codec is None or text is None:
+            raise _HandOver
+        if params.get("base64") == "1":
+            if not is_base64(text):
+                raise _HandOver
+            data = base64.urlsafe_b64decode(text + "===")
+        else:
+            data = text.encode()
+        data = self._decompress(params.get("compression") or "identity", data)
+        return codec_name, codec.decode(data, rpc.request_class)
+
+    async def _connect_post(
+        self, rpc: _Rpc, scope: Scope, headers: dict[bytes, str], receive: Receive, send: Send
+    ) -> None:
+        content_type = headers.get(b"content-type", "").partition(";")[0].strip().lower()
+        codec_name = content_type.removeprefix("application/")
+        first = await receive()
+        try:
+            codec = _CODECS.get(codec_name)
+            if codec is None:
+                raise _HandOver
+            body = _whole_body(first, self._read_max_bytes)
+            data = self._decompress(headers.get(b"content-encoding") or "identity", body)
+            answer = await rpc.call(codec.decode(data, rpc.request_class))
+            if not isinstance(answer, Rendered):
+                raise _HandOver
+        except Exception:
+            await self._connect(scope, _Replay(first, receive), send)
+            return
+        scope["route"] = rpc.route
+        gzipped = _accepts_gzip(headers.get(b"accept-encoding", ""))
+        await send_connect_answer(send, answer, codec_name, gzipped=gzipped, get=False)
+
+    async def _grpc_web(
+        self, rpc: _Rpc, scope: Scope, headers: dict[bytes, str], receive: Receive, send: Send
+    ) -> None:
+        content_type = headers[b"content-type"]
+        codec_name = content_type[len(_GRPC_WEB) + 1 :] if content_type != _GRPC_WEB else "proto"
+        first = await receive()
+        try:
+            codec = _CODECS.get(codec_name)
+            if codec is None:
+                raise _HandOver
+            compression = headers.get(b"grpc-encoding") or "identity"
+            data = self._frame(_whole_body(first, self._read_max_bytes), compression)
+            answer = await rpc.call(codec.decode(data, rpc.request_class))
+            if not isinstance(answer, Rendered):
+                raise _HandOver
+        except Exception:
+            await self._connect(scope, _Replay(first, receive), send)
+            return
+        scope["route"] = rpc.route
+        gzipped = _accepts_gzip(headers.get(b"grpc-accept-encoding", ""))
+        await send_grpc_web_answer(send, answer, codec_name, gzipped=gzipped)
+
+    def _frame(self, body: bytes, compression: str) -> bytes:
+        """The message of a request body that is exactly one well-formed message frame."""
+        if len(body) < 5 or body[0] & ~1 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+            raise _HandOver
+        if len(body) - 5 > self._read_max_bytes or compression not in ("identity", "gzip"):
+            raise _HandOver
+        data = body[5:]
+        if body[0] & 1:
+            if compression == "identity":
+                raise _HandOver
+            data = self._decompress(compression, data)
+        return data
+
+    def _decompress(self, compression: str, data: bytes) -> bytes:
+        if compression == "gzip":
+            return _GZIP.decompress(data, self._read_max_bytes) if data else data
+        if compression != "identity" or len(data) > self._read_max_bytes:
+            raise _HandOver
+        return data
+
+
+def _headers(scope: Scope) -> dict[bytes, str] | None:
+    """The request headers this path reads, once each and ASCII, or None (hand it over)."""
+    found: dict[bytes, str] = {}
+    for name, value in scope.get("headers") or ():
+        if not value.isascii():
+            return None  # connectrpc decodes every header as UTF-8: its answer decides
+        if name in _WANTED:
+            if name in found:
+                return None
+            found[name] = value.decode()
+    return found
+
+
+def _connect_headers_ok(headers: dict[bytes, str], *, get: bool) -> bool:
+    """Whether connectrpc accepts the Connect protocol version and deadline headers as sent;
+    a deadline only on a GET (a POST waits for its body, under connectrpc's deadline), and not
+    one already over (0 ms)."""
+    if headers.get(b"connect-protocol-version", "1") != "1":
+        return False
+    timeout = headers.get(b"connect-timeout-ms")
+    if not timeout:
+        return True
+    return get and len(timeout) <= 10 and timeout.isdigit() and int(timeout) > 0
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """connectrpc's choice of response compression: the first listed name it supports (gzip or
+    identity), exactly as written, without q-values."""
+    for listed in accept_encoding.split(","):
+        name = listed.strip()
+        if name in ("gzip", "identity"):
+            return name == "gzip"
+    return False
+
+
+def _whole_body(first: Any, limit: int) -> bytes:  # noqa: ANN401 - an ASGI event
+    """The body, when the first event carries all of it and no more than `limit` bytes."""
+    if first["type"] != "http.request" or first.get("more_body", False):
+        raise _HandOver
+    body = bytes(first.get("body", b""))
+    if len(body) > limit:
+        raise _HandOver
+    return body
+
+
+class _Replay:
+    """`receive` that gives back the event already read, then the rest of the request."""
+
+    __slots__ = ("_first", "_receive")
+
+    def __init__(self, first: Any, receive: Receive) -> None:  # noqa: ANN401 - an ASGI event
+        self._first: Any = first
+        self._receive = receive
+
+    async def __call__(self) -> Any:  # noqa: ANN401 - an ASGI event
+        first, self._first = self._first, None
+        return first if first is not None else await self._receive()

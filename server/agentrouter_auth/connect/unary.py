@@ -17,8 +17,7 @@ deadline header's syntax, the codec from the content type or `encoding`, the com
 the request and the one the client accepts, base64 as strictly as `ConnectApp`, the message
 decoded by the same codecs. A Connect GET's valid deadline is met: nothing between reading the
 request and writing the answer waits (the RPC's coroutine answers from memory); a request with
-a body and a deadline is handed over, since its body is read under the deadline, as is a
-body that does not arrive in one piece.
+a body and a deadline is handed over, since its body is read under the deadline.
 The headers of an answer are the HTTP listener's (http.representation): on a Connect GET, the
 caching headers of a representation, and 304 to an `If-None-Match` that names it.
 """
@@ -161,18 +160,17 @@ class UnaryPath:
     ) -> None:
         content_type = headers.get(b"content-type", "").partition(";")[0].strip().lower()
         codec_name = content_type.removeprefix("application/")
-        first = await receive()
+        events, body = await _read_body(receive, self._read_max_bytes)
         try:
             codec = _CODECS.get(codec_name)
-            if codec is None:
+            if codec is None or body is None:
                 raise _HandOver
-            body = _whole_body(first, self._read_max_bytes)
             data = self._decompress(headers.get(b"content-encoding") or "identity", body)
             answer = await rpc.call(codec.decode(data, rpc.request_class))
             if not isinstance(answer, Rendered):
                 raise _HandOver
         except Exception:
-            await self._connect(scope, _Replay(first, receive), send)
+            await self._connect(scope, _Replay(events, receive), send)
             return
         scope["route"] = rpc.route
         gzipped = _accepts_gzip(headers.get(b"accept-encoding", ""))
@@ -183,18 +181,17 @@ class UnaryPath:
     ) -> None:
         content_type = headers[b"content-type"]
         codec_name = content_type[len(_GRPC_WEB) + 1 :] if content_type != _GRPC_WEB else "proto"
-        first = await receive()
+        events, body = await _read_body(receive, self._read_max_bytes)
         try:
             codec = _CODECS.get(codec_name)
-            if codec is None:
+            if codec is None or body is None:
                 raise _HandOver
-            compression = headers.get(b"grpc-encoding") or "identity"
-            data = self._frame(_whole_body(first, self._read_max_bytes), compression)
+            data = self._frame(body, headers.get(b"grpc-encoding") or "identity")
             answer = await rpc.call(codec.decode(data, rpc.request_class))
             if not isinstance(answer, Rendered):
                 raise _HandOver
         except Exception:
-            await self._connect(scope, _Replay(first, receive), send)
+            await self._connect(scope, _Replay(events, receive), send)
             return
         scope["route"] = rpc.route
         gzipped = _accepts_gzip(headers.get(b"grpc-accept-encoding", ""))
@@ -256,25 +253,31 @@ def _accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def _whole_body(first: Any, limit: int) -> bytes:  # noqa: ANN401 - an ASGI event
-    """The body, when the first event carries all of it and no more than `limit` bytes."""
-    if first["type"] != "http.request" or first.get("more_body", False):
-        raise _HandOver
-    body = bytes(first.get("body", b""))
-    if len(body) > limit:
-        raise _HandOver
-    return body
+async def _read_body(receive: Receive, limit: int) -> tuple[list[Any], bytes | None]:
+    """The events read and the whole body; None for the body when the request is not a
+    complete body of at most `limit` bytes (a disconnect, or too long: connectrpc answers)."""
+    events: list[Any] = []
+    size = 0
+    while True:
+        event = await receive()
+        events.append(event)
+        if event["type"] != "http.request":
+            return events, None
+        size += len(event.get("body", b""))
+        if size > limit:
+            return events, None
+        if not event.get("more_body", False):
+            return events, b"".join(bytes(e.get("body", b"")) for e in events)
 
 
 class _Replay:
-    """`receive` that gives back the event already read, then the rest of the request."""
+    """`receive` that gives back the events already read, then the rest of the request."""
 
-    __slots__ = ("_first", "_receive")
+    __slots__ = ("_events", "_receive")
 
-    def __init__(self, first: Any, receive: Receive) -> None:  # noqa: ANN401 - an ASGI event
-        self._first: Any = first
+    def __init__(self, events: list[Any], receive: Receive) -> None:
+        self._events = events[::-1]
         self._receive = receive
 
     async def __call__(self) -> Any:  # noqa: ANN401 - an ASGI event
-        first, self._first = self._first, None
-        return first if first is not None else await self._receive()
+        return self._events.pop() if self._events else await self._receive()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from connectrpc.compression.gzip import GzipCompression
@@ -47,6 +48,8 @@ from agentrouter_auth.rpc import Method
 _CODECS = {"proto": RenderedProtoCodec(), "json": RenderedJSONCodec()}
 _GZIP = GzipCompression()
 _GET_PARAMS = ("encoding", "message", "base64", "compression")
+_DECODED = 256  # requests kept decoded, per kind (GET, body)
+_DECODED_BODY = 1024  # the longest body kept decoded
 _GRPC_WEB = "application/grpc-web"
 _WANTED = frozenset(
     (
@@ -88,6 +91,11 @@ class UnaryPath:
         }
         self._connect = connect
         self._read_max_bytes = read_max_bytes
+        # Clients send the same few requests (an SDK's query string, `{}`): each is decoded
+        # once. A request message is shared by the calls that sent the same bytes; the
+        # servicer's coroutines never change their request. Failures are not kept.
+        self._decoded_get = lru_cache(maxsize=_DECODED)(self._decode_get)
+        self._decoded_body = lru_cache(maxsize=_DECODED)(self._decode_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point (HTTP requests only)."""
@@ -119,7 +127,8 @@ class UnaryPath:
         self, rpc: _Rpc, scope: Scope, headers: dict[bytes, str], receive: Receive, send: Send
     ) -> None:
         try:
-            codec_name, request = self._get_request(rpc, scope)
+            query = bytes(scope.get("query_string") or b"")
+            codec_name, request = self._decoded_get(rpc, query)
             answer = await rpc.call(request)
             if not isinstance(answer, Rendered):
                 raise _HandOver
@@ -138,9 +147,9 @@ class UnaryPath:
             if_none_match=None if if_none_match is None else if_none_match.encode(),
         )
 
-    def _get_request(self, rpc: _Rpc, scope: Scope) -> tuple[str, Message]:
+    def _decode_get(self, rpc: _Rpc, query: bytes) -> tuple[str, Message]:
         """The codec and the request of a Connect GET, as connectrpc decodes them."""
-        params = first_values(bytes(scope.get("query_string") or b"").decode(), _GET_PARAMS)
+        params = first_values(query.decode(), _GET_PARAMS)
         codec_name = params.get("encoding", "")
         codec = _CODECS.get(codec_name)
         text = params.get("message")
@@ -162,11 +171,10 @@ class UnaryPath:
         codec_name = content_type.removeprefix("application/")
         events, body = await _read_body(receive, self._read_max_bytes)
         try:
-            codec = _CODECS.get(codec_name)
-            if codec is None or body is None:
+            if codec_name not in _CODECS or body is None:
                 raise _HandOver
-            data = self._decompress(headers.get(b"content-encoding") or "identity", body)
-            answer = await rpc.call(codec.decode(data, rpc.request_class))
+            compression = headers.get(b"content-encoding") or "identity"
+            answer = await rpc.call(self._request(rpc, codec_name, compression, body))
             if not isinstance(answer, Rendered):
                 raise _HandOver
         except Exception:
@@ -183,11 +191,10 @@ class UnaryPath:
         codec_name = content_type[len(_GRPC_WEB) + 1 :] if content_type != _GRPC_WEB else "proto"
         events, body = await _read_body(receive, self._read_max_bytes)
         try:
-            codec = _CODECS.get(codec_name)
-            if codec is None or body is None:
+            if codec_name not in _CODECS or body is None:
                 raise _HandOver
-            data = self._frame(body, headers.get(b"grpc-encoding") or "identity")
-            answer = await rpc.call(codec.decode(data, rpc.request_class))
+            compression = "grpc-web:" + (headers.get(b"grpc-encoding") or "identity")
+            answer = await rpc.call(self._request(rpc, codec_name, compression, body))
             if not isinstance(answer, Rendered):
                 raise _HandOver
         except Exception:
@@ -196,6 +203,17 @@ class UnaryPath:
         scope["route"] = rpc.route
         gzipped = _accepts_gzip(headers.get(b"grpc-accept-encoding", ""))
         await send_grpc_web_answer(send, answer, codec_name, gzipped=gzipped)
+
+    def _request(self, rpc: _Rpc, codec_name: str, compression: str, body: bytes) -> Message:
+        """The request message of a body (a gRPC-Web frame when `compression` says so)."""
+        if len(body) > _DECODED_BODY:
+            return self._decode_body(rpc, codec_name, compression, body)
+        return self._decoded_body(rpc, codec_name, compression, body)
+
+    def _decode_body(self, rpc: _Rpc, codec_name: str, compression: str, body: bytes) -> Message:
+        grpc_web, _, compression = compression.rpartition(":")
+        data = self._frame(body, compression) if grpc_web else self._decompress(compression, body)
+        return _CODECS[codec_name].decode(data, rpc.request_class)
 
     def _frame(self, body: bytes, compression: str) -> bytes:
         """The message of a request body that is exactly one well-formed message frame."""
@@ -255,11 +273,15 @@ def _accepts_gzip(accept_encoding: str) -> bool:
 
 async def _read_body(receive: Receive, limit: int) -> tuple[list[Any], bytes | None]:
     """The events read and the whole body; None for the body when the request is not a
-    complete body of at most `limit` bytes (a disconnect, or too long: connectrpc answers)."""
+    complete body of at most `limit` bytes (a disconnect, too long, too late: connectrpc
+    answers)."""
     events: list[Any] = []
     size = 0
     while True:
-        event = await receive()
+        try:
+            event = await receive()
+        except Exception:  # the body's deadline (http.limits): connectrpc answers it, reading again
+            return events, None
         events.append(event)
         if event["type"] != "http.request":
             return events, None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from typing import Any, NoReturn
 
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
@@ -71,6 +72,7 @@ class BodyDeadline:
             with contextlib.suppress(Exception):  # fails if the response had started
                 await self._refusal.send(scope, send)
         finally:
+            timed.close()
             if timed.expired:
                 self._collector.soon()
 
@@ -122,27 +124,68 @@ class _ClosingSend:
 
 
 class _TimedReceive:
-    """`receive` that must deliver the end of the body before `deadline` (loop time)."""
+    """`receive` that must deliver the end of the body before `deadline` (loop time).
 
-    __slots__ = ("_body_done", "_deadline", "_receive", "_seconds", "expired")
+    One timer per request, armed at the first read and disarmed when the body is complete (or
+    the request ends): it cancels the request's task only while that task waits in `receive`,
+    and a read that starts after the deadline fails at once. (An `asyncio.timeout` around each
+    read cost as much as the rest of answering a small request.)"""
+
+    __slots__ = (
+        "_body_done",
+        "_deadline",
+        "_fired",
+        "_receive",
+        "_seconds",
+        "_timer",
+        "_waiting",
+        "expired",
+    )
 
     def __init__(self, receive: Receive, deadline: float, seconds: float) -> None:
         self._receive = receive
         self._deadline = deadline
         self._seconds = seconds
         self._body_done = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: asyncio.Task[Any] | None = None
+        self._fired = False
         self.expired = False
 
     async def __call__(self) -> Message:
         if self._body_done:
             return await self._receive()
-        remaining = self._deadline - asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            self._expire_now()
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._on_deadline)
+        task = self._waiting = asyncio.current_task()
         try:
-            async with asyncio.timeout(max(remaining, 0.0)):
-                message = await self._receive()
-        except TimeoutError:
-            self.expired = True  # what the error leaves behind is freed by _CycleCollector
-            raise RequestBodyTimeoutError(self._seconds) from None
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if self._fired and task is not None and task.uncancel() == 0:
+                self._expire_now()
+            raise
+        finally:
+            self._waiting = None
         if message["type"] != "http.request" or not message.get("more_body", False):
             self._body_done = True
+            self.close()
         return message
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        if self._waiting is not None:
+            self._fired = True
+            self._waiting.cancel()
+
+    def _expire_now(self) -> NoReturn:
+        self.expired = True  # what the error leaves behind is freed by _CycleCollector
+        raise RequestBodyTimeoutError(self._seconds) from None
+
+    def close(self) -> None:
+        """Disarm the timer (the body is complete, or the request is over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -54,6 +54,7 @@ _GRPC_WEB = "application/grpc-web"
 _WANTED = frozenset(
     (
         b"content-type",
+        b"content-length",
         b"connect-protocol-version",
         b"connect-timeout-ms",
         b"content-encoding",
@@ -169,7 +170,7 @@ class UnaryPath:
     ) -> None:
         content_type = headers.get(b"content-type", "").partition(";")[0].strip().lower()
         codec_name = content_type.removeprefix("application/")
-        events, body = await _read_body(receive, self._read_max_bytes)
+        events, body = await _read_body(receive, headers, self._read_max_bytes)
         try:
             if codec_name not in _CODECS or body is None:
                 raise _HandOver
@@ -189,7 +190,7 @@ class UnaryPath:
     ) -> None:
         content_type = headers[b"content-type"]
         codec_name = content_type[len(_GRPC_WEB) + 1 :] if content_type != _GRPC_WEB else "proto"
-        events, body = await _read_body(receive, self._read_max_bytes)
+        events, body = await _read_body(receive, headers, self._read_max_bytes)
         try:
             if codec_name not in _CODECS or body is None:
                 raise _HandOver
@@ -271,12 +272,17 @@ def _accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[list[Any], bytes | None]:
+async def _read_body(
+    receive: Receive, headers: dict[bytes, str], limit: int
+) -> tuple[list[Any], bytes | None]:
     """The events read and the whole body; None for the body when the request is not a
     complete body of at most `limit` bytes (a disconnect, too long, too late: connectrpc
-    answers)."""
+    answers). Once a `Content-Length` body is all there, the server's last (empty) body event
+    is not waited for: the server has read the body off the connection already."""
     events: list[Any] = []
     size = 0
+    length = headers.get(b"content-length", "")
+    expected = int(length) if length.isdigit() else -1
     while True:
         try:
             event = await receive()
@@ -288,7 +294,7 @@ async def _read_body(receive: Receive, limit: int) -> tuple[list[Any], bytes | N
         size += len(event.get("body", b""))
         if size > limit:
             return events, None
-        if not event.get("more_body", False):
+        if size == expected or not event.get("more_body", False):
             return events, b"".join(bytes(e.get("body", b"")) for e in events)
 
 

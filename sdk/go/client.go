@@ -74,6 +74,12 @@ func WithMaxResponseBytes(maxBytes int) Option {
 // use; make one and reuse it.
 type Client struct {
 	auth *AuthClient
+	// What a [KeySetCache] over this client needs to send its own GETs: the SDK's HTTP client
+	// (redirect rule and response bound), the base URL, the API key and the default timeout.
+	baseURL string
+	apiKey  string
+	http    *http.Client
+	timeout time.Duration
 }
 
 // New returns a client for the endpoint set by [WithBaseURL]. It makes no network call, and
@@ -112,6 +118,10 @@ func New(ctx context.Context, opts ...Option) (*Client, error) {
 			client:  authv1connect.NewAuthServiceClient(httpClient, baseURL, options...),
 			timeout: cfg.timeout,
 		},
+		baseURL: baseURL,
+		apiKey:  cfg.apiKey,
+		http:    httpClient,
+		timeout: cfg.timeout,
 	}, nil
 }
 
@@ -141,6 +151,26 @@ func (x *AuthClient) GetJWKS(ctx context.Context, req *authv1.GetJWKSRequest) (*
 	if err != nil {
 		// An error from the SDK's transport (a response over the limit) reaches here inside
 		// net/http's *url.Error: return the *connect.Error itself, as for any other failure.
+		var cerr *connect.Error
+		if errors.As(err, &cerr) {
+			return nil, cerr
+		}
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+// GetOpenIDConfiguration returns the issuer's OpenID Connect Discovery document: its issuer
+// and where its key set is (jwks_uri). It is sent as a Connect GET. A nil req is sent as an
+// empty request. A server with no issuer configured answers connect.CodeNotFound.
+func (x *AuthClient) GetOpenIDConfiguration(ctx context.Context, req *authv1.GetOpenIDConfigurationRequest) (*authv1.GetOpenIDConfigurationResponse, error) {
+	if req == nil {
+		req = &authv1.GetOpenIDConfigurationRequest{}
+	}
+	ctx, cancel := x.withTimeout(ctx)
+	defer cancel()
+	resp, err := x.client.GetOpenIDConfiguration(ctx, connect.NewRequest(req))
+	if err != nil {
 		var cerr *connect.Error
 		if errors.As(err, &cerr) {
 			return nil, cerr

@@ -1,0 +1,153 @@
+package agentrouter
+
+import (
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// freshness is what an answer's Cache-Control says about how long its set may be used.
+type freshness struct {
+	maxAge               time.Duration
+	staleWhileRevalidate time.Duration
+	staleIfError         time.Duration
+}
+
+// parseCacheControl reads the directives this cache follows from the Cache-Control header
+// lines (present: there was at least one). max-age is capped at 24 h, and is 300 s when
+// missing or unreadable; no-cache and no-store make it 0. A missing or unreadable
+// stale-while-revalidate or stale-if-error is 0.
+func parseCacheControl(lines []string) (fresh freshness, present bool) {
+	fresh.maxAge = -1
+	noCache := false
+	for _, line := range lines {
+		for _, part := range strings.Split(line, ",") {
+			name, value, _ := strings.Cut(strings.TrimSpace(part), "=")
+			value = strings.Trim(strings.TrimSpace(value), `"`)
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "max-age":
+				if seconds, ok := parseSeconds(value); ok && fresh.maxAge < 0 {
+					fresh.maxAge = seconds
+				}
+			case "stale-while-revalidate":
+				fresh.staleWhileRevalidate, _ = parseSeconds(value)
+			case "stale-if-error":
+				fresh.staleIfError, _ = parseSeconds(value)
+			case "no-cache", "no-store":
+				noCache = true
+			}
+		}
+	}
+	switch {
+	case noCache:
+		fresh.maxAge = 0
+	case fresh.maxAge < 0:
+		fresh.maxAge = defaultMaxAge
+	}
+	fresh.maxAge = min(fresh.maxAge, maxMaxAge)
+	return fresh, len(lines) > 0
+}
+
+// parseSeconds reads a delta-seconds value (RFC 9111 §1.2.2): digits only; a value too large
+// for a duration is taken as a year, which every cap is below.
+func parseSeconds(value string) (time.Duration, bool) {
+	if value == "" || strings.TrimLeft(value, "0123456789") != "" {
+		return 0, false
+	}
+	seconds, err := strconv.ParseInt(value, 10, 64)
+	if err != nil || seconds > 365*24*3600 {
+		return 365 * 24 * time.Hour, true
+	}
+	return time.Duration(seconds) * time.Second, true
+}
+
+// allowedKeys are the kinds of key a set may hold that this SDK verifies with: each algorithm
+// of the allow-list with its key type (and curve).
+var allowedKeys = map[string]struct{ kty, crv string }{
+	"ES256": {"EC", "P-256"},
+	"RS256": {"RSA", ""},
+	"EdDSA": {"OKP", "Ed25519"},
+}
+
+// privateMembers are the JWK members of a private or symmetric key (RFC 7518 §6).
+var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+// minRSABits refuses RSA keys below 2048 bits (RFC 7518 §3.3).
+const minRSABits = 2048
+
+// parseKeySet reads an RFC 7517 JWK Set: an error when it is not one (not JSON, no "keys"
+// array) or holds more than MaxJWKSKeys keys, or when no key of it is usable. Unusable keys are
+// skipped. The error never quotes the body.
+func parseKeySet(body []byte) (map[string]PublicKey, error) {
+	var doc struct {
+		Keys *[]json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("the answer (%d bytes) is not a JSON JWK Set", len(body))
+	}
+	if doc.Keys == nil {
+		return nil, errors.New(`the answer is JSON without a "keys" array`)
+	}
+	if len(*doc.Keys) > MaxJWKSKeys {
+		return nil, fmt.Errorf("the set holds %d keys, more than %d", len(*doc.Keys), MaxJWKSKeys)
+	}
+	keys := make(map[string]PublicKey, len(*doc.Keys))
+	for _, raw := range *doc.Keys {
+		key, ok := parseKey(raw)
+		if _, seen := keys[key.Kid]; ok && !seen {
+			keys[key.Kid] = key
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("none of the set's %d keys is usable (a kid, use sig, ES256, RS256 or EdDSA, public)", len(*doc.Keys))
+	}
+	return keys, nil
+}
+
+// parseKey returns a key of the set if it is usable: a kid, no private member, an algorithm of
+// the allow-list with its key type and curve, use "sig" or none, a valid public key.
+func parseKey(raw json.RawMessage) (PublicKey, bool) {
+	var members map[string]json.RawMessage
+	if json.Unmarshal(raw, &members) != nil {
+		return PublicKey{}, false
+	}
+	for _, name := range privateMembers {
+		if _, ok := members[name]; ok {
+			return PublicKey{}, false
+		}
+	}
+	text := func(name string) (string, bool) {
+		value, ok := members[name]
+		if !ok {
+			return "", true
+		}
+		var s string
+		return s, json.Unmarshal(value, &s) == nil
+	}
+	kid, okKid := text("kid")
+	kty, okKty := text("kty")
+	crv, okCrv := text("crv")
+	alg, okAlg := text("alg")
+	use, okUse := text("use")
+	if !okKid || !okKty || !okCrv || !okAlg || !okUse || kid == "" || (use != "" && use != "sig") {
+		return PublicKey{}, false
+	}
+	want, ok := allowedKeys[alg]
+	if !ok || kty != want.kty || crv != want.crv {
+		return PublicKey{}, false
+	}
+	var jwk jose.JSONWebKey
+	if jwk.UnmarshalJSON(raw) != nil || !jwk.IsPublic() || !jwk.Valid() {
+		return PublicKey{}, false
+	}
+	if rsaKey, isRSA := jwk.Key.(*rsa.PublicKey); isRSA && rsaKey.N.BitLen() < minRSABits {
+		return PublicKey{}, false
+	}
+	return PublicKey{Kid: kid, Alg: alg, Key: jwk.Key}, true
+}

@@ -1,0 +1,407 @@
+package agentrouter
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	authv1connect "github.com/tetrateio/agentrouter-go/genapi/api/tars/auth/v1/authv1connect"
+)
+
+const (
+	// DefaultJWKSMaxBytes bounds a key set's answer, unless [WithJWKSMaxBytes] sets another.
+	DefaultJWKSMaxBytes = 1 << 20
+	// MaxJWKSKeys is the most keys a key set may hold: a larger one is refused whole.
+	MaxJWKSKeys = 256
+	// DefaultUnknownKidCooldown is the least time between two refreshes caused by a token whose
+	// kid the cached set lacks, unless [WithUnknownKidCooldown] sets another.
+	DefaultUnknownKidCooldown = 30 * time.Second
+	// defaultMaxAge is the freshness of an answer whose max-age is missing or unreadable.
+	defaultMaxAge = 300 * time.Second
+	// maxMaxAge caps the freshness an answer may claim.
+	maxMaxAge = 24 * time.Hour
+	// The wait before retrying after a failed refresh: 1 s, doubling, at most 60 s.
+	firstBackoff = time.Second
+	maxBackoff   = 60 * time.Second
+)
+
+// ErrKeysUnavailable is the error of a verification that could not get the keys: the key set
+// could not be fetched and no cached set may still be used (none yet, or beyond its
+// stale-if-error). Test with errors.Is; the caller may retry later.
+var ErrKeysUnavailable = errors.New("agentrouter: keys unavailable")
+
+// connectGetJWKS is GetJWKS as a Connect GET answered in JSON: the RFC 7517 document itself.
+const connectGetJWKS = authv1connect.AuthServiceGetJWKSProcedure + "?connect=v1&encoding=json&message=%7B%7D"
+
+// PublicKey is a usable key of the set: its kid, the algorithm it declares (ES256, RS256 or
+// EdDSA) and its public key (*ecdsa.PublicKey, *rsa.PublicKey or ed25519.PublicKey).
+type PublicKey struct {
+	Kid string
+	Alg string
+	Key crypto.PublicKey
+}
+
+// CacheOption configures a [KeySetCache]; pass options to [NewKeySetCache].
+type CacheOption func(*cacheConfig)
+
+type cacheConfig struct {
+	jwksURI  string
+	cooldown time.Duration
+	maxBytes int
+	now      func() time.Time
+	logger   *slog.Logger
+}
+
+// WithJWKSURI fetches the key set from this absolute http(s) URL (an issuer's jwks_uri)
+// instead of the client's GetJWKS. The API key is sent only when the URL has the same origin
+// (scheme, host and port) as the client's base URL.
+func WithJWKSURI(jwksURI string) CacheOption {
+	return func(c *cacheConfig) { c.jwksURI = jwksURI }
+}
+
+// WithUnknownKidCooldown sets the least time between two refreshes caused by an unknown kid
+// (default [DefaultUnknownKidCooldown]); 0 allows one per token. Within it, a token whose kid
+// the set lacks is invalid at once, without a request.
+func WithUnknownKidCooldown(cooldown time.Duration) CacheOption {
+	return func(c *cacheConfig) { c.cooldown = cooldown }
+}
+
+// WithJWKSMaxBytes bounds the key set's answer, decompressed (default [DefaultJWKSMaxBytes]).
+// A larger answer is an error and never replaces the cached set.
+func WithJWKSMaxBytes(maxBytes int) CacheOption {
+	return func(c *cacheConfig) { c.maxBytes = maxBytes }
+}
+
+// WithClock sets the clock the cache (and a [Verifier] over it) reads; the default is
+// time.Now. For tests.
+func WithClock(now func() time.Time) CacheOption {
+	return func(c *cacheConfig) { c.now = now }
+}
+
+// WithLogger sets where a failed refresh is reported, once per streak of failures; the
+// default is slog.Default().
+func WithLogger(logger *slog.Logger) CacheOption {
+	return func(c *cacheConfig) { c.logger = logger }
+}
+
+// KeySetCache holds the key set that verifies tokens, and follows the server's HTTP caching:
+// fresh for the answer's max-age (at most 24 h; 300 s when missing; 0 with no-cache or
+// no-store), then revalidated with If-None-Match (a 304 keeps the set and restarts its age).
+// Within stale-while-revalidate after max-age it answers from the cached set and refreshes once
+// in the background; beyond that, callers wait for one shared refresh. A failed refresh within
+// stale-if-error after max-age keeps the cached set (logged once per streak; retried after 1 s,
+// doubling up to 60 s); beyond it, [ErrKeysUnavailable]. It is safe for concurrent use.
+type KeySetCache struct {
+	http     *http.Client
+	url      string
+	apiKey   string // empty when the URL is of another origin than the client's
+	timeout  time.Duration
+	maxBytes int64
+	cooldown time.Duration
+	now      func() time.Time
+	logger   *slog.Logger
+
+	mu          sync.Mutex
+	keys        map[string]PublicKey // nil until a set was fetched
+	etag        string
+	fetched     time.Time // when the set's age started: its answer, or the last 304
+	fresh       freshness
+	failing     bool
+	backoff     time.Duration
+	retryAt     time.Time
+	lastErr     error
+	flight      *flight
+	unknownAt   time.Time // the last refresh caused by an unknown kid
+	unknownUsed bool
+}
+
+// flight is one refresh, shared by every caller that waits for it.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+// NewKeySetCache returns a cache over client's GetJWKS (a Connect GET answered in JSON, sent
+// through the client's HTTP client, limits and API key), or over [WithJWKSURI]. It makes no
+// network call: the first lookup fetches the set.
+func NewKeySetCache(client *Client, opts ...CacheOption) (*KeySetCache, error) {
+	if client == nil {
+		return nil, errors.New("agentrouter: NewKeySetCache: the client is nil")
+	}
+	cfg := cacheConfig{cooldown: DefaultUnknownKidCooldown, maxBytes: DefaultJWKSMaxBytes, now: time.Now}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&cfg)
+		}
+	}
+	if cfg.cooldown < 0 {
+		return nil, fmt.Errorf("agentrouter: WithUnknownKidCooldown: the cooldown must not be negative, got %v", cfg.cooldown)
+	}
+	if cfg.maxBytes <= 0 {
+		return nil, fmt.Errorf("agentrouter: WithJWKSMaxBytes: the limit must be positive, got %d", cfg.maxBytes)
+	}
+	if cfg.now == nil {
+		return nil, errors.New("agentrouter: WithClock: the clock is nil")
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	target, apiKey := client.baseURL+connectGetJWKS, client.apiKey
+	if cfg.jwksURI != "" {
+		parsed, err := url.Parse(cfg.jwksURI)
+		if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" || parsed.User != nil {
+			return nil, errors.New("agentrouter: WithJWKSURI: the key set's URL must be an absolute http:// or https:// URL without credentials")
+		}
+		base, _ := url.Parse(client.baseURL) // checked by New
+		if origin(parsed) != origin(base) {
+			apiKey = ""
+		}
+		target = cfg.jwksURI
+	}
+	return &KeySetCache{
+		http: client.http, url: target, apiKey: apiKey, timeout: client.timeout,
+		maxBytes: int64(cfg.maxBytes), cooldown: cfg.cooldown, now: cfg.now, logger: cfg.logger,
+	}, nil
+}
+
+// Key returns the key whose kid is kid. A kid the cached set lacks causes one refresh (shared
+// with every concurrent caller, at most one per cooldown); a kid still unknown is an
+// [ErrInvalidToken]. When no usable set can be had, the error is an [ErrKeysUnavailable].
+func (c *KeySetCache) Key(ctx context.Context, kid string) (PublicKey, error) {
+	keys, refreshed, err := c.current(ctx)
+	if err != nil {
+		return PublicKey{}, err
+	}
+	if key, ok := keys[kid]; ok {
+		return key, nil
+	}
+	if refreshed {
+		return PublicKey{}, errUnknownKid
+	}
+	c.mu.Lock()
+	wait := c.flight
+	if wait == nil {
+		now := c.now()
+		if c.unknownUsed && now.Sub(c.unknownAt) < c.cooldown || !c.mayRetryLocked(now) {
+			c.mu.Unlock()
+			return PublicKey{}, errUnknownKid
+		}
+		c.unknownUsed, c.unknownAt = true, now
+		wait = c.startLocked()
+	}
+	c.mu.Unlock()
+	if err := c.await(ctx, wait); err != nil {
+		return PublicKey{}, err
+	}
+	c.mu.Lock()
+	key, ok := c.keys[kid]
+	c.mu.Unlock()
+	if ok {
+		return key, nil
+	}
+	if wait.err != nil {
+		return PublicKey{}, fmt.Errorf("%w: the token's kid is not in the cached set, and the set could not be refreshed: %w", ErrKeysUnavailable, wait.err)
+	}
+	return PublicKey{}, errUnknownKid
+}
+
+// errUnknownKid is the error of a token whose kid the set lacks.
+var errUnknownKid = fmt.Errorf("%w: no key of the set has the token's kid", ErrInvalidToken)
+
+// current returns the set to use now, after a refresh if it needs one (refreshed: this call
+// waited for a refresh that succeeded).
+func (c *KeySetCache) current(ctx context.Context) (map[string]PublicKey, bool, error) {
+	c.mu.Lock()
+	now := c.now()
+	if c.keys == nil {
+		if !c.mayRetryLocked(now) {
+			err := c.lastErr
+			c.mu.Unlock()
+			return nil, false, fmt.Errorf("%w: %w", ErrKeysUnavailable, err)
+		}
+	} else {
+		age := now.Sub(c.fetched)
+		switch {
+		case age < c.fresh.maxAge:
+			keys := c.keys
+			c.mu.Unlock()
+			return keys, false, nil
+		case age < c.fresh.maxAge+c.fresh.staleWhileRevalidate:
+			if c.mayRetryLocked(now) {
+				c.startLocked() // in the background: this caller does not wait
+			}
+			keys := c.keys
+			c.mu.Unlock()
+			return keys, false, nil
+		case !c.mayRetryLocked(now):
+			keys, err := c.staleLocked(now)
+			c.mu.Unlock()
+			return keys, false, err
+		}
+	}
+	wait := c.startLocked()
+	c.mu.Unlock()
+	if err := c.await(ctx, wait); err != nil {
+		return nil, false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if wait.err == nil {
+		return c.keys, true, nil
+	}
+	keys, err := c.staleLocked(c.now())
+	return keys, false, err
+}
+
+// staleLocked returns the cached set if it may still be used after a failure (within
+// stale-if-error after max-age), or ErrKeysUnavailable.
+func (c *KeySetCache) staleLocked(now time.Time) (map[string]PublicKey, error) {
+	if c.keys != nil && now.Sub(c.fetched) < c.fresh.maxAge+c.fresh.staleIfError {
+		return c.keys, nil
+	}
+	if c.keys == nil {
+		return nil, fmt.Errorf("%w: %w", ErrKeysUnavailable, c.lastErr)
+	}
+	return nil, fmt.Errorf("%w: the cached set is past its stale-if-error and could not be refreshed: %w", ErrKeysUnavailable, c.lastErr)
+}
+
+// mayRetryLocked says whether a refresh may be sent now: none failed, or the backoff is over.
+func (c *KeySetCache) mayRetryLocked(now time.Time) bool {
+	return !c.failing || !now.Before(c.retryAt)
+}
+
+// startLocked starts a refresh, or returns the one in flight.
+func (c *KeySetCache) startLocked() *flight {
+	if c.flight != nil {
+		return c.flight
+	}
+	f := &flight{done: make(chan struct{})}
+	c.flight = f
+	go c.run(f, c.etag)
+	return f
+}
+
+// await waits for f, or for ctx's end; f goes on for the other callers.
+func (c *KeySetCache) await(ctx context.Context, f *flight) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	select {
+	case <-f.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for the key set: %w", ErrKeysUnavailable, ctx.Err())
+	}
+}
+
+// run makes one refresh and records what it brought.
+func (c *KeySetCache) run(f *flight, etag string) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	answer, err := c.fetch(ctx, etag)
+	c.mu.Lock()
+	now := c.now()
+	switch {
+	case err != nil:
+	case answer.notModified && c.keys == nil:
+		err = errors.New("the server answered 304 Not Modified, but no set is cached")
+	case answer.notModified:
+		c.fetched = now
+		if answer.cacheControl {
+			c.fresh = answer.fresh
+		}
+		if answer.etag != "" {
+			c.etag = answer.etag
+		}
+	default:
+		c.keys, c.etag, c.fetched, c.fresh = answer.keys, answer.etag, now, answer.fresh
+	}
+	if err == nil {
+		if c.failing {
+			c.logger.Info("agentrouter: the key set was refreshed again", "url", c.url)
+		}
+		c.failing, c.lastErr = false, nil
+	} else {
+		if !c.failing {
+			c.failing, c.backoff = true, firstBackoff
+			c.logger.Warn("agentrouter: the key set could not be refreshed; the cached set is used within its stale-if-error",
+				"url", c.url, "error", err.Error())
+		} else {
+			c.backoff = min(2*c.backoff, maxBackoff)
+		}
+		c.retryAt, c.lastErr = now.Add(c.backoff), err
+	}
+	c.flight, f.err = nil, err
+	c.mu.Unlock()
+	close(f.done)
+}
+
+// answer is what one request brought: a new set, or a 304.
+type answer struct {
+	notModified  bool
+	keys         map[string]PublicKey
+	etag         string
+	fresh        freshness
+	cacheControl bool // the answer had a Cache-Control header
+}
+
+// fetch sends one GET for the set (conditional when etag is known) and reads its answer. Its
+// errors never carry the server's bytes: only the status, sizes and what was wrong.
+func (c *KeySetCache) fetch(ctx context.Context, etag string) (answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
+	if err != nil {
+		return answer{}, fmt.Errorf("the request: %w", err)
+	}
+	req.Header.Set("User-Agent", userAgent)
+	req.Header.Set("Accept", "application/json")
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return answer{}, fmt.Errorf("no answer within %v", c.timeout)
+		}
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // without the URL, which may carry the API key's query on a jwks_uri
+		}
+		return answer{}, fmt.Errorf("the request failed: %w", err)
+	}
+	defer resp.Body.Close()
+	fresh, hasCacheControl := parseCacheControl(resp.Header.Values("Cache-Control"))
+	got := answer{etag: resp.Header.Get("ETag"), fresh: fresh, cacheControl: hasCacheControl}
+	switch resp.StatusCode {
+	case http.StatusNotModified:
+		got.notModified = true
+		return got, nil
+	case http.StatusOK:
+	default:
+		return answer{}, fmt.Errorf("the server answered HTTP %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return answer{}, fmt.Errorf("the answer was not read within %v", c.timeout)
+		}
+		return answer{}, fmt.Errorf("reading the answer failed: %w", err)
+	}
+	if int64(len(body)) > c.maxBytes {
+		return answer{}, fmt.Errorf("the answer is larger than the limit of %d bytes (WithJWKSMaxBytes)", c.maxBytes)
+	}
+	got.keys, err = parseKeySet(body)
+	if err != nil {
+		return answer{}, err
+	}
+	return got, nil
+}

@@ -51,6 +51,12 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 
+# nginx as the HTTP cache in front of the server in tests/integration/test_connect_caching.py
+# (Debian's nginx-light, as make bench installs it).
+NGINX := /usr/sbin/nginx
+$(NGINX):
+	apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null
+
 # PostgreSQL server binaries for the PostgreSQL key store's tests (Debian's package). The tests
 # run a server of their own on a temporary folder, so Debian's default cluster is not created.
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
@@ -67,7 +73,7 @@ run: $(STAMP) ## Start the server on loopback with a persisted development key r
 	exec $(BIN)/agentrouter-auth serve --keys-dir $(KEYS_DIR) \
 		--http-addr $(HTTP_ADDR) --grpc-addr $(GRPC_ADDR)
 
-test: $(STAMP) $(NODE_STAMP) $(TS_STAMP) $(GO_TOOLS) $(CHROMIUM) postgresql-server lint lint-sdk check-generated breaking ## Lint, contract checks and the whole test suite, all languages
+test: $(STAMP) $(NODE_STAMP) $(TS_STAMP) $(GO_TOOLS) $(CHROMIUM) $(NGINX) postgresql-server lint lint-sdk check-generated breaking ## Lint, contract checks and the whole test suite, all languages
 	$(PY) -m pytest
 
 # The fast loop while changing code: no SDK toolchains, no contract regeneration, no slow tests.

@@ -578,7 +578,8 @@ def test_repeat_calls_are_served_by_the_cache_and_revalidated_with_304(
     assert after_burst.connect[len(after_first.connect) :] == [("GET", 304)]
     assert after_burst.not_modified - after_first.not_modified == 1
     assert after_burst.connect_ok - after_first.connect_ok == 1  # the 304 is an OK call
-    if client != "curl":  # the SDKs' calls are Connect GETs: each SDK names itself
+    assert all(e["method"] == "GET" for e in first + burst), "a call was not a Connect GET"
+    if client != "curl":  # each SDK names itself: these were its calls
         assert all(e["agent"].startswith(f"agentrouter-sdk-{client}/") for e in burst), burst
 
 

@@ -63,7 +63,7 @@ DURATION = Histogram(
 )
 NOT_MODIFIED = Counter(
     "agentrouter_auth_not_modified",
-    "REST requests answered 304 Not Modified (the verifier's cached set is current).",
+    "REST and Connect GET requests answered 304 Not Modified (the client's copy is current).",
 )
 RELOAD_FAILURES = Counter(
     "agentrouter_auth_reload_failures",
@@ -111,7 +111,7 @@ class Recorder:
         self._counts[key] = self._counts.get(key, 0) + 1
 
     def not_modified(self) -> None:
-        """One REST request answered 304."""
+        """One request answered 304 (REST or Connect GET)."""
         self._not_modified += 1
 
     def flush(self) -> None:

@@ -331,8 +331,11 @@ func (c *KeySetCache) run(f *flight, etag string) {
 	} else {
 		if !c.failing {
 			c.failing, c.backoff = true, firstBackoff
-			c.logger.Warn("agentrouter: the key set could not be refreshed; the cached set is used within its stale-if-error",
-				"url", c.url, "error", err.Error())
+			what := "agentrouter: the key set could not be fetched; no set is cached"
+			if c.keys != nil {
+				what = "agentrouter: the key set could not be refreshed; the cached set is used within its stale-if-error"
+			}
+			c.logger.Warn(what, "url", c.url, "error", err.Error())
 		} else {
 			c.backoff = min(2*c.backoff, maxBackoff)
 		}

@@ -232,12 +232,15 @@ func (o *origin) client(t *testing.T, opts ...agentrouter.Option) *agentrouter.C
 // cache is a KeySetCache over the origin on clock.
 func (o *origin) cache(t *testing.T, clock *fakeClock, opts ...agentrouter.CacheOption) *agentrouter.KeySetCache {
 	t.Helper()
-	cache, err := agentrouter.NewKeySetCache(o.client(t), append([]agentrouter.CacheOption{agentrouter.WithClock(clock.Now)}, opts...)...)
+	cache, err := agentrouter.NewKeySetCache(o.client(t), append([]agentrouter.CacheOption{agentrouter.WithClock(clock.Now), quiet}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return cache
 }
+
+// quiet drops the cache's log records: the tests that count them pass a logger of their own.
+var quiet = agentrouter.WithLogger(slog.New(slog.DiscardHandler))
 
 // waitFor polls cond until it holds, failing the test after a bounded wait.
 func waitFor(t *testing.T, what string, cond func() bool) {

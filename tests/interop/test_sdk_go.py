@@ -3,6 +3,7 @@ peer, and its gofmt and go vet."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.serverproc import ServerProcess
+from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess
 
 from .peer import Peer, run_measured
 
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.integration
 GO_SDK = REPO / "sdk" / "go"
 # A client that bounds what it reads holds a few MiB of answer; one that does not, hundreds.
 MEMORY_BOUND_MIB = 200
+# The Go tests that read oversized answers: the client's calls and the key cache's fetches.
+BOUNDED_TESTS = "^(TestPeerResponseLimit|TestPeerCacheHostileAnswersAreKeysUnavailable)$"
 
 
 def go() -> str:
@@ -63,6 +66,9 @@ def test_go_sdk_tests_pass_against_the_server_and_the_peer(
         **peer_env(peer),
         "AGENTROUTER_TEST_SERVER_URL": server.base_url,
         "AGENTROUTER_TEST_KIDS": ",".join(kids),
+        # The key cache's and the verifier's tests start servers of their own (their keys,
+        # their policy, stopped mid-test) and sign tokens with `agentrouter-auth token sign`.
+        "AGENTROUTER_TEST_AUTH_CLI": json.dumps(AGENTROUTER_AUTH),
     }
     result = run_go("test", "-count=1", "-v", "./...", env=env)
     # Every test ran: none skipped, and the ones that need the server and the peer were there.
@@ -73,6 +79,16 @@ def test_go_sdk_tests_pass_against_the_server_and_the_peer(
         "TestPeerAPIKeyNeverGoesToAnotherOrigin",
         "TestPeerResponseLimit",
         "TestPeerDeadlineCoversADrippingBody",
+        "TestServerKeyActivatedSecondsAgoVerifiesAfterOneRefresh",
+        "TestServerRemovedKeyStopsVerifyingOnceTheCachedAnswerAgesOut",
+        "TestServerStoppedCachedSetWithinStaleIfErrorThenKeysUnavailable",
+        "TestServerWarmCacheFloodOfRandomKidsAnd304s",
+        "TestServerVerifierFromIssuer",
+        "TestServerRotationKeepsTokensVerifying",
+        "TestPeerCacheHostileAnswersAreKeysUnavailable",
+        "TestPeerCacheSlowDripEndsAtTheDeadline",
+        "TestPeerCacheAPIKeyNeverFollowsARedirectToAnotherOrigin",
+        "TestVerifierRefusals",
     ):
         assert f"--- PASS: {name}" in result.stdout
     assert peer.requests, "the Go tests sent nothing to the peer"
@@ -80,17 +96,19 @@ def test_go_sdk_tests_pass_against_the_server_and_the_peer(
 
 def test_go_sdk_reads_an_oversized_answer_in_bounded_memory(peer: Peer, tmp_path: Path) -> None:
     """100 MiB answers (with and without a Content-Length, and as an error) and 300-MiB gzip
-    bombs (an answer, an error) each fail resource_exhausted (TestPeerResponseLimit), in a
+    bombs (an answer, an error) each fail resource_exhausted (TestPeerResponseLimit), and the
+    key cache's fetches of them fail keys unavailable (TestPeerCacheHostileAnswers…), in a
     process that never holds much of them."""
     binary = tmp_path / "sdk.test"
     run_go("test", "-c", "-o", str(binary), ".")
     measured = run_measured(
-        [str(binary), "-test.run", "^TestPeerResponseLimit$", "-test.count=1", "-test.v"],
+        [str(binary), "-test.run", BOUNDED_TESTS, "-test.count=1", "-test.v"],
         cwd=GO_SDK, env={**os.environ, **peer_env(peer)}, timeout=120,
     )  # fmt: skip
     assert not measured.timed_out, f"still running after 120 s:\n{measured.output}"
     assert measured.returncode == 0, measured.output
     assert "--- PASS: TestPeerResponseLimit" in measured.output
+    assert "--- PASS: TestPeerCacheHostileAnswersAreKeysUnavailable" in measured.output
     assert measured.peak_rss_mib < MEMORY_BOUND_MIB, (
         f"peak RSS {measured.peak_rss_mib:.0f} MiB reading oversized answers"
     )

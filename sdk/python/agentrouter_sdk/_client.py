@@ -64,6 +64,24 @@ class AuthClient:
         except ConnectError as err:
             raise AgentRouterError(err.code.value, err.message) from err
 
+    def get_open_id_configuration(
+        self,
+        req: auth_pb2.GetOpenIDConfigurationRequest | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> auth_pb2.GetOpenIDConfigurationResponse:
+        """The issuer's OpenID Connect discovery document (its `issuer`, `jwks_uri`, ...),
+        within `timeout` seconds (the client's default when None). A Connect GET."""
+        try:
+            return self._client.get_open_id_configuration(
+                req if req is not None else auth_pb2.GetOpenIDConfigurationRequest(),
+                headers=self._headers,
+                timeout_ms=_millis(self._timeout if timeout is None else timeout),
+                use_get=True,
+            )
+        except ConnectError as err:
+            raise AgentRouterError(err.code.value, err.message) from err
+
     def close(self) -> None:
         """Release the HTTP connections."""
         self._client.close()
@@ -93,7 +111,10 @@ class Client:
         headers = {"user-agent": USER_AGENT}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
-        self.auth = AuthClient(_checked_base_url(base_url), headers, timeout, max_response_bytes)
+        self.base_url = _checked_base_url(base_url)
+        self.timeout = timeout
+        self._api_key = api_key or None
+        self.auth = AuthClient(self.base_url, headers, timeout, max_response_bytes)
 
     def close(self) -> None:
         """Release the HTTP connections of every service client."""

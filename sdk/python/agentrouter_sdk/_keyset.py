@@ -1,0 +1,470 @@
+"""The key set cache: the JWK Set that verifies AgentRouter's tokens, kept as HTTP says."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import jwt
+from connectrpc.errors import ConnectError
+from pyqwest import SyncClient
+
+from agentrouter_sdk._client import USER_AGENT, AgentRouterError
+from agentrouter_sdk._text import printable
+from agentrouter_sdk._transport import BoundedTransport
+
+if TYPE_CHECKING:
+    from agentrouter_sdk._client import Client
+
+# A key set's answer, decompressed: a set is a few KiB.
+DEFAULT_JWKS_MAX_BYTES = 1 << 20
+# The most keys a set may hold: a larger one is refused whole.
+MAX_JWKS_KEYS = 256
+# The least time, in seconds, between two refreshes caused by a token whose kid the set lacks.
+DEFAULT_UNKNOWN_KID_COOLDOWN = 30.0
+# The freshness of an answer whose max-age is missing or unreadable, and the most one may claim.
+_DEFAULT_MAX_AGE = 300.0
+_MAX_MAX_AGE = 24 * 3600.0
+# The wait before retrying after a failed refresh: 1 s, doubling, at most 60 s.
+_FIRST_BACKOFF = 1.0
+_MAX_BACKOFF = 60.0
+# GetJWKS as a Connect GET answered in JSON: the RFC 7517 document itself.
+CONNECT_GET_JWKS = (
+    "/agentrouter.auth.v1.AuthService/GetJWKS?connect=v1&encoding=json&message=%7B%7D"
+)
+# Each algorithm of the allow-list with its key type and curve (None: the key has no crv).
+ALLOWED_KEYS: dict[str, tuple[str, str | None]] = {
+    "ES256": ("EC", "P-256"),
+    "RS256": ("RSA", None),
+    "EdDSA": ("OKP", "Ed25519"),
+}
+# The JWK members of a private or symmetric key (RFC 7518 §6).
+_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+# RSA keys below 2048 bits are refused (RFC 7518 §3.3).
+_MIN_RSA_BITS = 2048
+
+_LOG = logging.getLogger("agentrouter_sdk")
+
+
+class InvalidTokenError(AgentRouterError):
+    """A token does not verify: malformed, a refused header, an algorithm its key does not
+    declare, a kid no key of the set has, a bad signature, or a claim that fails its check.
+    `code` is `unauthenticated`. The message never quotes the token."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unauthenticated", f"invalid token: {message}")
+
+
+class KeysUnavailableError(AgentRouterError):
+    """The keys could not be had: the set could not be fetched and no cached set may still be
+    used (none yet, or past its stale-if-error). `code` is `unavailable`; retry later. The
+    message never quotes what the server sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("unavailable", f"keys unavailable: {message}")
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A usable key of the set: its kid, the algorithm it declares (ES256, RS256 or EdDSA) and
+    the key (PyJWT's PyJWK)."""
+
+    kid: str
+    alg: str
+    jwk: jwt.PyJWK
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """What an answer's Cache-Control says, in seconds."""
+
+    max_age: float
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+
+
+def parse_cache_control(lines: Iterable[str]) -> tuple[Freshness, bool]:
+    """The directives the cache follows, and whether there was a Cache-Control at all. max-age
+    is capped at 24 h and is 300 s when missing or unreadable; no-cache and no-store make it 0.
+    A missing or unreadable stale-while-revalidate or stale-if-error is 0."""
+    max_age: float | None = None
+    swr = sie = 0.0
+    no_cache = present = False
+    for line in lines:
+        present = True
+        for part in line.split(","):
+            name, _, value = part.strip().partition("=")
+            value = value.strip().strip('"')
+            match name.strip().lower():
+                case "max-age":
+                    seconds = _delta_seconds(value)
+                    if seconds is not None and max_age is None:
+                        max_age = seconds
+                case "stale-while-revalidate":
+                    swr = _delta_seconds(value) or 0.0
+                case "stale-if-error":
+                    sie = _delta_seconds(value) or 0.0
+                case "no-cache" | "no-store":
+                    no_cache = True
+    if no_cache:
+        max_age = 0.0
+    elif max_age is None:
+        max_age = _DEFAULT_MAX_AGE
+    return Freshness(min(max_age, _MAX_MAX_AGE), swr, sie), present
+
+
+def _delta_seconds(value: str) -> float | None:
+    """A delta-seconds value (RFC 9111 §1.2.2): digits only; a huge one is taken as a year."""
+    if not value or not value.isascii() or not value.isdigit():
+        return None
+    return float(min(int(value[:12]), 365 * 24 * 3600))
+
+
+def parse_key_set(body: bytes) -> dict[str, PublicKey]:
+    """The usable keys of an RFC 7517 JWK Set, by kid. ValueError when the body is not one (not
+    JSON, no "keys" array), holds more than MAX_JWKS_KEYS keys, or has no usable key. Unusable
+    keys are skipped; the first of two keys with one kid is kept. Errors never quote the body."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError(f"the answer ({len(body)} bytes) is not a JSON JWK Set") from None
+    members = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(members, list):
+        raise ValueError('the answer is JSON without a "keys" array')
+    if len(members) > MAX_JWKS_KEYS:
+        raise ValueError(f"the set holds {len(members)} keys, more than {MAX_JWKS_KEYS}")
+    keys: dict[str, PublicKey] = {}
+    for member in members:
+        key = _usable_key(member)
+        if key is not None and key.kid not in keys:
+            keys[key.kid] = key
+    if not keys:
+        raise ValueError(
+            f"none of the set's {len(members)} keys is usable "
+            "(a kid, use sig, ES256, RS256 or EdDSA, public)"
+        )
+    return keys
+
+
+def _usable_key(member: object) -> PublicKey | None:
+    """The key `member` is, if usable: a kid, no private member, an algorithm of the allow-list
+    with its key type and curve, use "sig" or none, a valid public key."""
+    if not isinstance(member, dict) or any(name in member for name in _PRIVATE_MEMBERS):
+        return None
+    texts = {name: member.get(name) for name in ("kid", "kty", "crv", "alg", "use")}
+    kid, alg = texts["kid"], texts["alg"]
+    if (
+        any(value is not None and not isinstance(value, str) for value in texts.values())
+        or not isinstance(kid, str)
+        or not kid
+        or texts["use"] not in (None, "sig")
+        or not isinstance(alg, str)
+        or (texts["kty"], texts["crv"]) != ALLOWED_KEYS.get(alg)
+    ):
+        return None
+    try:
+        jwk = jwt.PyJWK(member, algorithm=alg)
+    except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
+        return None
+    if alg == "RS256" and getattr(jwk.key, "key_size", 0) < _MIN_RSA_BITS:
+        return None
+    return PublicKey(kid, alg, jwk)
+
+
+@dataclass
+class _Answer:
+    """What one request brought: a new set, or a 304."""
+
+    not_modified: bool
+    keys: dict[str, PublicKey]
+    etag: str
+    fresh: Freshness
+    has_cache_control: bool
+
+
+class _Flight:
+    """One refresh, shared by every caller that waits for it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: str | None = None
+
+
+class _FetchError(Exception):
+    """A refresh failed; the message is the SDK's own words, never the server's bytes."""
+
+
+class KeySetCache:
+    """The key set that verifies tokens, kept as the server's HTTP caching says: fresh for the
+    answer's max-age (at most 24 h; 300 s when missing; 0 with no-cache or no-store), then
+    revalidated with If-None-Match (a 304 keeps the set and restarts its age). Within
+    stale-while-revalidate after max-age it answers from the cached set and refreshes once in
+    the background; beyond that, callers wait for one shared refresh. A failed refresh within
+    stale-if-error after max-age keeps the cached set (logged once per streak of failures;
+    retried after 1 s, doubling up to 60 s); beyond it, KeysUnavailableError. A kid the set
+    lacks causes one shared refresh, at most one per `unknown_kid_cooldown` seconds.
+
+    The set comes from `client`'s GetJWKS (a Connect GET answered in JSON, with the client's
+    API key and timeout), or from `jwks_uri` (the API key is sent only when that URL has the
+    client's origin). An answer larger than `max_bytes` (decompressed), of more than 256 keys,
+    or not a JWK Set is an error and never replaces the cached set. `clock` (seconds, default
+    time.time) is for tests. Makes no network call until the first lookup; thread-safe."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        jwks_uri: str | None = None,
+        unknown_kid_cooldown: float = DEFAULT_UNKNOWN_KID_COOLDOWN,
+        max_bytes: int = DEFAULT_JWKS_MAX_BYTES,
+        clock: Callable[[], float] = time.time,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if not unknown_kid_cooldown >= 0:
+            raise ValueError(
+                f"unknown_kid_cooldown must be 0 or more seconds, got {unknown_kid_cooldown!r}"
+            )
+        if not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
+        url, api_key = client.base_url + CONNECT_GET_JWKS, client._api_key
+        if jwks_uri is not None:
+            parts = _url_parts(jwks_uri)
+            if parts is None:
+                raise ValueError(
+                    "jwks_uri must be an absolute http:// or https:// URL without credentials"
+                )
+            if parts != _url_parts(client.base_url):
+                api_key = None
+            url = jwks_uri
+        self.url = url
+        self._api_key = api_key
+        self._timeout = client.timeout
+        self._max_bytes = max_bytes
+        self._cooldown = float(unknown_kid_cooldown)
+        self.clock = clock
+        self._logger = logger if logger is not None else _LOG
+        self._http = SyncClient(BoundedTransport(max_bytes))
+        self._lock = threading.Lock()
+        self._keys: dict[str, PublicKey] | None = None
+        self._etag = ""
+        self._fetched = 0.0  # when the set's age started: its answer, or the last 304
+        self._fresh = Freshness(0.0)
+        self._failing = False
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._last_error = ""
+        self._flight: _Flight | None = None
+        self._unknown_at: float | None = None  # the last refresh caused by an unknown kid
+
+    def key(self, kid: str) -> PublicKey:
+        """The key whose kid is `kid`. A kid the cached set lacks causes one refresh (shared by
+        every concurrent caller, at most one per cooldown); a kid still unknown is an
+        InvalidTokenError. KeysUnavailableError when no usable set can be had."""
+        keys, refreshed = self._current()
+        found = keys.get(kid)
+        if found is not None:
+            return found
+        if refreshed:
+            raise _unknown_kid()
+        with self._lock:
+            flight = self._flight
+            if flight is None:
+                now = self.clock()
+                last = self._unknown_at
+                in_cooldown = last is not None and now - last < self._cooldown
+                if in_cooldown or not self._may_retry(now):
+                    raise _unknown_kid()
+                self._unknown_at = now
+                flight = self._start()
+        self._await(flight)
+        with self._lock:
+            found = self._keys.get(kid) if self._keys is not None else None
+        if found is not None:
+            return found
+        if flight.error is not None:
+            raise KeysUnavailableError(
+                f"the token's kid is not in the cached set, and the set could not be "
+                f"refreshed: {flight.error}"
+            )
+        raise _unknown_kid()
+
+    def kids(self) -> list[str]:
+        """The kids of the set as it is now, after a refresh if it needs one."""
+        return list(self._current()[0])
+
+    def close(self) -> None:
+        """Nothing to release: pyqwest's pool lives as long as the transport. For symmetry."""
+
+    def _current(self) -> tuple[dict[str, PublicKey], bool]:
+        """The set to use now, after a refresh if it needs one; True when this call waited for
+        a refresh that succeeded."""
+        with self._lock:
+            now = self.clock()
+            if self._keys is None:
+                if not self._may_retry(now):
+                    raise KeysUnavailableError(self._last_error)
+            else:
+                age = now - self._fetched
+                if age < self._fresh.max_age:
+                    return self._keys, False
+                if age < self._fresh.max_age + self._fresh.stale_while_revalidate:
+                    if self._may_retry(now):
+                        self._start()  # in the background: this caller does not wait
+                    return self._keys, False
+                if not self._may_retry(now):
+                    return self._stale(now), False
+            flight = self._start()
+        self._await(flight)
+        with self._lock:
+            if flight.error is None and self._keys is not None:
+                return self._keys, True
+            return self._stale(self.clock()), False
+
+    def _stale(self, now: float) -> dict[str, PublicKey]:
+        """The cached set if it may still be used after a failure (within stale-if-error after
+        max-age), or KeysUnavailableError. Called with the lock held."""
+        if self._keys is None:
+            raise KeysUnavailableError(self._last_error)
+        if now - self._fetched < self._fresh.max_age + self._fresh.stale_if_error:
+            return self._keys
+        raise KeysUnavailableError(
+            f"the cached set is past its stale-if-error and could not be refreshed: "
+            f"{self._last_error}"
+        )
+
+    def _may_retry(self, now: float) -> bool:
+        """Whether a refresh may be sent now: none failed, or the backoff is over."""
+        return not self._failing or now >= self._retry_at
+
+    def _start(self) -> _Flight:
+        """Start a refresh, or return the one in flight. Called with the lock held."""
+        if self._flight is not None:
+            return self._flight
+        flight = _Flight()
+        self._flight = flight
+        thread = threading.Thread(
+            target=self._run, args=(flight, self._etag), name="agentrouter-jwks", daemon=True
+        )
+        thread.start()
+        return flight
+
+    def _await(self, flight: _Flight) -> None:
+        # The request is bounded by the client's timeout; this bound holds even if it were not.
+        if not flight.done.wait(self._timeout + 5.0):
+            raise KeysUnavailableError(f"no key set within {self._timeout:g} s")
+
+    def _run(self, flight: _Flight, etag: str) -> None:
+        """Make one refresh and record what it brought."""
+        error: str | None = None
+        answer: _Answer | None = None
+        try:
+            answer = self._fetch(etag)
+        except _FetchError as err:
+            error = str(err)
+        except Exception as err:  # a refresh must end its flight, whatever fails
+            error = f"the refresh failed ({type(err).__name__})"
+        with self._lock:
+            if answer is not None:
+                error = self._record(answer)
+            self._record_outcome(error)
+            self._flight, flight.error = None, error
+        flight.done.set()
+
+    def _record(self, answer: _Answer) -> str | None:
+        """Keep what a refresh brought; the error when a 304 came with no set cached."""
+        if not answer.not_modified:
+            self._keys, self._etag = answer.keys, answer.etag
+            self._fetched, self._fresh = self.clock(), answer.fresh
+            return None
+        if self._keys is None:
+            return "the server answered 304 Not Modified, but no set is cached"
+        self._fetched = self.clock()
+        if answer.has_cache_control:
+            self._fresh = answer.fresh
+        if answer.etag:
+            self._etag = answer.etag
+        return None
+
+    def _record_outcome(self, error: str | None) -> None:
+        """Log the start and end of a streak of failures; back off while it lasts."""
+        if error is None:
+            if self._failing:
+                self._logger.info("agentrouter: the key set of %s is refreshed again", self.url)
+            self._failing, self._last_error = False, ""
+            return
+        if not self._failing:
+            self._failing, self._backoff = True, _FIRST_BACKOFF
+            self._logger.warning(
+                "agentrouter: the key set of %s could not be refreshed (%s); the cached "
+                "set is used within its stale-if-error",
+                printable(self.url),
+                error,
+            )
+        else:
+            self._backoff = min(2 * self._backoff, _MAX_BACKOFF)
+        self._retry_at, self._last_error = self.clock() + self._backoff, error
+
+    def _fetch(self, etag: str) -> _Answer:
+        """One GET of the set (conditional when an ETag is known), and its answer read."""
+        headers = {"user-agent": USER_AGENT, "accept": "application/json"}
+        if self._api_key:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        if etag:
+            headers["if-none-match"] = etag
+        try:
+            response = self._http.get(self.url, headers, timeout=self._timeout)
+        except ConnectError:  # the transport's bound, while the body was read
+            raise _FetchError(
+                f"the answer is larger than the limit of {self._max_bytes} bytes (max_bytes)"
+            ) from None
+        except TimeoutError:
+            raise _FetchError(f"no answer within {self._timeout:g} s") from None
+        except Exception as err:  # pyqwest's errors have no common root
+            raise _FetchError(
+                f"the request failed ({type(err).__name__}: {printable(str(err))[:200]})"
+            ) from None
+        fresh, has_cache_control = parse_cache_control(response.headers.getall("cache-control"))
+        etag_got = printable(response.headers.get("etag", "") or "")
+        if response.status == 304:
+            return _Answer(True, {}, etag_got, fresh, has_cache_control)
+        if response.status != 200:
+            raise _FetchError(f"the server answered HTTP {response.status}")
+        try:
+            keys = parse_key_set(response.content)
+        except ValueError as err:
+            raise _FetchError(str(err)) from None
+        return _Answer(False, keys, etag_got, fresh, has_cache_control)
+
+
+def _unknown_kid() -> InvalidTokenError:
+    return InvalidTokenError("no key of the set has the token's kid")
+
+
+def _url_parts(url: str) -> tuple[str, str, int] | None:
+    """An http(s) URL's origin (scheme, host, port), or None when it is not a usable one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.username is not None or parts.password is not None:
+        return None
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname.lower(), port if port is not None else default
+
+
+def _json_object(data: bytes) -> dict[str, Any] | None:
+    """`data` as a JSON object, or None."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None

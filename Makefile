@@ -122,8 +122,14 @@ lock: ## Re-resolve the dependencies and rewrite constraints.txt with exact pins
 DURATION ?= 10
 ROUNDS   ?= 2
 BENCH_TOOLS := wrk h2load nginx
+# The Go peer: connect-go + vanguard-go (and bare net/http) on the Go SDK's generated code,
+# every module pinned by bench/goserver/go.sum (-mod=readonly: go.mod and go.sum never drift).
+GO_PEER := .build/bin/bench-goserver
 
-bench: $(STAMP) postgresql-server ## Load-test every protocol against baselines (DURATION=seconds, ROUNDS=n)
+$(GO_PEER): bench/goserver/go.mod bench/goserver/go.sum bench/goserver/main.go sdk/go/go.mod sdk/go/go.sum $(wildcard sdk/go/genapi/api/tars/auth/v1/*.go)
+	cd bench/goserver && go build -mod=readonly -o ../../$(GO_PEER) .
+
+bench: $(STAMP) postgresql-server $(GO_PEER) ## Load-test every protocol against baselines and a Go peer (DURATION=seconds, ROUNDS=n)
 	@missing=""; for t in $(BENCH_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && apt-get install -y -qq wrk nghttp2-client nginx-light >/dev/null; \

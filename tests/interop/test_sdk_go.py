@@ -7,15 +7,18 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import httpx
 import pytest
 
+import tarballs as sdk_tarballs
 from tests.conftest import REPO
 from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess
 
 from .peer import Peer, run_measured
+from .readme import snippets
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +38,15 @@ def go() -> str:
 
 def run_go(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `go ARGS` in sdk/go; its output is in the assertion message when it fails."""
+    return run_go_in(GO_SDK, *args, env=env)
+
+
+def run_go_in(
+    folder: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `go ARGS` in folder; its output is in the assertion message when it fails."""
     result = subprocess.run(
-        [go(), *args], cwd=GO_SDK, env=env, capture_output=True, text=True, timeout=300, check=False
+        [go(), *args], cwd=folder, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     if result.returncode != 0:
         output = (result.stdout + result.stderr).splitlines()
@@ -130,3 +140,36 @@ def test_go_sdk_is_gofmt_clean_and_vetted() -> None:
     ).stdout
     assert unformatted == "", f"gofmt would change: {unformatted}"
     run_go("vet", "./...")
+
+
+def test_go_readme_verifies_a_token_from_token_sign(
+    server: ServerProcess, keys_dir: Path, tmp_path: Path
+) -> None:
+    """The verifying snippet of README, Client SDKs, Go, run as the examples are (the SDK from its
+    tarball under third_party/, `go mod tidy && go run .`), on a token from `token sign`; and
+    the same snippet refusing that token once it is tampered with."""
+    tarball = sdk_tarballs.build("go", tmp_path / "dist")
+    folder = tmp_path / "verify"
+    folder.mkdir()
+    with tarfile.open(tarball) as archive:
+        archive.extractall(folder / "third_party", filter="data")
+    examples = REPO / "sdk" / "examples" / "go"
+    for name in ("go.mod", "go.sum"):
+        shutil.copy(examples / name, folder / name)
+    (folder / "main.go").write_text(snippets()["go-sdk-verify"] + "\n")
+    token = subprocess.run(
+        [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--alg", "ES256",
+         "--issuer", "https://auth.example.com", "--claims", '{"sub":"svc-42","aud":"api"}'],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+    env = {**os.environ, "AGENTROUTER_BASE_URL": server.base_url, "TOKEN": token}
+    run_go_in(folder, "mod", "tidy", env=env)
+    assert run_go_in(folder, "run", ".", env=env).stdout == "svc-42\n"
+    head, payload, signature = token.split(".")
+    tampered = f"{head}.{payload}.{signature[:-4]}AAAA"
+    refused = subprocess.run(
+        [go(), "run", "."], cwd=folder, env={**env, "TOKEN": tampered},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "401: agentrouter: invalid token: the signature does not verify" in refused.stderr

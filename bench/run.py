@@ -908,8 +908,9 @@ def markdown(report: Report) -> str:
         f"- RSS after load: {rss.get('server_total')} MB in all (main + workers); "
         f"per worker: {rss.get('workers')} MB",
         f"- Rotation under load: {rotation.get('seconds')} s of REST load while a key rotates "
-        f"every second: {rotation.get('non_2xx')} non-2xx, {rotation.get('socket_errors')} "
-        "socket errors",
+        f"every second: {rotation.get('rotation_steps')} steps logged, "
+        f"{rotation.get('non_2xx')} non-2xx, {rotation.get('socket_errors')} socket errors, "
+        f"{rotation.get('errors_logged')} errors logged",
     ]
     if postgres:
         lines.append(

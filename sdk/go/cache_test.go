@@ -84,15 +84,26 @@ func TestCacheStaleWhileRevalidateAnswersAtOnceAndRefreshesOnceInTheBackground(t
 	cache := o.cache(t, clock)
 	mustKey(t, cache, key.kid)
 	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
 	o.set(func() { o.hold = hold }) // the refresh waits until the test lets it go
 	clock.Advance(15 * time.Second) // past max-age=10, within stale-while-revalidate=20
-	var wg sync.WaitGroup
+	answered := make(chan error, 20)
 	for range 20 {
-		wg.Go(func() { mustKey(t, cache, key.kid) }) // answered while the refresh hangs
+		go func() { _, err := cache.Key(context.Background(), key.kid); answered <- err }()
 	}
-	wg.Wait()
+	for range 20 { // answered while the refresh hangs
+		select {
+		case err := <-answered:
+			if err != nil {
+				t.Fatalf("within stale-while-revalidate: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("within stale-while-revalidate, a caller waited for the refresh")
+		}
+	}
 	waitFor(t, "the background refresh reaches the origin", func() bool { return o.requests.Load() == 2 })
-	close(hold)
+	release()
 	waitFor(t, "the background refresh is answered", func() bool { return o.answered.Load() == 1 })
 	clock.Advance(5 * time.Second) // 5 s after the 304: fresh again
 	mustKey(t, cache, key.kid)
@@ -199,6 +210,8 @@ func TestCacheUnknownKidOneSharedRefreshPerCooldown(t *testing.T) {
 	mustKey(t, cache, key.kid)
 	o.publish(t, key, added)
 	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release)
 	o.set(func() { o.hold = hold })
 	var wg sync.WaitGroup
 	errs := make(chan error, 50)
@@ -215,7 +228,7 @@ func TestCacheUnknownKidOneSharedRefreshPerCooldown(t *testing.T) {
 		})
 	}
 	waitFor(t, "the unknown kids' refresh reaches the origin", func() bool { return o.requests.Load() == 2 })
-	close(hold)
+	release()
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -218,3 +218,33 @@ func TestNewVerifierRequiresIssuerAndAudienceOrTheirWaiver(t *testing.T) {
 		t.Errorf("constructing made %d requests, want 0", n)
 	}
 }
+
+func TestVerifierRefusesMalformedTokensWithoutARequest(t *testing.T) {
+	t.Parallel()
+	key := newSigningKey(t, "ES256")
+	o := newOrigin(t, key)
+	now := time.Now()
+	valid := key.sign(t, claimsFor(now), nil)
+	parts := strings.Split(valid, ".")
+	for name, token := range map[string]string{
+		"alg none":    rawToken(t, map[string]any{"alg": "none", "kid": key.kid}, claimsFor(now), nil),
+		"HS256":       rawToken(t, map[string]any{"alg": "HS256", "kid": key.kid}, claimsFor(now), []byte("mac")),
+		"no kid":      rawToken(t, map[string]any{"alg": "ES256"}, claimsFor(now), []byte("sig")),
+		"empty kid":   rawToken(t, map[string]any{"alg": "ES256", "kid": ""}, claimsFor(now), []byte("sig")),
+		"jku header":  key.sign(t, claimsFor(now), map[string]any{"jku": "https://attacker.test/jwks.json"}),
+		"crit header": key.sign(t, claimsFor(now), map[string]any{"crit": []string{"exp"}}),
+		"2 parts":     parts[0] + "." + parts[1],
+		"4 parts":     valid + "." + parts[2],
+		"JWE":         parts[0] + ".a.b.c.d",
+		"empty":       "",
+	} {
+		// A cold cache: a token that reached it would cost a fetch.
+		verifier := verifierOver(t, o.cache(t, newFakeClock()))
+		if _, err := verifier.Verify(context.Background(), token); !errors.Is(err, agentrouter.ErrInvalidToken) {
+			t.Errorf("%s: got %v, want ErrInvalidToken", name, err)
+		}
+		if n := o.requests.Load(); n != 0 {
+			t.Fatalf("%s: refused after %d requests, want none: the header alone refuses it", name, n)
+		}
+	}
+}

@@ -6,7 +6,10 @@ import { createConnectTransport } from "@connectrpc/connect-web";
 
 import { boundedFetch } from "./bounded-fetch.js";
 import * as tars_auth_v1_auth_pb from "./gen/tars/auth/v1/auth_pb.js";
-import type { GetJWKSResponse } from "./gen/tars/auth/v1/auth_pb.js";
+import type {
+  GetJWKSResponse,
+  GetOpenIDConfigurationResponse,
+} from "./gen/tars/auth/v1/auth_pb.js";
 import { VERSION } from "./version.js";
 
 /** How long a call may take when neither the client nor the call says otherwise. */
@@ -68,12 +71,51 @@ export class AuthClient {
     req: MessageInitShape<typeof tars_auth_v1_auth_pb.GetJWKSRequestSchema>,
     options?: CallOptions,
   ): Promise<GetJWKSResponse> {
-    const timeoutMs = options?.timeoutMs;
-    return await this.#client.getJWKS(req, {
-      ...(timeoutMs === undefined ? {} : { timeoutMs: checkTimeout(timeoutMs) }),
-      ...(options?.signal === undefined ? {} : { signal: options.signal }),
-    });
+    return await this.#client.getJWKS(req, callOptions(options));
   }
+
+  /**
+   * The issuer's OpenID Connect Discovery document: its `issuer`, its `jwks_uri` and the
+   * algorithms its keys sign with. Sent as a Connect GET, as `getJWKS` is.
+   * Rejects with a `ConnectError` carrying the Connect code and message.
+   */
+  async getOpenIDConfiguration(
+    req: MessageInitShape<typeof tars_auth_v1_auth_pb.GetOpenIDConfigurationRequestSchema> = {},
+    options?: CallOptions,
+  ): Promise<GetOpenIDConfigurationResponse> {
+    return await this.#client.getOpenIDConfiguration(req, callOptions(options));
+  }
+}
+
+function callOptions(options: CallOptions | undefined): {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+} {
+  const timeoutMs = options?.timeoutMs;
+  return {
+    ...(timeoutMs === undefined ? {} : { timeoutMs: checkTimeout(timeoutMs) }),
+    ...(options?.signal === undefined ? {} : { signal: options.signal }),
+  };
+}
+
+/** @internal What a client was made with, for the key set cache's plain GETs. */
+export interface ClientSettings {
+  /** The base URL as checked, ending with a slash. */
+  readonly baseUrl: string;
+  readonly apiKey: string | undefined;
+  readonly timeoutMs: number;
+  readonly fetch: () => typeof globalThis.fetch;
+}
+
+const settingsOf = new WeakMap<Client, ClientSettings>();
+
+/** @internal The settings `client` was made with (not part of the package's exports). */
+export function clientSettings(client: Client): ClientSettings {
+  const settings = settingsOf.get(client);
+  if (settings === undefined) {
+    throw new Error("not a Client made by new Client(...)");
+  }
+  return settings;
 }
 
 /**
@@ -102,6 +144,12 @@ export class Client {
       fetch: boundedFetch(() => fetchImpl ?? globalThis.fetch, maxBytes),
     });
     this.auth = new AuthClient(createClient(tars_auth_v1_auth_pb.AuthService, transport));
+    settingsOf.set(this, {
+      baseUrl: baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`,
+      apiKey: options.apiKey,
+      timeoutMs,
+      fetch: () => fetchImpl ?? globalThis.fetch,
+    });
   }
 }
 
@@ -176,7 +224,7 @@ function headers(fixed: [string, string][]): Interceptor {
 }
 
 /** True in Node.js (and runtimes compatible with it), where fetch lets a caller set User-Agent. */
-function isNode(): boolean {
+export function isNode(): boolean {
   const runtime = globalThis as { process?: { versions?: { node?: unknown } } };
   return typeof runtime.process?.versions?.node === "string";
 }

@@ -1,0 +1,511 @@
+// The key set that verifies tokens, cached as the server's HTTP caching says.
+
+import { importJWK, type JWK as JoseJWK } from "jose";
+
+import { boundedFetch } from "./bounded-fetch.js";
+import { USER_AGENT, clientSettings, isNode, type Client } from "./client.js";
+import { InvalidTokenError, KeysUnavailableError } from "./errors.js";
+
+/** The most a key set's answer may hold, decompressed, unless `maxJwksBytes` says otherwise. */
+export const DEFAULT_JWKS_MAX_BYTES = 1024 * 1024;
+
+/** The most keys a set may hold: a larger one is refused whole. */
+export const MAX_JWKS_KEYS = 256;
+
+/** The least time between two refreshes caused by a token whose kid the cached set lacks,
+ * unless `unknownKidCooldownMs` says otherwise. */
+export const DEFAULT_UNKNOWN_KID_COOLDOWN_MS = 30_000;
+
+/** The freshness of an answer whose max-age is missing or unreadable. */
+const DEFAULT_MAX_AGE_MS = 300_000;
+/** The most freshness an answer may claim. */
+const MAX_MAX_AGE_MS = 24 * 3600_000;
+/** The wait before retrying after a failed refresh: 1 s, doubling, at most 60 s. */
+const FIRST_BACKOFF_MS = 1000;
+const MAX_BACKOFF_MS = 60_000;
+
+/** GetJWKS as a Connect GET answered in JSON: the RFC 7517 document itself. */
+const CONNECT_GET_JWKS =
+  "agentrouter.auth.v1.AuthService/GetJWKS?connect=v1&encoding=json&message=%7B%7D";
+
+/** The algorithms a key may declare, each with its key type and curve. */
+const ALLOWED_KEYS: Readonly<Record<string, { kty: string; crv: string | undefined }>> = {
+  ES256: { kty: "EC", crv: "P-256" },
+  RS256: { kty: "RSA", crv: undefined },
+  EdDSA: { kty: "OKP", crv: "Ed25519" },
+};
+
+/** @internal The algorithms of the allow-list. */
+export function isAllowedAlg(alg: unknown): alg is string {
+  return typeof alg === "string" && Object.hasOwn(ALLOWED_KEYS, alg);
+}
+
+/** The JWK members of a private or symmetric key (RFC 7518 §6). */
+const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/** RSA keys below 2048 bits are skipped (RFC 7518 §3.3). */
+const MIN_RSA_BITS = 2048;
+
+/** A usable key of the set: its kid, the algorithm it declares, and the key itself. */
+export interface PublicKey {
+  readonly kid: string;
+  readonly alg: string;
+  readonly key: CryptoKey | Uint8Array;
+}
+
+/** Where a failed refresh is reported, once per streak of failures, and its end. */
+export interface KeySetLogger {
+  warn(message: string): void;
+  info(message: string): void;
+}
+
+/** What `new KeySetCache(client, ...)` takes. */
+export interface KeySetCacheOptions {
+  /**
+   * Fetch the key set from this absolute http(s) URL (an issuer's `jwks_uri`) instead of the
+   * client's GetJWKS. The API key is sent only when it has the client's origin.
+   */
+  jwksUri?: string | undefined;
+  /**
+   * The least time between two refreshes caused by a token whose kid the set lacks, in
+   * milliseconds (default 30 000); 0 allows one per token. Within it, such a token is invalid
+   * at once, without a request.
+   */
+  unknownKidCooldownMs?: number | undefined;
+  /** The most the key set's answer may hold, decompressed, in bytes (default 1 MiB). */
+  maxJwksBytes?: number | undefined;
+  /** The clock, in milliseconds since the epoch (default `Date.now`); the verifier reads it too. */
+  now?: (() => number) | undefined;
+  /** Where failed refreshes are reported (default `console`). */
+  logger?: KeySetLogger | undefined;
+}
+
+/** How long an answer's set may be used, in milliseconds. */
+interface Freshness {
+  maxAge: number;
+  staleWhileRevalidate: number;
+  staleIfError: number;
+}
+
+/** What one request brought: a new set, or a 304. */
+interface Answer {
+  notModified: boolean;
+  keys: Map<string, PublicKey> | undefined;
+  etag: string | undefined;
+  fresh: Freshness;
+  cacheControl: boolean;
+}
+
+/** A failed fetch, with a reason that never quotes the server. */
+class FetchError extends Error {}
+
+/**
+ * Holds the key set that verifies tokens, and follows the server's HTTP caching: fresh for the
+ * answer's max-age (at most 24 h; 300 s when missing; 0 with no-cache or no-store), then
+ * revalidated with If-None-Match (a 304 keeps the set and restarts its age). Within
+ * stale-while-revalidate after max-age it answers from the cached set and refreshes once in the
+ * background; beyond that, callers wait for one shared refresh. A failed refresh within
+ * stale-if-error after max-age keeps the cached set (logged once per streak; retried after 1 s,
+ * doubling up to 60 s); beyond it, a `KeysUnavailableError`.
+ */
+export class KeySetCache {
+  readonly #url: string;
+  readonly #apiKey: string | undefined;
+  readonly #timeoutMs: number;
+  readonly #maxBytes: number;
+  readonly #cooldownMs: number;
+  readonly #fetch: typeof globalThis.fetch;
+  readonly #logger: KeySetLogger;
+  /** @internal The clock the cache reads (the verifier reads it too). */
+  readonly now: () => number;
+
+  #keys: Map<string, PublicKey> | undefined;
+  #etag: string | undefined;
+  /** When the set's age started: its answer, or the last 304. */
+  #fetchedAt = 0;
+  #fresh: Freshness = { maxAge: 0, staleWhileRevalidate: 0, staleIfError: 0 };
+  #failing = false;
+  #backoffMs = 0;
+  #retryAt = 0;
+  #lastError = "";
+  #flight: Promise<string | undefined> | undefined;
+  #unknownAt: number | undefined;
+
+  /** Makes no network call: the first lookup fetches the set. Throws an `Error` for an
+   * unusable option. */
+  constructor(client: Client, options: KeySetCacheOptions = {}) {
+    const settings = clientSettings(client);
+    const cooldown = options.unknownKidCooldownMs ?? DEFAULT_UNKNOWN_KID_COOLDOWN_MS;
+    if (!Number.isFinite(cooldown) || cooldown < 0) {
+      throw new Error(`unknownKidCooldownMs must not be negative, got ${cooldown}`);
+    }
+    const maxBytes = options.maxJwksBytes ?? DEFAULT_JWKS_MAX_BYTES;
+    if (!Number.isSafeInteger(maxBytes) || maxBytes <= 0) {
+      throw new Error(`maxJwksBytes must be a positive whole number of bytes, got ${maxBytes}`);
+    }
+    let url = settings.baseUrl + CONNECT_GET_JWKS;
+    let apiKey = settings.apiKey;
+    if (options.jwksUri !== undefined) {
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(options.jwksUri);
+      } catch {
+        parsed = undefined;
+      }
+      if (
+        parsed === undefined ||
+        (parsed.protocol !== "http:" && parsed.protocol !== "https:") ||
+        parsed.hostname === "" ||
+        parsed.username !== "" ||
+        parsed.password !== ""
+      ) {
+        throw new Error(
+          "jwksUri must be an absolute http:// or https:// URL without credentials",
+        );
+      }
+      if (parsed.origin !== new URL(settings.baseUrl).origin) {
+        apiKey = undefined;
+      }
+      url = parsed.href;
+    }
+    this.#url = url;
+    this.#apiKey = apiKey;
+    this.#timeoutMs = settings.timeoutMs;
+    this.#maxBytes = maxBytes;
+    this.#cooldownMs = cooldown;
+    this.#fetch = boundedFetch(settings.fetch, maxBytes);
+    this.#logger = options.logger ?? console;
+    this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * The key whose kid is `kid`. A kid the cached set lacks causes one refresh (shared with
+   * every concurrent caller, at most one per cooldown); a kid still unknown rejects with an
+   * `InvalidTokenError`. When no usable set can be had, a `KeysUnavailableError`.
+   */
+  async key(kid: string): Promise<PublicKey> {
+    const [keys, refreshed] = await this.#current();
+    const found = keys.get(kid);
+    if (found !== undefined) return found;
+    if (refreshed) throw unknownKid();
+    let wait = this.#flight;
+    if (wait === undefined) {
+      const now = this.now();
+      if (
+        (this.#unknownAt !== undefined && now - this.#unknownAt < this.#cooldownMs) ||
+        !this.#mayRetry(now)
+      ) {
+        throw unknownKid();
+      }
+      this.#unknownAt = now;
+      wait = this.#start();
+    }
+    const error = await wait;
+    const after = this.#keys?.get(kid);
+    if (after !== undefined) return after;
+    if (error !== undefined) {
+      throw new KeysUnavailableError(
+        `the token's kid is not in the cached set, and the set could not be refreshed: ${error}`,
+      );
+    }
+    throw unknownKid();
+  }
+
+  /** The set to use now, after a refresh if it needs one (true: this call waited for a
+   * refresh that succeeded). */
+  async #current(): Promise<[Map<string, PublicKey>, boolean]> {
+    const now = this.now();
+    const keys = this.#keys;
+    if (keys === undefined) {
+      if (!this.#mayRetry(now)) {
+        throw new KeysUnavailableError(this.#lastError);
+      }
+    } else {
+      const age = now - this.#fetchedAt;
+      if (age < this.#fresh.maxAge) {
+        return [keys, false];
+      }
+      if (age < this.#fresh.maxAge + this.#fresh.staleWhileRevalidate) {
+        if (this.#mayRetry(now)) {
+          void this.#start(); // in the background: this caller does not wait
+        }
+        return [keys, false];
+      }
+      if (!this.#mayRetry(now)) {
+        return [this.#stale(now), false];
+      }
+    }
+    const error = await this.#start();
+    if (error === undefined && this.#keys !== undefined) {
+      return [this.#keys, true];
+    }
+    return [this.#stale(this.now()), false];
+  }
+
+  /** The cached set if it may still be used after a failure (within stale-if-error after
+   * max-age), or a KeysUnavailableError. */
+  #stale(now: number): Map<string, PublicKey> {
+    const keys = this.#keys;
+    if (keys === undefined) {
+      throw new KeysUnavailableError(this.#lastError);
+    }
+    if (now - this.#fetchedAt < this.#fresh.maxAge + this.#fresh.staleIfError) {
+      return keys;
+    }
+    throw new KeysUnavailableError(
+      `the cached set is past its stale-if-error and could not be refreshed: ${this.#lastError}`,
+    );
+  }
+
+  /** Whether a refresh may be sent now: none failed, or the backoff is over. */
+  #mayRetry(now: number): boolean {
+    return !this.#failing || now >= this.#retryAt;
+  }
+
+  /** Starts a refresh, or returns the one in flight; it resolves to why it failed, if it did. */
+  #start(): Promise<string | undefined> {
+    if (this.#flight === undefined) {
+      this.#flight = this.#run(this.#etag).finally(() => {
+        this.#flight = undefined;
+      });
+    }
+    return this.#flight;
+  }
+
+  /** Makes one refresh and records what it brought; never rejects. */
+  async #run(etag: string | undefined): Promise<string | undefined> {
+    let error: string | undefined;
+    let answer: Answer | undefined;
+    try {
+      answer = await this.#fetchSet(etag);
+    } catch (err) {
+      error = err instanceof FetchError ? err.message : "the answer could not be read";
+    }
+    const now = this.now();
+    if (answer !== undefined) {
+      if (answer.notModified && this.#keys === undefined) {
+        error = "the server answered 304 Not Modified, but no set is cached";
+      } else if (answer.notModified) {
+        this.#fetchedAt = now;
+        if (answer.cacheControl) this.#fresh = answer.fresh;
+        if (answer.etag !== undefined) this.#etag = answer.etag;
+      } else {
+        this.#keys = answer.keys;
+        this.#etag = answer.etag;
+        this.#fetchedAt = now;
+        this.#fresh = answer.fresh;
+      }
+    }
+    if (error === undefined) {
+      if (this.#failing) {
+        this.#logger.info(`agentrouter: the key set was refreshed again (${this.#url})`);
+      }
+      this.#failing = false;
+      this.#lastError = "";
+    } else {
+      if (!this.#failing) {
+        this.#failing = true;
+        this.#backoffMs = FIRST_BACKOFF_MS;
+        const what =
+          this.#keys === undefined
+            ? "the key set could not be fetched; no set is cached"
+            : "the key set could not be refreshed; the cached set is used within its stale-if-error";
+        this.#logger.warn(`agentrouter: ${what} (${this.#url}): ${error}`);
+      } else {
+        this.#backoffMs = Math.min(2 * this.#backoffMs, MAX_BACKOFF_MS);
+      }
+      this.#retryAt = now + this.#backoffMs;
+      this.#lastError = error;
+    }
+    return error;
+  }
+
+  /** Sends one GET for the set (conditional when the ETag is known) and reads its answer. Its
+   * errors never carry the server's bytes: only the status, sizes and what was wrong. */
+  async #fetchSet(etag: string | undefined): Promise<Answer> {
+    const headers = new Headers({ accept: "application/json" });
+    if (isNode()) headers.set("user-agent", USER_AGENT);
+    if (this.#apiKey) headers.set("authorization", `Bearer ${this.#apiKey}`);
+    if (etag !== undefined) headers.set("if-none-match", etag);
+    const signal = AbortSignal.timeout(this.#timeoutMs);
+    let response: Response;
+    try {
+      // The API key never follows a redirect: every redirect is refused, as the client's are.
+      response = await this.#fetch(this.#url, { headers, signal, redirect: "error" });
+    } catch (err) {
+      if (signal.aborted) throw new FetchError(`no answer within ${this.#timeoutMs} ms`);
+      throw new FetchError(`the request failed${networkReason(err)}`);
+    }
+    const fresh = parseCacheControl(response.headers.get("cache-control"));
+    const got: Answer = {
+      notModified: false,
+      keys: undefined,
+      etag: response.headers.get("etag") ?? undefined,
+      fresh,
+      cacheControl: response.headers.has("cache-control"),
+    };
+    if (response.status === 304) {
+      return { ...got, notModified: true };
+    }
+    if (response.status !== 200) {
+      void response.body?.cancel().catch(() => {});
+      throw new FetchError(`the server answered HTTP ${response.status}`);
+    }
+    const length = Number(response.headers.get("content-length") ?? "0");
+    if (length > this.#maxBytes && response.headers.get("content-encoding") === null) {
+      void response.body?.cancel().catch(() => {});
+      throw new FetchError(this.#tooLarge());
+    }
+    let body: ArrayBuffer;
+    try {
+      body = await response.arrayBuffer();
+    } catch (err) {
+      if (signal.aborted) throw new FetchError(`the answer was not read within ${this.#timeoutMs} ms`);
+      if (err instanceof Error && err.message.includes("(maxResponseBytes)")) {
+        throw new FetchError(this.#tooLarge());
+      }
+      throw new FetchError("reading the answer failed");
+    }
+    if (body.byteLength > this.#maxBytes) throw new FetchError(this.#tooLarge());
+    return { ...got, keys: await parseKeySet(body) };
+  }
+
+  #tooLarge(): string {
+    return `the answer is larger than the limit of ${this.#maxBytes} bytes (maxJwksBytes)`;
+  }
+}
+
+function unknownKid(): InvalidTokenError {
+  return new InvalidTokenError("no key of the set has the token's kid");
+}
+
+/** Why a fetch failed, from its error's code only (ECONNREFUSED, ...): never its text. */
+function networkReason(err: unknown): string {
+  const cause = (err as { cause?: { code?: unknown } } | undefined)?.cause;
+  const code = cause?.code;
+  return typeof code === "string" && /^[A-Z0-9_]{1,40}$/.test(code) ? ` (${code})` : "";
+}
+
+/**
+ * @internal Reads the directives this cache follows from a Cache-Control header: max-age is
+ * capped at 24 h and is 300 s when missing or unreadable; no-cache and no-store make it 0; a
+ * missing or unreadable stale-while-revalidate or stale-if-error is 0. In milliseconds.
+ */
+export function parseCacheControl(header: string | null): Freshness {
+  let maxAge: number | undefined;
+  let staleWhileRevalidate = 0;
+  let staleIfError = 0;
+  let noCache = false;
+  for (const part of (header ?? "").split(",")) {
+    const [rawName = "", ...rest] = part.trim().split("=");
+    const value = rest.join("=").trim().replace(/^"|"$/g, "");
+    switch (rawName.trim().toLowerCase()) {
+      case "max-age": {
+        const seconds = parseSeconds(value);
+        if (seconds !== undefined && maxAge === undefined) maxAge = seconds;
+        break;
+      }
+      case "stale-while-revalidate":
+        staleWhileRevalidate = parseSeconds(value) ?? 0;
+        break;
+      case "stale-if-error":
+        staleIfError = parseSeconds(value) ?? 0;
+        break;
+      case "no-cache":
+      case "no-store":
+        noCache = true;
+        break;
+    }
+  }
+  const age = noCache ? 0 : (maxAge ?? DEFAULT_MAX_AGE_MS);
+  return { maxAge: Math.min(age, MAX_MAX_AGE_MS), staleWhileRevalidate, staleIfError };
+}
+
+/** A delta-seconds value (RFC 9111 §1.2.2) in milliseconds: digits only; a huge one is a year. */
+function parseSeconds(value: string): number | undefined {
+  if (!/^[0-9]+$/.test(value)) return undefined;
+  const seconds = Number(value);
+  return Math.min(seconds, 365 * 24 * 3600) * 1000;
+}
+
+/**
+ * @internal Reads an RFC 7517 JWK Set: an error when it is not one (not JSON, no "keys" array),
+ * holds more than MAX_JWKS_KEYS keys, or has no usable key. Unusable keys are skipped. The
+ * error never quotes the body.
+ */
+export async function parseKeySet(body: ArrayBuffer): Promise<Map<string, PublicKey>> {
+  let document: unknown;
+  try {
+    document = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+  } catch {
+    throw new FetchError(`the answer (${body.byteLength} bytes) is not a JSON JWK Set`);
+  }
+  const keys = isObject(document) ? document["keys"] : undefined;
+  if (!Array.isArray(keys)) {
+    throw new FetchError('the answer is JSON without a "keys" array');
+  }
+  if (keys.length > MAX_JWKS_KEYS) {
+    throw new FetchError(`the set holds ${keys.length} keys, more than ${MAX_JWKS_KEYS}`);
+  }
+  const usable = new Map<string, PublicKey>();
+  for (const member of keys) {
+    const key = await parseKey(member);
+    if (key !== undefined && !usable.has(key.kid)) {
+      usable.set(key.kid, key);
+    }
+  }
+  if (usable.size === 0) {
+    throw new FetchError(
+      `none of the set's ${keys.length} keys is usable (a kid, use sig, ES256, RS256 or EdDSA, public)`,
+    );
+  }
+  return usable;
+}
+
+/** A key of the set if it is usable: a kid, no private member, an algorithm of the allow-list
+ * with its key type and curve, use "sig" or none, a valid public key. */
+async function parseKey(member: unknown): Promise<PublicKey | undefined> {
+  if (!isObject(member)) return undefined;
+  if (PRIVATE_MEMBERS.some((name) => Object.hasOwn(member, name))) return undefined;
+  const { kid, kty, crv, alg, use } = member;
+  if (typeof kid !== "string" || kid === "" || !isAllowedAlg(alg)) return undefined;
+  if (use !== undefined && use !== "sig") return undefined;
+  const want = ALLOWED_KEYS[alg];
+  if (want === undefined || kty !== want.kty || crv !== want.crv) return undefined;
+  if (alg === "RS256" && rsaBits(member["n"]) < MIN_RSA_BITS) return undefined;
+  try {
+    const key = await importJWK(publicMembers(member) as JoseJWK, alg);
+    return { kid, alg, key };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The members a public key of its type is made of: nothing the token's key could smuggle. */
+function publicMembers(member: Record<string, unknown>): Record<string, unknown> {
+  const names = ["kty", "crv", "x", "y", "n", "e"];
+  return Object.fromEntries(names.filter((name) => name in member).map((name) => [name, member[name]]));
+}
+
+/** The bit length of an RSA modulus given in base64url, 0 when it is not one. */
+function rsaBits(n: unknown): number {
+  if (typeof n !== "string" || !/^[A-Za-z0-9_-]+$/.test(n)) return 0;
+  const bytes = decodeBase64Url(n);
+  let first = 0;
+  while (first < bytes.length && bytes[first] === 0) first++;
+  if (first === bytes.length) return 0;
+  return (bytes.length - first - 1) * 8 + (32 - Math.clz32(bytes[first] ?? 0));
+}
+
+/** @internal base64url without padding, decoded; the caller checks the alphabet. */
+export function decodeBase64Url(text: string): Uint8Array {
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  const binary = atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}

@@ -401,8 +401,8 @@ class KeySetCache:
         if not self._failing:
             self._failing, self._backoff = True, _FIRST_BACKOFF
             self._logger.warning(
-                "agentrouter: the key set of %s could not be refreshed (%s); the cached "
-                "set is used within its stale-if-error",
+                "agentrouter: the key set of %s could not be refreshed (%s); a cached set "
+                "is used within its stale-if-error; retrying with backoff",
                 printable(self.url),
                 error,
             )

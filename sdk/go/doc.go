@@ -26,6 +26,14 @@
 // given to [WithTimeout]); a ctx that has a deadline keeps it. The deadline travels to the
 // server as the Connect timeout.
 //
+// A [KeySetCache] keeps the key set as the server's HTTP caching says (max-age, If-None-Match,
+// stale-while-revalidate, stale-if-error), and a [Verifier] checks tokens with it:
+//
+//	keys, err := agentrouter.NewKeySetCache(client)
+//	verifier, err := agentrouter.NewVerifier(keys,
+//		agentrouter.WithIssuer("https://auth.example.com"), agentrouter.WithAudience("api"))
+//	claims, err := verifier.Verify(ctx, token) // ErrInvalidToken or ErrKeysUnavailable
+//
 // A failed call returns a *connect.Error carrying the Connect code and the server's message:
 //
 //	var cerr *connect.Error

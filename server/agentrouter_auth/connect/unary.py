@@ -45,7 +45,10 @@ from agentrouter_auth.http.representation import send_connect_answer, send_grpc_
 from agentrouter_auth.rendered import Rendered
 from agentrouter_auth.rpc import Method
 
-_CODECS = {"proto": RenderedProtoCodec(), "json": RenderedJSONCodec()}
+_CODECS: dict[str, RenderedProtoCodec | RenderedJSONCodec] = {
+    "proto": RenderedProtoCodec(),
+    "json": RenderedJSONCodec(),
+}
 _GZIP = GzipCompression()
 _GET_PARAMS = ("encoding", "message", "base64", "compression")
 _DECODED = 256  # requests kept decoded, per kind (GET, body)
@@ -241,7 +244,7 @@ def _headers(scope: Scope) -> dict[bytes, str] | None:
     """The request headers this path reads, once each and ASCII, or None (hand it over)."""
     found: dict[bytes, str] = {}
     for name, value in scope.get("headers") or ():
-        if not value.isascii():
+        if not (value.isascii() and name.isascii()):
             return None  # connectrpc decodes every header as UTF-8: its answer decides
         if name in _WANTED:
             if name in found:

@@ -90,6 +90,8 @@ class Result:
     requests: int
     non_2xx: int = 0
     errors: int = 0
+    timeouts: int = 0
+    """Of the errors, wrk's timeouts: no answer within 2 s (an overloaded machine shows them)."""
 
 
 @dataclass
@@ -304,6 +306,7 @@ def wrk(
         requests=int(requests[1]) if requests else 0,
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        timeouts=int(errors[4]) if errors else 0,
     )
 
 
@@ -501,6 +504,7 @@ def replicas_rotating(
         requests=sum(r.requests for r in each),
         non_2xx=sum(r.non_2xx for r in each),
         errors=sum(r.errors for r in each),
+        timeouts=sum(r.timeouts for r in each),
     )
     facts = {
         "replicas": REPLICAS,
@@ -511,6 +515,7 @@ def replicas_rotating(
         **rotation_log(logs),
         "non_2xx": result.non_2xx,
         "socket_errors": result.errors,
+        "of_which_timeouts": result.timeouts,
     }
     return result, facts
 
@@ -749,6 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one linea
             **rotation_log([rotation_log_file]),
             "non_2xx": result.non_2xx,
             "socket_errors": result.errors,
+            "of_which_timeouts": result.timeouts,
         }
         replicated, facts = replicas_rotating(postgres, kek, work, seconds)
         report.results["rest_during_rotation_replicas"] = replicated
@@ -841,6 +847,8 @@ def rotation_check(label: str, facts: dict[str, Any] | None) -> Check:
     measured = f"{steps} steps in {facts['seconds']:g} s, " + ", ".join(
         f"{count} {name}" for name, count in errors.items()
     )
+    if facts.get("of_which_timeouts"):
+        measured += f" (of the socket errors, {facts['of_which_timeouts']} timeouts)"
     return Check(requirement, measured, steps >= facts["seconds"] / 2 and not any(errors.values()))
 
 
@@ -874,17 +882,17 @@ def markdown(report: Report) -> str:
         "",
         f"Machine: {report.machine['cpus']} CPUs, Python {report.machine['python']}; load "
         "generator and servers share it, so compare ratios, not absolute numbers. "
-        f"{str(report.machine.get('pinned', 'not pinned')).capitalize()}. Load average (1, 5, "
+        f"Pinning: {report.machine.get('pinned', 'none')}. Load average (1, 5, "
         f"15 min) before the run: {report.machine.get('load_average_before')}, after: "
         f"{report.machine.get('load_average_after')}.",
         "",
-        "| measurement | target | tool | req/s | p50 ms | p99 ms | non-2xx | errors |",
+        "| measurement | target | tool | req/s | p50 ms | p99 ms | non-2xx | errors (timeouts) |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in report.results.items():
         lines.append(
             f"| {name} | {r.target} | {r.tool} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {r.non_2xx} | {r.errors} |"
+            f"| {r.non_2xx} | {r.errors} ({r.timeouts}) |"
         )
     lines += ["", "| ratio | value | target | met |", "| --- | ---: | ---: | :---: |"]
     for label, value in report.ratios.items():

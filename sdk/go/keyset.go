@@ -74,7 +74,8 @@ func WithUnknownKidCooldown(cooldown time.Duration) CacheOption {
 }
 
 // WithJWKSMaxBytes bounds the key set's answer, decompressed (default [DefaultJWKSMaxBytes]).
-// A larger answer is an error and never replaces the cached set.
+// A larger answer is an error and never replaces the cached set. The client's own
+// [WithMaxResponseBytes] bounds it too.
 func WithJWKSMaxBytes(maxBytes int) CacheOption {
 	return func(c *cacheConfig) { c.maxBytes = maxBytes }
 }

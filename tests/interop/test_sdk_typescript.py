@@ -9,24 +9,34 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import httpx
 import pytest
 
+import tarballs as sdk_tarballs
 from tests.conftest import REPO
-from tests.integration.serverproc import ServerProcess
+from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess
 
 from .peer import Peer, run_measured
+from .readme import snippets
 
 pytestmark = pytest.mark.integration
 TS_DIR = REPO / "sdk" / "typescript"
 TS_BIN = TS_DIR / "node_modules" / ".bin"
 EXAMPLE = REPO / "sdk" / "examples" / "typescript"
 NODE_TESTS = sorted(p.relative_to(TS_DIR).as_posix() for p in (TS_DIR / "test").glob("*.test.ts"))
-TEST_ENV = ("AGENTROUTER_TEST_SERVER_URL", "AGENTROUTER_TEST_PEER_URL", "AGENTROUTER_TEST_KIDS")
+TEST_ENV = (
+    "AGENTROUTER_TEST_SERVER_URL",
+    "AGENTROUTER_TEST_PEER_URL",
+    "AGENTROUTER_TEST_KIDS",
+    "AGENTROUTER_TEST_AUTH_CLI",
+)
 # --expose-gc: test/limits.test.ts collects garbage while a body drips (see there).
 NODE_TEST = ["node", "--expose-gc", "--import", "tsx", "--test"]
+# The tests that read oversized answers: the client's calls, and the key cache's fetches.
+BOUNDED_TESTS = {"test/limits.test.ts": 7, "test/cache-peer.test.ts": 13}
 # A client that bounds what it reads holds a few MiB of answer; one that does not, hundreds
 # (Node.js with tsx alone holds about 130 MiB).
 MEMORY_BOUND_MIB = 200
@@ -57,7 +67,7 @@ def install_built_sdk(project: Path) -> Path:
     for development_only in ("devDependencies", "scripts"):
         manifest.pop(development_only, None)
     (package / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    for scope in ("@bufbuild", "@connectrpc", "@types"):
+    for scope in ("@bufbuild", "@connectrpc", "@types", "jose"):
         (project / "node_modules" / scope).symlink_to(TS_DIR / "node_modules" / scope)
     return package
 
@@ -101,28 +111,33 @@ def test_the_node_tests_pass_against_the_server_and_the_peer(
         **peer_env(peer),
         "AGENTROUTER_TEST_SERVER_URL": server.base_url,
         "AGENTROUTER_TEST_KIDS": ",".join(kids),
+        # The key cache's and the verifier's tests start servers of their own (their keys,
+        # their policy, stopped mid-test) and sign tokens with `agentrouter-auth token sign`.
+        "AGENTROUTER_TEST_AUTH_CLI": json.dumps(AGENTROUTER_AUTH),
     }
     output = node([*NODE_TEST, *NODE_TESTS], TS_DIR, env)
     counts = summary(output)
-    assert counts["tests"] == counts["pass"] >= 28, output
+    assert counts["tests"] == counts["pass"] >= 97, output
+    assert counts["skipped"] == counts["todo"] == 0, output
     assert peer.requests, "the tests never called the peer"
 
 
 def test_oversized_answers_fail_in_bounded_memory_and_a_dripping_body_in_time(
     peer: Peer,
 ) -> None:
-    """test/limits.test.ts on its own: 100 MiB answers (with and without a Content-Length,
-    and as an error) and 300-MiB gzip bombs (an answer, an error) each reject
-    ResourceExhausted in a process that never holds much of them; a body that drips rejects
-    DeadlineExceeded (each test there has its own timeout, and this run is killed after 120 s,
-    so a client that hangs fails)."""
+    """test/limits.test.ts and test/cache-peer.test.ts on their own: 100 MiB answers (with and
+    without a Content-Length, and as an error) and 300-MiB gzip bombs (an answer, an error) each
+    reject ResourceExhausted (the client's calls) or KeysUnavailableError (the key cache's
+    fetches) in a process that never holds much of them; a body that drips rejects at the
+    deadline (each test there has its own timeout, and this run is killed after 120 s, so a
+    client that hangs fails)."""
     measured = run_measured(
-        [*NODE_TEST, "test/limits.test.ts"], cwd=TS_DIR, env={**os.environ, **peer_env(peer)},
+        [*NODE_TEST, *BOUNDED_TESTS], cwd=TS_DIR, env={**os.environ, **peer_env(peer)},
         timeout=120,
     )  # fmt: skip
     assert not measured.timed_out, measured.output
     counts = summary(measured.output)
-    assert counts["tests"] == counts["pass"] == 7, measured.output
+    assert counts["tests"] == counts["pass"] == sum(BOUNDED_TESTS.values()), measured.output
     assert measured.peak_rss_mib < MEMORY_BOUND_MIB, (
         f"peak RSS {measured.peak_rss_mib:.0f} MiB reading oversized answers"
     )
@@ -131,10 +146,46 @@ def test_oversized_answers_fail_in_bounded_memory_and_a_dripping_body_in_time(
 def test_the_node_tests_fail_without_the_servers() -> None:
     env = {name: value for name, value in os.environ.items() if name not in TEST_ENV}
     result = subprocess.run(
-        [*NODE_TEST, "test/server.test.ts", "test/peer.test.ts"],
+        [*NODE_TEST, "test/server.test.ts", "test/peer.test.ts", "test/realserver.test.ts"],
         cwd=TS_DIR, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode != 0
     assert "pytest tests/interop/test_sdk_typescript.py" in result.stdout
     counts = summary(result.stdout)
     assert counts["tests"] == counts["fail"] > 0, result.stdout
+
+
+def test_typescript_readme_verifies_a_token_from_token_sign(
+    server: ServerProcess, keys_dir: Path, tmp_path: Path
+) -> None:
+    """The verifying snippet of README, Client SDKs, TypeScript, run as the examples are (the SDK
+    from its tarball under third_party/, installed from the example's committed lock, `npx tsx`),
+    on a token from `token sign`; and the same snippet refusing that token once tampered with."""
+    tarball = sdk_tarballs.build("typescript", tmp_path / "dist")
+    folder = tmp_path / "verify"
+    shutil.copytree(EXAMPLE, folder)
+    with tarfile.open(tarball) as archive:
+        archive.extractall(folder / "third_party", filter="data")
+    (folder / "verify.ts").write_text(snippets()["ts-sdk-verify"])
+    token = subprocess.run(
+        [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--alg", "ES256",
+         "--issuer", "https://auth.example.com", "--claims", '{"sub":"svc-42","aud":"api"}'],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+    # npx asks before it fetches tsx; a terminal user answers yes, here the variable does.
+    env = {**os.environ, "AGENTROUTER_BASE_URL": server.base_url, "npm_config_yes": "true"}
+    node(["npm", "ci", "--no-audit", "--no-fund"], folder, env)
+    node([str(TS_BIN / "tsc"), "-p", "tsconfig.json", "--noEmit"], folder)
+    verified = subprocess.run(
+        ["npx", "tsx", "verify.ts"], cwd=folder, env={**env, "TOKEN": token},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert (verified.returncode, verified.stdout) == (0, "svc-42\n"), verified.stderr
+    head, payload, signature = token.split(".")
+    tampered = f"{head}.{payload}.{signature[:-4]}AAAA"
+    refused = subprocess.run(
+        ["npx", "tsx", "verify.ts"], cwd=folder, env={**env, "TOKEN": tampered},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr == "401: invalid token: the signature does not verify\n"

@@ -64,7 +64,7 @@ test("revalidate: past max-age, If-None-Match; a 304 keeps the set and restarts 
   assert.equal(o.notModified, 3, "the 304's own max-age=1 applies after it");
 });
 
-test("stale-while-revalidate: answers at once and refreshes once in the background", async () => {
+test("stale-while-revalidate: answers at once and refreshes once in the background", { timeout: 20_000 }, async () => {
   const key = new SigningKey("ES256");
   const o = await origin(key);
   const clock = new FakeClock();
@@ -153,7 +153,7 @@ test("no set and the first fetch fails: keys unavailable, and no request within 
   assert.equal(o.requests, 1, "within the backoff, no request");
 });
 
-test("unknown kid: one refresh shared by concurrent callers, at most one per cooldown", async () => {
+test("unknown kid: one refresh shared by concurrent callers, at most one per cooldown", { timeout: 20_000 }, async () => {
   const key = new SigningKey("ES256");
   const added = new SigningKey("EdDSA");
   const o = await origin(key);

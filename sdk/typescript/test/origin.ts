@@ -9,9 +9,9 @@ import { after } from "node:test";
 
 import { Client, KeySetCache, TokenVerifier, type KeySetCacheOptions } from "../src/index.js";
 
-/** A clock the test moves; it starts at a fixed instant. */
+/** A clock the test moves; it starts at the real time (tokens from `token sign` carry it). */
 export class FakeClock {
-  #ms = Date.UTC(2026, 11, 3, 12, 0, 0);
+  #ms = Date.now();
   readonly now = (): number => this.#ms;
   advance(ms: number): void {
     this.#ms += ms;

@@ -760,6 +760,7 @@ def post_matrix(target: tuple[str, str]) -> Iterator[Request]:
         ("gzip not gzip", b"{}", "gzip"),
         ("gzip over the limit once inflated", gzip.compress(b" " * LIMIT + b"{}"), "gzip"),
         ("gzip twice", gzip.compress(b"{}") * 2, "gzip"),
+        ("gzip of nothing, over the limit", EMPTY_GZIP * (LIMIT // len(EMPTY_GZIP) + 1), "gzip"),
         ("br", b"{}", "br"),
         ("br empty", b"", "br"),
         ("identity", b"{}", "identity"),
@@ -769,6 +770,8 @@ def post_matrix(target: tuple[str, str]) -> Iterator[Request]:
     ):
         headers = header_list(("content-type", "application/json"), ("content-encoding", coding))
         yield Request(f"POST json {name}", target, "POST", headers, chunks=(body,))
+        as_proto = header_list(("content-type", "application/proto"), ("content-encoding", coding))
+        yield Request(f"POST proto {name}", target, "POST", as_proto, chunks=(body,))
         half = len(body) // 2
         yield Request(
             f"POST json {name} cut", target, "POST", headers, chunks=(body[:half],),
@@ -802,6 +805,7 @@ def grpc_web_matrix(target: tuple[str, str]) -> Iterator[Request]:
         "compressed, br": (frame(1, zipped), "br"),
         "not compressed, br": (one, "br"),
         "compressed, over the limit once inflated": (frame(1, gzip.compress(BIG)), "gzip"),
+        "compressed nothing, over the limit": (frame(1, EMPTY_GZIP * (LIMIT // 20 + 1)), "gzip"),
         "length too long": (one[:4] + b"\x09" + one[5:], None),
         "length too short": (one[:4] + b"\x01" + one[5:], None),
         "length over the limit": (struct.pack(">BI", 0, LIMIT + 1) + PROTO_MESSAGE, None),

@@ -322,7 +322,7 @@ BAD_BODIES = {
     "keys not an array": b'{"keys": {"kid": "k1"}}',
     "an array": b"[1, 2]",
     "257 keys": many_keys(257),
-    "over max_bytes": padded(8193),
+    "over max_bytes (1 MiB)": padded((1 << 20) + 1),
     "deep nesting": b"[" * 4000 + b"]" * 4000,
     "no usable key": key_set({"kid": "k1", "kty": "oct", "k": "c2VjcmV0", "alg": "HS256"}),
 }
@@ -332,13 +332,13 @@ BAD_BODIES = {
 def test_a_bad_answer_is_an_error_and_never_replaces_the_cached_set(
     peer: JwksPeer, clock: FakeClock, body: bytes
 ) -> None:
-    cache = cache_over(peer, clock, max_bytes=8192)
+    cache = cache_over(peer, clock)
     cache.key("k1")
     peer.answer.body, peer.answer.etag = body, '"bad"'
     clock.advance(100)  # past max-age + swr: the refresh gets the bad answer
     assert cache.key("k1").kid == "k1"
     assert peer.count() == 2
-    fresh = cache_over(peer, clock, max_bytes=8192)
+    fresh = cache_over(peer, clock)
     with pytest.raises(KeysUnavailableError):
         fresh.key("k1")
 

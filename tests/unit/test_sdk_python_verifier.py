@@ -58,11 +58,13 @@ def verifier(peer: JwksPeer, clock: FakeClock) -> TokenVerifier:
     return TokenVerifier(cache, issuer=ISSUER, audience=AUDIENCE)
 
 
-def forge(header: dict[str, Any], claims: dict[str, Any] | bytes, key: SigningKey) -> str:
-    """A JWS with exactly this header, signed by `key` with `header['alg']`'s algorithm."""
+def forge(
+    header: dict[str, Any], claims: dict[str, Any] | bytes, key: SigningKey, alg: str = ""
+) -> str:
+    """A JWS with exactly this header, signed by `key` with `alg` (`header['alg']` if none)."""
     payload = claims if isinstance(claims, bytes) else None
     signing_input = f"{b64(header)}.{b64(payload if payload is not None else claims)}"
-    algorithm = jwt.get_algorithm_by_name(header["alg"])
+    algorithm = jwt.get_algorithm_by_name(alg or header["alg"])
     signature = algorithm.sign(signing_input.encode(), key.private)
     return f"{signing_input}.{b64(signature)}"
 
@@ -107,6 +109,13 @@ REFUSED: dict[str, Any] = {
     "RS256 under an ES256 key's kid": lambda: forge({"alg": "RS256", "kid": "es-1"}, CLAIMS, RS),
     "ES256 under an RS256 key's kid": lambda: forge({"alg": "ES256", "kid": "rs-1"}, CLAIMS, ES),
     "EdDSA under an ES256 key's kid": lambda: forge({"alg": "EdDSA", "kid": "es-1"}, CLAIMS, ED),
+    # Signed by the key itself, with its own algorithm: only the header's alg is wrong.
+    "alg RS256 on a genuine ES256 signature": lambda: forge(
+        {"alg": "RS256", "kid": "es-1"}, CLAIMS, ES, "ES256"
+    ),
+    "alg EdDSA on a genuine RS256 signature": lambda: forge(
+        {"alg": "EdDSA", "kid": "rs-1"}, CLAIMS, RS, "RS256"
+    ),
     "ES384": lambda: f"{b64({'alg': 'ES384', 'kid': 'es-1'})}.{b64(CLAIMS)}.AAAA",
     "PS256": lambda: forge({"alg": "PS256", "kid": "rs-1"}, CLAIMS, RS),
     "jwk header with the signer's key": lambda: forge(

@@ -32,6 +32,7 @@ from tests.support.ports import free_port
 from tests.unit.sdk_python_jwks import FakeClock, b64
 
 from .peer import METHOD_PATH, Peer, run_measured
+from .readme import snippets
 
 pytestmark = pytest.mark.integration
 AUDIENCE = "svc"
@@ -326,3 +327,35 @@ def test_the_api_key_never_follows_a_redirect_to_another_origin(
         assert landed["headers"].get("authorization") == "Bearer k-123.secret"
     else:
         assert "authorization" not in landed["headers"], f"sent to {landed['origin']}"
+
+
+def test_the_readme_verifies_a_token_from_token_sign(tmp_path: Path) -> None:
+    """README, Client SDKs, Python: the snippet run as shown, against the real server: it prints
+    the token's subject, refuses a tampered token (401) and reports a server it cannot reach
+    (503)."""
+    keys = init_keys(tmp_path / "keys", "ES256")
+    script = tmp_path / "verify.py"
+    script.write_text(snippets()["python-sdk-verify"])
+    issuer = ("--issuer", "https://auth.example.com")
+    with ServerProcess(serve_argv(keys, "--rotation", "off")) as s:
+        token = sign(keys, "ES256", *issuer, sub="svc", aud="api")
+        head, payload, signature = token.split(".")
+        forged = f"{head}.{b64({'sub': 'root', 'aud': 'api', 'exp': 9e9})}.{signature}"
+
+        def run(base_url: str, token: str) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "AGENTROUTER_BASE_URL": base_url, "TOKEN": token}
+            return subprocess.run(
+                [sys.executable, str(script)], env=env, capture_output=True, text=True,
+                timeout=60, check=False,
+            )  # fmt: skip
+
+        verified = run(s.base_url, token)
+        assert (verified.returncode, verified.stdout) == (0, "svc\n"), verified.stderr
+        refused = run(s.base_url, forged)
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("401: "), refused.stderr
+        assert payload not in refused.stderr
+        s.terminate()
+    unreachable = run(f"http://127.0.0.1:{free_port()}", token)
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.splitlines()[-1].startswith("503, retry later: "), unreachable.stderr

@@ -71,9 +71,12 @@ def test_every_documented_client_is_tested() -> None:
         "example-go", "go-sdk-errors", "example-typescript-package", "example-typescript",
         "ts-sdk-errors",
     }  # fmt: skip
+    verify_snippets = {  # run by each SDK's driver on a token from `token sign`
+        "go-sdk-verify", "python-sdk-verify", "ts-sdk-verify",
+    }  # fmt: skip
     assert set(snippets()) == {
         "curl", "curl-connect", "tare", "buf-curl", "node", "python-connect", "python-grpc",
-        *sdk_snippets,
+        *sdk_snippets, *verify_snippets,
     }  # fmt: skip
 
 

@@ -298,9 +298,6 @@ class KeySetCache:
         """The kids of the set as it is now, after a refresh if it needs one."""
         return list(self._current()[0])
 
-    def close(self) -> None:
-        """Nothing to release: pyqwest's pool lives as long as the transport. For symmetry."""
-
     def _current(self) -> tuple[dict[str, PublicKey], bool]:
         """The set to use now, after a refresh if it needs one; True when this call waited for
         a refresh that succeeded."""

@@ -470,9 +470,10 @@ def call(
     head += headers
     step = max(1, -(-len(body) // chunks))
     pieces = tuple(body[i : i + step] for i in range(0, len(body), step)) or (b"",)
-    well_formed = (
+    codecs = ("proto", "json", None) if protocol == "grpc-web" else ("proto", "json")
+    well_formed = (  # application/grpc-web alone is protobuf
         method in (None, "GET" if protocol == "connect-get" else "POST")
-        and encoding in ("proto", "json", None if protocol == "grpc-web" else "-")
+        and encoding in codecs
         and compression in (None, "identity", "gzip")
         and not headers
         and target in RENDERED

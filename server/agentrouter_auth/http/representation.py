@@ -261,12 +261,12 @@ async def send_connect_answer(
     if get and if_none_match is not None:
         etag = stored_body(rendered, codec, gzipped=gzipped)[1]
         if etag_matches(if_none_match, etag):
-            key = ("connect-304", codec, gzipped)
-            headers = rendered.derived.get(key)
-            if headers is None:
-                headers = [_CONNECT_VARY, *_cacheable(rendered, etag), *RPC_CORS]
-                rendered.derived[key] = headers
-            await respond(send, 304, headers, b"")
+            not_modified: list[tuple[bytes, bytes]] | None
+            not_modified = rendered.derived.get(("connect-304", codec, gzipped))
+            if not_modified is None:
+                not_modified = [_CONNECT_VARY, *_cacheable(rendered, etag), *RPC_CORS]
+                rendered.derived["connect-304", codec, gzipped] = not_modified
+            await respond(send, 304, not_modified, b"")
             return
     key = ("connect", codec, gzipped, get)
     answer: tuple[list[tuple[bytes, bytes]], bytes] | None = rendered.derived.get(key)

@@ -800,7 +800,9 @@ MUST_HOLD_RATIOS = [
 ]
 P99_LIMIT_MS = 5.0
 P99_BOUNDED = {"REST": "rest_http1", "Connect GET": "connect_get"}
-RSS_PER_WORKER_MB = 70.0
+RSS_PER_WORKER_MB = 72.0
+"""The issue's "no higher than today's": 70.8 MB per worker before the lean Connect path, and a run
+varies by about 1 MB."""
 
 
 def checks(report: Report) -> list[Check]:

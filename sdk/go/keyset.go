@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,6 +103,7 @@ func WithLogger(logger *slog.Logger) CacheOption {
 type KeySetCache struct {
 	http     *http.Client
 	url      string
+	logURL   string // url without its query, for the log
 	apiKey   string // empty when the URL is of another origin than the client's
 	timeout  time.Duration
 	maxBytes int64
@@ -166,8 +168,9 @@ func NewKeySetCache(client *Client, opts ...CacheOption) (*KeySetCache, error) {
 		}
 		target = cfg.jwksURI
 	}
+	logURL, _, _ := strings.Cut(target, "?")
 	return &KeySetCache{
-		http: client.http, url: target, apiKey: apiKey, timeout: client.timeout,
+		http: client.http, url: target, logURL: logURL, apiKey: apiKey, timeout: client.timeout,
 		maxBytes: int64(cfg.maxBytes), cooldown: cfg.cooldown, now: cfg.now, logger: cfg.logger,
 	}, nil
 }
@@ -326,7 +329,7 @@ func (c *KeySetCache) run(f *flight, etag string) {
 	}
 	if err == nil {
 		if c.failing {
-			c.logger.Info("agentrouter: the key set was refreshed again", "url", c.url)
+			c.logger.Info("agentrouter: the key set was refreshed again", "url", c.logURL)
 		}
 		c.failing, c.lastErr = false, nil
 	} else {
@@ -336,7 +339,7 @@ func (c *KeySetCache) run(f *flight, etag string) {
 			if c.keys != nil {
 				what = "agentrouter: the key set could not be refreshed; the cached set is used within its stale-if-error"
 			}
-			c.logger.Warn(what, "url", c.url, "error", err.Error())
+			c.logger.Warn(what, "url", c.logURL, "error", err.Error())
 		} else {
 			c.backoff = min(2*c.backoff, maxBackoff)
 		}
@@ -378,7 +381,7 @@ func (c *KeySetCache) fetch(ctx context.Context, etag string) (answer, error) {
 		}
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
-			err = uerr.Err // without the URL, which may carry the API key's query on a jwks_uri
+			err = uerr.Err // without the URL, whose query may carry a credential of a jwks_uri
 		}
 		return answer{}, fmt.Errorf("the request failed: %w", err)
 	}

@@ -173,40 +173,52 @@ class UnaryPath:
     ) -> None:
         content_type = headers.get(b"content-type", "").partition(";")[0].strip().lower()
         codec_name = content_type.removeprefix("application/")
-        events, body = await _read_body(receive, headers, self._read_max_bytes)
-        try:
-            if codec_name not in _CODECS or body is None:
-                raise _HandOver
-            compression = headers.get(b"content-encoding") or "identity"
-            answer = await rpc.call(self._request(rpc, codec_name, compression, body))
-            if not isinstance(answer, Rendered):
-                raise _HandOver
-        except Exception:
-            await self._connect(scope, _Replay(events, receive), send)
-            return
-        scope["route"] = rpc.route
-        gzipped = _accepts_gzip(headers.get(b"accept-encoding", ""))
-        await send_connect_answer(send, answer, codec_name, gzipped=gzipped, get=False)
+        compression = headers.get(b"content-encoding") or "identity"
+        answer = await self._call_with_body(
+            rpc, scope, headers, receive, send, codec_name, compression
+        )
+        if answer is not None:
+            gzipped = _accepts_gzip(headers.get(b"accept-encoding", ""))
+            await send_connect_answer(send, answer, codec_name, gzipped=gzipped, get=False)
 
     async def _grpc_web(
         self, rpc: _Rpc, scope: Scope, headers: dict[bytes, str], receive: Receive, send: Send
     ) -> None:
         content_type = headers[b"content-type"]
         codec_name = content_type[len(_GRPC_WEB) + 1 :] if content_type != _GRPC_WEB else "proto"
+        compression = "grpc-web:" + (headers.get(b"grpc-encoding") or "identity")
+        answer = await self._call_with_body(
+            rpc, scope, headers, receive, send, codec_name, compression
+        )
+        if answer is not None:
+            gzipped = _accepts_gzip(headers.get(b"grpc-accept-encoding", ""))
+            await send_grpc_web_answer(send, answer, codec_name, gzipped=gzipped)
+
+    async def _call_with_body(
+        self,
+        rpc: _Rpc,
+        scope: Scope,
+        headers: dict[bytes, str],
+        receive: Receive,
+        send: Send,
+        *,
+        codec_name: str,
+        compression: str,
+    ) -> Rendered[Any] | None:
+        """The rendered answer to a call whose request is its body, or None: handed over (and
+        answered) when the request or its answer is not one this path writes."""
         events, body = await _read_body(receive, headers, self._read_max_bytes)
         try:
             if codec_name not in _CODECS or body is None:
                 raise _HandOver
-            compression = "grpc-web:" + (headers.get(b"grpc-encoding") or "identity")
             answer = await rpc.call(self._request(rpc, codec_name, compression, body))
             if not isinstance(answer, Rendered):
                 raise _HandOver
         except Exception:
             await self._connect(scope, _Replay(events, receive), send)
-            return
+            return None
         scope["route"] = rpc.route
-        gzipped = _accepts_gzip(headers.get(b"grpc-accept-encoding", ""))
-        await send_grpc_web_answer(send, answer, codec_name, gzipped=gzipped)
+        return answer
 
     def _request(self, rpc: _Rpc, codec_name: str, compression: str, body: bytes) -> Message:
         """The request message of a body (a gRPC-Web frame when `compression` says so)."""

@@ -175,7 +175,7 @@ class UnaryPath:
         codec_name = content_type.removeprefix("application/")
         compression = headers.get(b"content-encoding") or "identity"
         answer = await self._call_with_body(
-            rpc, scope, headers, receive, send, codec_name, compression
+            rpc, scope, headers, receive, send, codec_name=codec_name, compression=compression
         )
         if answer is not None:
             gzipped = _accepts_gzip(headers.get(b"accept-encoding", ""))
@@ -188,7 +188,7 @@ class UnaryPath:
         codec_name = content_type[len(_GRPC_WEB) + 1 :] if content_type != _GRPC_WEB else "proto"
         compression = "grpc-web:" + (headers.get(b"grpc-encoding") or "identity")
         answer = await self._call_with_body(
-            rpc, scope, headers, receive, send, codec_name, compression
+            rpc, scope, headers, receive, send, codec_name=codec_name, compression=compression
         )
         if answer is not None:
             gzipped = _accepts_gzip(headers.get(b"grpc-accept-encoding", ""))

@@ -25,7 +25,7 @@ caching headers of a representation, and 304 to an `If-None-Match` that names it
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -52,7 +52,8 @@ _CODECS: dict[str, RenderedProtoCodec | RenderedJSONCodec] = {
 _GZIP = GzipCompression()
 _GET_PARAMS = ("encoding", "message", "base64", "compression")
 _DECODED = 256  # requests kept decoded, per kind (GET, body)
-_DECODED_BODY = 1024  # the longest body kept decoded
+_DECODED_BODY = 1024  # the longest body or query kept decoded
+_KEPT_MESSAGE = 1024  # the largest decoded message kept (unknown fields count: gzip inflates)
 _GRPC_WEB = "application/grpc-web"
 _WANTED = frozenset(
     (
@@ -97,7 +98,9 @@ class UnaryPath:
         self._read_max_bytes = read_max_bytes
         # Clients send the same few requests (an SDK's query string, `{}`): each is decoded
         # once. A request message is shared by the calls that sent the same bytes; the
-        # servicer's coroutines never change their request. Failures are not kept.
+        # servicer's coroutines never change their request. Failures are not kept, nor a
+        # long query or body, nor a message that decodes large (a small gzip body can carry
+        # 64 KiB of unknown fields): at most _DECODED x _KEPT_MESSAGE bytes held per kind.
         self._decoded_get = lru_cache(maxsize=_DECODED)(self._decode_get)
         self._decoded_body = lru_cache(maxsize=_DECODED)(self._decode_body)
 
@@ -132,7 +135,7 @@ class UnaryPath:
     ) -> None:
         try:
             query = bytes(scope.get("query_string") or b"")
-            codec_name, request = self._decoded_get(rpc, query)
+            codec_name, request = _kept(self._decoded_get, self._decode_get, rpc, query)
             answer = await rpc.call(request)
             if not isinstance(answer, Rendered):
                 raise _HandOver
@@ -166,7 +169,7 @@ class UnaryPath:
         else:
             data = text.encode()
         data = self._decompress(params.get("compression") or "identity", data)
-        return codec_name, codec.decode(data, rpc.request_class)
+        return _small(codec_name, codec.decode(data, rpc.request_class))
 
     async def _connect_post(
         self, rpc: _Rpc, scope: Scope, headers: dict[bytes, str], receive: Receive, send: Send
@@ -222,14 +225,14 @@ class UnaryPath:
 
     def _request(self, rpc: _Rpc, codec_name: str, compression: str, body: bytes) -> Message:
         """The request message of a body (a gRPC-Web frame when `compression` says so)."""
-        if len(body) > _DECODED_BODY:
-            return self._decode_body(rpc, codec_name, compression, body)
-        return self._decoded_body(rpc, codec_name, compression, body)
+        return _kept(self._decoded_body, self._decode_body, rpc, codec_name, compression, body)[1]
 
-    def _decode_body(self, rpc: _Rpc, codec_name: str, compression: str, body: bytes) -> Message:
+    def _decode_body(
+        self, rpc: _Rpc, codec_name: str, compression: str, body: bytes
+    ) -> tuple[str, Message]:
         grpc_web, _, compression = compression.rpartition(":")
         data = self._frame(body, compression) if grpc_web else self._decompress(compression, body)
-        return _CODECS[codec_name].decode(data, rpc.request_class)
+        return _small(codec_name, _CODECS[codec_name].decode(data, rpc.request_class))
 
     def _frame(self, body: bytes, compression: str) -> bytes:
         """The message of a request body that is exactly one well-formed message frame."""
@@ -250,6 +253,38 @@ class UnaryPath:
         if compression != "identity" or len(data) > self._read_max_bytes:
             raise _HandOver
         return data
+
+
+class _NotKept(Exception):  # noqa: N818 - a signal: lru_cache keeps no call that raises
+    """A request decoded well but too large to keep decoded."""
+
+    def __init__(self, decoded: tuple[str, Message]) -> None:
+        self.decoded = decoded
+
+
+def _small(codec_name: str, message: Message) -> tuple[str, Message]:
+    """`(codec_name, message)`, raised as `_NotKept` when the message is too large to keep."""
+    if message.ByteSize() > _KEPT_MESSAGE:
+        raise _NotKept((codec_name, message))
+    return codec_name, message
+
+
+def _kept(
+    cached: Callable[..., tuple[str, Message]],
+    decode: Callable[..., tuple[str, Message]],
+    *args: Any,  # noqa: ANN401 - the decoder's own arguments
+) -> tuple[str, Message]:
+    """A request decoded once and kept, or decoded each time when its bytes or its message are
+    too long to keep."""
+    if len(args[-1]) > _DECODED_BODY:
+        try:
+            return decode(*args)
+        except _NotKept as large:
+            return large.decoded
+    try:
+        return cached(*args)
+    except _NotKept as large:
+        return large.decoded
 
 
 def _headers(scope: Scope) -> dict[bytes, str] | None:

@@ -339,6 +339,7 @@ def grpc_refusal(code: Code, message: str) -> App:
         (b"content-type", b"application/grpc"),
         (b"grpc-status", str(status.number(code)).encode()),
         (b"grpc-message", message.encode()),
+        _NO_STORE,  # a 200 a shared cache must not keep (a GET on the Connect GET URL gets it)
     ]
 
     async def refuse(scope: Scope, receive: Receive, send: Send) -> None:

@@ -28,7 +28,7 @@ DEFAULT_LEEWAY = 60.0
 _MAX_TOKEN_BYTES = 64 << 10
 # Header members refused: a key or certificate pointing elsewhere, critical extensions, JWE.
 _REFUSED_HEADERS = ("jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "enc", "zip")
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*", re.ASCII)
 
 
 class TokenVerifier:
@@ -118,6 +118,7 @@ class TokenVerifier:
         had. Errors never quote the token."""
         parts = _parts(token)
         header = _decoded_object(parts[0], "header")
+        payload = _base64url(parts[1], "payload")
         for name in _REFUSED_HEADERS:
             if name in header:
                 raise InvalidTokenError(f"the header has {name!r}, which is refused")
@@ -134,7 +135,9 @@ class TokenVerifier:
         signed = f"{parts[0]}.{parts[1]}".encode("ascii")
         if not algorithm.verify(signed, key.jwk.key, signature):
             raise InvalidTokenError("the signature does not verify")
-        claims = _decoded_object(parts[1], "payload")
+        claims = _json_object(payload)
+        if claims is None:
+            raise InvalidTokenError("the payload is not a JSON object")
         self._check_claims(claims)
         return claims
 
@@ -170,13 +173,17 @@ def _parts(token: object) -> list[str]:
 
 
 def _base64url(part: str, what: str) -> bytes:
-    """base64url without padding (RFC 7515 §2), strictly."""
+    """Canonical base64url without padding (RFC 7515 §2): only A-Za-z0-9-_, no padding or
+    whitespace, and the last character's unused low bits zero (one spelling per value)."""
     if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
         raise InvalidTokenError(f"the {what} is not base64url")
     try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        decoded = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     except (binascii.Error, ValueError):
         raise InvalidTokenError(f"the {what} is not base64url") from None
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != part.encode("ascii"):
+        raise InvalidTokenError(f"the {what} is not canonical base64url")
+    return decoded
 
 
 def _decoded_object(part: str, what: str) -> dict[str, Any]:

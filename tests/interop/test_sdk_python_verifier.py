@@ -310,23 +310,18 @@ def test_a_dripping_answer_ends_at_the_clients_timeout(peer: Peer) -> None:
     assert outcomes[0][0] == "KeysUnavailableError", outcomes
 
 
-@pytest.mark.parametrize(("where", "kept"), [("port", False), ("host", False), ("same", True)])
-def test_the_api_key_never_follows_a_redirect_to_another_origin(
-    peer: Peer, where: str, kept: bool
-) -> None:
+@pytest.mark.parametrize("where", ["port", "host", "same"])
+def test_no_redirect_is_followed(peer: Peer, where: str) -> None:
+    """A 3xx is a failed fetch, to another origin or the same: the set is the trust anchor and
+    is taken only from the URL configured (and the API key goes nowhere else)."""
     client = Client(f"{peer.url}/py/redirect/{where}", api_key="k-123.secret", timeout=10)
-    with pytest.raises(KeysUnavailableError) as err:  # the peer's one key is not usable
+    with pytest.raises(KeysUnavailableError, match=r"HTTP 30[12378]") as err:
         KeySetCache(client).key("peer-key")
     assert "secret" not in str(err.value)
     recorded: list[dict[str, Any]] = httpx.get(f"{peer.url}/_requests", timeout=10).json()
-    first, landed = recorded
+    (first,) = recorded
     assert first["headers"]["authorization"] == "Bearer k-123.secret"
     assert "encoding=json" in first["query"]
-    assert (landed["origin"] == first["origin"]) == kept
-    if kept:
-        assert landed["headers"].get("authorization") == "Bearer k-123.secret"
-    else:
-        assert "authorization" not in landed["headers"], f"sent to {landed['origin']}"
 
 
 def test_the_readme_verifies_a_token_from_token_sign(tmp_path: Path) -> None:

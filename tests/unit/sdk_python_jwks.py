@@ -86,6 +86,7 @@ class Answer:
     cache_control: str | None = "max-age=60, stale-while-revalidate=30, stale-if-error=300"
     etag: str | None = None
     hold: bool = False
+    location: str | None = None
 
 
 @dataclass
@@ -136,6 +137,8 @@ def jwks_peer(answer: Answer) -> Iterator[JwksPeer]:
                 self.send_header("cache-control", now.cache_control)
             if now.etag is not None:
                 self.send_header("etag", now.etag)
+            if now.location is not None:
+                self.send_header("location", now.location)
             body = b"" if match else now.body
             self.send_header("content-type", "application/json")
             if not match:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jwt
 from connectrpc.errors import ConnectError
-from pyqwest import SyncClient
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pyqwest import SyncClient, SyncHTTPTransport
 
 from agentrouter_sdk._client import USER_AGENT, AgentRouterError
 from agentrouter_sdk._text import printable
@@ -31,6 +35,7 @@ DEFAULT_UNKNOWN_KID_COOLDOWN = 30.0
 # The freshness of an answer whose max-age is missing or unreadable, and the most one may claim.
 _DEFAULT_MAX_AGE = 300.0
 _MAX_MAX_AGE = 24 * 3600.0
+_YEAR = 365 * 24 * 3600.0
 # The wait before retrying after a failed refresh: 1 s, doubling, at most 60 s.
 _FIRST_BACKOFF = 1.0
 _MAX_BACKOFF = 60.0
@@ -50,6 +55,8 @@ _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _MIN_RSA_BITS = 2048
 
 _LOG = logging.getLogger("agentrouter_sdk")
+# A URL's query and fragment, in an error's text.
+_URL_TAIL = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#()]*)[?#][^\s()]*")
 
 
 class InvalidTokenError(AgentRouterError):
@@ -98,10 +105,8 @@ def parse_cache_control(lines: Iterable[str]) -> tuple[Freshness, bool]:
     no_cache = present = False
     for line in lines:
         present = True
-        for part in line.split(","):
-            name, _, value = part.strip().partition("=")
-            value = value.strip().strip('"')
-            match name.strip().lower():
+        for name, value in _directives(line):
+            match name:
                 case "max-age":
                     seconds = _delta_seconds(value)
                     if seconds is not None and max_age is None:
@@ -119,11 +124,52 @@ def parse_cache_control(lines: Iterable[str]) -> tuple[Freshness, bool]:
     return Freshness(min(max_age, _MAX_MAX_AGE), swr, sie), present
 
 
+def _directives(line: str) -> Iterator[tuple[str, str]]:
+    """The directives of one Cache-Control field line as (lowercase name, value), by the list
+    and quoted-string grammar of RFC 9110 §5.6: a comma within a quoted value does not split,
+    and a backslash quotes the character after it."""
+    i, size = 0, len(line)
+    while i < size:
+        end = i
+        while end < size and line[end] not in ",=":
+            end += 1
+        name, value = line[i:end].strip().lower(), ""
+        i = end
+        if i < size and line[i] == "=":
+            i += 1
+            while i < size and line[i] in " \t":
+                i += 1
+            if i < size and line[i] == '"':
+                i += 1
+                quoted: list[str] = []
+                while i < size and line[i] != '"':
+                    if line[i] == "\\" and i + 1 < size:
+                        i += 1
+                    quoted.append(line[i])
+                    i += 1
+                value = "".join(quoted)
+                i += 1
+                while i < size and line[i] != ",":  # nothing may follow a quoted value
+                    i += 1
+            else:
+                end = i
+                while end < size and line[end] != ",":
+                    end += 1
+                value, i = line[i:end].strip(), end
+        i += 1  # the comma
+        if name:
+            yield name, value
+
+
 def _delta_seconds(value: str) -> float | None:
-    """A delta-seconds value (RFC 9111 §1.2.2): digits only; a huge one is taken as a year."""
+    """A delta-seconds value (RFC 9111 §1.2.2): digits only, any number of them; one larger
+    than a year (however many digits) is taken as a year."""
     if not value or not value.isascii() or not value.isdigit():
         return None
-    return float(min(int(value[:12]), 365 * 24 * 3600))
+    digits = value.lstrip("0") or "0"
+    if len(digits) > 12:
+        return _YEAR
+    return float(min(int(digits), _YEAR))
 
 
 def parse_key_set(body: bytes) -> dict[str, PublicKey]:
@@ -172,9 +218,68 @@ def _usable_key(member: object) -> PublicKey | None:
         jwk = jwt.PyJWK(member, algorithm=alg)
     except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
         return None
-    if alg == "RS256" and getattr(jwk.key, "key_size", 0) < _MIN_RSA_BITS:
+    if alg == "RS256" and not _strong_rsa(jwk.key):
+        return None
+    if alg == "EdDSA" and not _strong_ed25519(member.get("x")):
         return None
     return PublicKey(kid, alg, jwk)
+
+
+def _strong_rsa(key: object) -> bool:
+    """An RSA public key of at least 2048 bits whose exponent is odd and at least 3."""
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < _MIN_RSA_BITS:
+        return False
+    e = key.public_numbers().e
+    return e >= 3 and e % 2 == 1
+
+
+# Ed25519 (RFC 8032 §5.1): the field's prime, the curve's d, and a square root of -1.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _strong_ed25519(x: object) -> bool:  # noqa: PLR0911 (each refusal is its own return)
+    """Whether `x` (the JWK's base64url member) is the canonical encoding of a point of the
+    curve whose order is not small (1, 2, 4 or 8): a small-order key lets a signature
+    verify with no private key at all (R the identity, S 0). The point is decoded as RFC 8032
+    §5.1.3 says and multiplied by the cofactor 8; the identity means a small order."""
+    if not isinstance(x, str):
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    if len(raw) != 32:
+        return False
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        return False  # not canonical
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    px = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if v * px * px % _P != u:
+        px = px * _SQRT_M1 % _P
+        if v * px * px % _P != u:
+            return False  # not on the curve
+    if px == 0 and sign:
+        return False
+    if px % 2 != sign:
+        px = _P - px
+    point = (px, y)
+    for _ in range(3):
+        point = _ed25519_double(point)
+    return point != (0, 1)
+
+
+def _ed25519_double(point: tuple[int, int]) -> tuple[int, int]:
+    """2·point in affine coordinates (the twisted Edwards addition law, a = -1; complete on
+    Ed25519, so no denominator is zero)."""
+    x, y = point
+    t = _D * x * x * y * y % _P
+    nx = 2 * x * y * pow(1 + t, _P - 2, _P) % _P
+    ny = (y * y + x * x) * pow(1 - t, _P - 2, _P) % _P
+    return nx, ny
 
 
 @dataclass
@@ -249,7 +354,17 @@ class KeySetCache:
         self._cooldown = float(unknown_kid_cooldown)
         self.clock = clock
         self._logger = logger if logger is not None else _LOG
-        self._http = SyncClient(BoundedTransport(max_bytes))
+        self._safe_url = _without_query(url)
+        # No redirect is followed: a 3xx is a failed fetch, whatever origin it names (the set
+        # is the trust anchor; it is taken from the URL configured, never from elsewhere).
+        transport = SyncHTTPTransport(
+            tls_include_system_certs=True,
+            connect_timeout=30.0,
+            pool_idle_timeout=90.0,
+            tcp_keepalive_interval=30.0,
+            follow_redirects=False,
+        )
+        self._http = SyncClient(BoundedTransport(max_bytes, transport))
         self._lock = threading.Lock()
         self._keys: dict[str, PublicKey] | None = None
         self._etag = ""
@@ -310,7 +425,13 @@ class KeySetCache:
                 age = now - self._fetched
                 if age < self._fresh.max_age:
                     return self._keys, False
-                if age < self._fresh.max_age + self._fresh.stale_while_revalidate:
+                # Once a refresh has failed, stale-if-error alone bounds every stale use.
+                stale = (
+                    self._fresh.stale_if_error
+                    if self._failing
+                    else (self._fresh.stale_while_revalidate)
+                )
+                if age < self._fresh.max_age + stale:
                     if self._may_retry(now):
                         self._start()  # in the background: this caller does not wait
                     return self._keys, False
@@ -381,27 +502,32 @@ class KeySetCache:
             return None
         if self._keys is None:
             return "the server answered 304 Not Modified, but no set is cached"
+        if answer.etag and answer.etag != self._etag:
+            return "the server answered 304 Not Modified with another ETag than the cached set's"
         self._fetched = self.clock()
         if answer.has_cache_control:
             self._fresh = answer.fresh
-        if answer.etag:
-            self._etag = answer.etag
         return None
 
     def _record_outcome(self, error: str | None) -> None:
         """Log the start and end of a streak of failures; back off while it lasts."""
         if error is None:
             if self._failing:
-                self._logger.info("agentrouter: the key set of %s is refreshed again", self.url)
+                self._logger.info(
+                    "agentrouter: the key set of %s is refreshed again", printable(self._safe_url)
+                )
             self._failing, self._last_error = False, ""
             return
         if not self._failing:
             self._failing, self._backoff = True, _FIRST_BACKOFF
             self._logger.warning(
-                "agentrouter: the key set of %s could not be refreshed (%s); a cached set "
-                "is used within its stale-if-error; retrying with backoff",
-                printable(self.url),
+                "agentrouter: the key set of %s could not be refreshed (%s); %s; retrying "
+                "with backoff",
+                printable(self._safe_url),
                 error,
+                "no set is cached"
+                if self._keys is None
+                else "the cached set is used within its stale-if-error",
             )
         else:
             self._backoff = min(2 * self._backoff, _MAX_BACKOFF)
@@ -423,8 +549,9 @@ class KeySetCache:
         except TimeoutError:
             raise _FetchError(f"no answer within {self._timeout:g} s") from None
         except Exception as err:  # pyqwest's errors have no common root
+            said = _strip_url(str(err), self.url, self._safe_url)
             raise _FetchError(
-                f"the request failed ({type(err).__name__}: {printable(str(err))[:200]})"
+                f"the request failed ({type(err).__name__}: {printable(said)[:200]})"
             ) from None
         fresh, has_cache_control = parse_cache_control(response.headers.getall("cache-control"))
         etag_got = printable(response.headers.get("etag", "") or "")
@@ -441,6 +568,21 @@ class KeySetCache:
 
 def _unknown_kid() -> InvalidTokenError:
     return InvalidTokenError("no key of the set has the token's kid")
+
+
+def _without_query(url: str) -> str:
+    """`url` without its query and fragment, which may hold a credential: what logs name."""
+    return url.split("#", 1)[0].split("?", 1)[0]
+
+
+def _strip_url(text: str, url: str, safe: str) -> str:
+    """`text` (an HTTP library's error) with `url`'s query and fragment taken out."""
+    text = text.replace(url, safe)
+    for mark in ("?", "#"):
+        if mark in url:
+            text = text.replace(url[url.index(mark) :], "")
+    # and any URL the library wrote in its own spelling
+    return _URL_TAIL.sub(r"\1", text)
 
 
 def _url_parts(url: str) -> tuple[str, str, int] | None:

@@ -308,12 +308,15 @@ class _FetchError(Exception):
 class KeySetCache:
     """The key set that verifies tokens, kept as the server's HTTP caching says: fresh for the
     answer's max-age (at most 24 h; 300 s when missing; 0 with no-cache or no-store), then
-    revalidated with If-None-Match (a 304 keeps the set and restarts its age). Within
-    stale-while-revalidate after max-age it answers from the cached set and refreshes once in
-    the background; beyond that, callers wait for one shared refresh. A failed refresh within
-    stale-if-error after max-age keeps the cached set (logged once per streak of failures;
-    retried after 1 s, doubling up to 60 s); beyond it, KeysUnavailableError. A kid the set
-    lacks causes one shared refresh, at most one per `unknown_kid_cooldown` seconds.
+    revalidated with If-None-Match (a 304 keeps the set and restarts its age; a 304 with
+    another ETag is a failed refresh). Within stale-while-revalidate after max-age it answers
+    from the cached set and refreshes once in the background; beyond that, callers wait for one
+    shared refresh. Once a refresh has failed, stale-if-error after max-age alone bounds the
+    use of the cached set (logged once per streak of failures; retried after 1 s, doubling up
+    to 60 s, in the background while the set may be used); beyond it, KeysUnavailableError.
+    No redirect is followed: a 3xx is a failed refresh. A kid the set lacks causes one shared
+    refresh, at most one per `unknown_kid_cooldown` seconds. Logs and errors name the URL
+    without its query or fragment.
 
     The set comes from `client`'s GetJWKS (a Connect GET answered in JSON, with the client's
     API key and timeout), or from `jwks_uri` (the API key is sent only when that URL has the

@@ -342,3 +342,9 @@ def test_a_comma_inside_a_quoted_string_does_not_split() -> None:
     assert fresh.max_age == 5
     fresh, _ = parse_cache_control(['ext="x\\", max-age=86400", max-age=7, stale-if-error=9'])
     assert (fresh.max_age, fresh.stale_if_error) == (7, 9)
+
+
+def test_an_empty_jwks_uri_is_an_error_not_the_clients_get_jwks() -> None:
+    # from_issuer passes the discovery document's jwks_uri, "" when it is missing.
+    with pytest.raises(ValueError, match="jwks_uri must be an absolute"):
+        KeySetCache(Client("http://127.0.0.1:9"), jwks_uri="")

@@ -7,6 +7,7 @@ import { InvalidTokenError } from "./errors.js";
 import {
   KeySetCache,
   decodeBase64Url,
+  encodeBase64Url,
   isAllowedAlg,
   type KeySetCacheOptions,
 } from "./keyset.js";
@@ -116,7 +117,7 @@ export class TokenVerifier {
 
   /**
    * Checks `token` and returns its claims. A header with jwk, jku, x5u, x5c, x5t or crit, a
-   * token without kid, anything but a 3-part JWS, and an alg other than its key's are refused.
+   * token without kid, anything but a 3-part JWS, a part that is not canonical unpadded base64url, and an alg other than its key's are refused.
    * exp is required; exp, nbf and iat are checked with the leeway (an iat in the future is
    * refused). Rejects with an `InvalidTokenError` or, when no keys could be had, a
    * `KeysUnavailableError`. Errors never quote the token.
@@ -188,8 +189,8 @@ function readHeader(token: string): Header {
     throw new InvalidTokenError(`a JWS in compact form has 3 parts, this has ${parts.length}`);
   }
   const encoded = parts[0] ?? "";
-  if (!/^[A-Za-z0-9_-]+$/.test(encoded) || encoded.length % 4 === 1) {
-    throw new InvalidTokenError("the header is not base64url");
+  if (!isCanonicalBase64Url(encoded)) {
+    throw new InvalidTokenError("the header is not base64url (canonical, unpadded)");
   }
   let header: unknown;
   try {
@@ -212,7 +213,21 @@ function readHeader(token: string): Header {
     throw new InvalidTokenError("the header's alg is not one of ES256, RS256, EdDSA");
   }
   if (typeof kid !== "string" || kid === "") throw new InvalidTokenError("the header has no kid");
+  if (!isCanonicalBase64Url(parts[1] ?? "")) {
+    throw new InvalidTokenError("the payload is not base64url (canonical, unpadded)");
+  }
+  if (!isCanonicalBase64Url(parts[2] ?? "")) {
+    throw new InvalidTokenError("the signature is not base64url (canonical, unpadded)");
+  }
   return { alg, kid };
+}
+
+/** Whether `part` is canonical unpadded base64url (RFC 7515 §2): only A-Z a-z 0-9 - _, not
+ * empty, no padding or whitespace, and the unused low bits of its last character zero (it
+ * re-encodes to itself), so one token has one spelling. */
+function isCanonicalBase64Url(part: string): boolean {
+  if (!/^[A-Za-z0-9_-]+$/.test(part) || part.length % 4 === 1) return false;
+  return encodeBase64Url(decodeBase64Url(part)) === part;
 }
 
 /** A NumericDate claim (seconds since the epoch) in milliseconds, if present. */

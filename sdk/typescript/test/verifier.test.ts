@@ -214,3 +214,40 @@ test("a warm cache verifies without a request", async () => {
   }
   assert.equal(o.requests, 1);
 });
+
+test("refused: a part that is not canonical unpadded base64url (whitespace, padding, other bytes, unused bits set)", async () => {
+  const { key, verifier, clock } = await setup();
+  const token = key.sign(claimsFor(clock.now()));
+  const [h = "", p = "", s = ""] = token.split(".");
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  /** The part with the lowest unused bit of its last character set (it decodes to the same bytes). */
+  const lowBit = (part: string): string => {
+    const last = alphabet.indexOf(part.at(-1) ?? "A");
+    return part.slice(0, -1) + alphabet[last ^ 1];
+  };
+  assert.notEqual(s.length % 4, 0, "the ES256 signature has unused bits to set");
+  const mid = (part: string, insert: string): string =>
+    part.slice(0, part.length >> 1) + insert + part.slice(part.length >> 1);
+  const forms: Record<string, string> = {
+    "a newline in the payload": `${h}.${mid(p, "\n")}.${s}`,
+    "CR LF in the signature": `${h}.${p}.${mid(s, "\r\n")}`,
+    "a trailing newline": `${token}\n`,
+    "a space in the header": `${mid(h, " ")}.${p}.${s}`,
+    "padding on the signature": `${token}${"=".repeat((4 - (s.length % 4)) % 4 || 2)}`,
+    "padding on the header": `${h}=.${p}.${s}`,
+    "unused bits set in the signature": `${h}.${p}.${lowBit(s)}`,
+    "a non-ASCII character in the payload": `${h}.é.${s}`,
+    "a non-ASCII character in the signature": `${h}.${p}.${mid(s, "é")}`,
+    "base64 (not url) characters": `${h}.${p}.${s.replace(/-/g, "+").replace(/_/g, "/")}${s.includes("-") || s.includes("_") ? "" : "+"}`,
+  };
+  if (h.length % 4 !== 0) forms["unused bits set in the header"] = `${lowBit(h)}.${p}.${s}`;
+  if (p.length % 4 !== 0) forms["unused bits set in the payload"] = `${h}.${lowBit(p)}.${s}`;
+  for (const [name, form] of Object.entries(forms)) {
+    await assert.rejects(verifier.verify(form), (err: unknown) => {
+      assert.ok(err instanceof InvalidTokenError, `${name}: not an InvalidTokenError: ${String(err)}`);
+      return true;
+    }, `${name}: verified`);
+  }
+  // The token itself still verifies: each form differs from it only in its encoding.
+  await verifier.verify(token);
+});

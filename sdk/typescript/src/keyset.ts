@@ -110,6 +110,8 @@ class FetchError extends Error {}
  */
 export class KeySetCache {
   readonly #url: string;
+  /** The URL without its query and fragment: what log lines name. */
+  readonly #logUrl: string;
   readonly #apiKey: string | undefined;
   readonly #timeoutMs: number;
   readonly #maxBytes: number;
@@ -169,6 +171,8 @@ export class KeySetCache {
       url = parsed.href;
     }
     this.#url = url;
+    const shown = new URL(url);
+    this.#logUrl = shown.origin + shown.pathname;
     this.#apiKey = apiKey;
     this.#timeoutMs = settings.timeoutMs;
     this.#maxBytes = maxBytes;
@@ -211,6 +215,11 @@ export class KeySetCache {
     throw unknownKid();
   }
 
+  /** @internal Resolves once no refresh is in flight (a background one included). */
+  async settled(): Promise<void> {
+    while (this.#flight !== undefined) await this.#flight;
+  }
+
   /** The set to use now, after a refresh if it needs one (true: this call waited for a
    * refresh that succeeded). */
   async #current(): Promise<[Map<string, PublicKey>, boolean]> {
@@ -225,7 +234,12 @@ export class KeySetCache {
       if (age < this.#fresh.maxAge) {
         return [keys, false];
       }
-      if (age < this.#fresh.maxAge + this.#fresh.staleWhileRevalidate) {
+      // Once a refresh has failed, only stale-if-error bounds the set's use; until then,
+      // stale-while-revalidate. Within it, the caller is answered from the set at once.
+      const usable = this.#failing
+        ? this.#fresh.staleIfError
+        : this.#fresh.staleWhileRevalidate;
+      if (age < this.#fresh.maxAge + usable) {
         if (this.#mayRetry(now)) {
           void this.#start(); // in the background: this caller does not wait
         }
@@ -285,6 +299,13 @@ export class KeySetCache {
     if (answer !== undefined) {
       if (answer.notModified && this.#keys === undefined) {
         error = "the server answered 304 Not Modified, but no set is cached";
+      } else if (
+        answer.notModified &&
+        answer.etag !== undefined &&
+        answer.etag !== this.#etag
+      ) {
+        // Not the validator sent: adopting it would pin the cached set to another version.
+        error = "the server answered 304 Not Modified with another ETag than the cached set's";
       } else if (answer.notModified) {
         this.#fetchedAt = now;
         if (answer.cacheControl) this.#fresh = answer.fresh;
@@ -298,7 +319,7 @@ export class KeySetCache {
     }
     if (error === undefined) {
       if (this.#failing) {
-        this.#logger.info(`agentrouter: the key set was refreshed again (${this.#url})`);
+        this.#logger.info(`agentrouter: the key set was refreshed again (${this.#logUrl})`);
       }
       this.#failing = false;
       this.#lastError = "";
@@ -310,7 +331,7 @@ export class KeySetCache {
           this.#keys === undefined
             ? "the key set could not be fetched; no set is cached"
             : "the key set could not be refreshed; the cached set is used within its stale-if-error";
-        this.#logger.warn(`agentrouter: ${what} (${this.#url}): ${error}`);
+        this.#logger.warn(`agentrouter: ${what} (${this.#logUrl}): ${error}`);
       } else {
         this.#backoffMs = Math.min(2 * this.#backoffMs, MAX_BACKOFF_MS);
       }
@@ -396,10 +417,8 @@ export function parseCacheControl(header: string | null): Freshness {
   let staleWhileRevalidate = 0;
   let staleIfError = 0;
   let noCache = false;
-  for (const part of (header ?? "").split(",")) {
-    const [rawName = "", ...rest] = part.trim().split("=");
-    const value = rest.join("=").trim().replace(/^"|"$/g, "");
-    switch (rawName.trim().toLowerCase()) {
+  for (const [rawName, value] of cacheDirectives(header ?? "")) {
+    switch (rawName.toLowerCase()) {
       case "max-age": {
         const seconds = parseSeconds(value);
         if (seconds !== undefined && maxAge === undefined) maxAge = seconds;
@@ -419,6 +438,36 @@ export function parseCacheControl(header: string | null): Freshness {
   }
   const age = noCache ? 0 : (maxAge ?? DEFAULT_MAX_AGE_MS);
   return { maxAge: Math.min(age, MAX_MAX_AGE_MS), staleWhileRevalidate, staleIfError };
+}
+
+/** The directives of a Cache-Control header by the RFC 9110 §5.6.1 list grammar: elements
+ * split on commas outside quoted strings, each a name with an optional token or quoted-string
+ * value (unquoted, its quoted pairs resolved). */
+function cacheDirectives(header: string): [string, string][] {
+  const directives: [string, string][] = [];
+  let i = 0;
+  while (i < header.length) {
+    let name = "";
+    while (i < header.length && header[i] !== "," && header[i] !== "=") name += header[i++];
+    let value = "";
+    if (header[i] === "=") {
+      i++;
+      while (header[i] === " " || header[i] === "\t") i++;
+      if (header[i] === '"') {
+        i++;
+        while (i < header.length && header[i] !== '"') {
+          if (header[i] === "\\" && i + 1 < header.length) i++;
+          value += header[i++];
+        }
+        i++; // the closing quote
+      }
+      while (i < header.length && header[i] !== ",") value += header[i++];
+    }
+    i++; // the comma
+    name = name.trim();
+    if (name !== "") directives.push([name, value.trim()]);
+  }
+  return directives;
 }
 
 /** A delta-seconds value (RFC 9111 §1.2.2) in milliseconds: digits only; a huge one is a year. */
@@ -472,7 +521,10 @@ async function parseKey(member: unknown): Promise<PublicKey | undefined> {
   if (use !== undefined && use !== "sig") return undefined;
   const want = ALLOWED_KEYS[alg];
   if (want === undefined || kty !== want.kty || crv !== want.crv) return undefined;
-  if (alg === "RS256" && rsaBits(member["n"]) < MIN_RSA_BITS) return undefined;
+  if (alg === "RS256" && (rsaBits(member["n"]) < MIN_RSA_BITS || !usableRsaExponent(member["e"]))) {
+    return undefined;
+  }
+  if (alg === "EdDSA" && !usableEd25519(member["x"])) return undefined;
   try {
     const key = await importJWK(publicMembers(member) as JoseJWK, alg);
     return { kid, alg, key };
@@ -495,6 +547,74 @@ function rsaBits(n: unknown): number {
   while (first < bytes.length && bytes[first] === 0) first++;
   if (first === bytes.length) return 0;
   return (bytes.length - first - 1) * 8 + (32 - Math.clz32(bytes[first] ?? 0));
+}
+
+/** Whether an RSA exponent in base64url is odd and at least 3 (e = 1 makes the signature the
+ * message itself: anyone could forge one). */
+function usableRsaExponent(e: unknown): boolean {
+  if (typeof e !== "string" || !/^[A-Za-z0-9_-]+$/.test(e)) return false;
+  let value = 0n;
+  for (const byte of decodeBase64Url(e)) value = (value << 8n) | BigInt(byte);
+  return value >= 3n && value % 2n === 1n;
+}
+
+/** The field and curve of Ed25519 (RFC 8032 §5.1). */
+const ED_P = 2n ** 255n - 19n;
+const ED_D = mod(-121665n * inverse(121666n));
+
+function mod(a: bigint): bigint {
+  const r = a % ED_P;
+  return r < 0n ? r + ED_P : r;
+}
+
+function power(base: bigint, exponent: bigint): bigint {
+  let result = 1n;
+  let b = mod(base);
+  for (let e = exponent; e > 0n; e >>= 1n) {
+    if (e & 1n) result = (result * b) % ED_P;
+    b = (b * b) % ED_P;
+  }
+  return result;
+}
+
+function inverse(a: bigint): bigint {
+  return power(a, ED_P - 2n);
+}
+
+/**
+ * Whether an Ed25519 public key (x in base64url) is a canonically encoded point of the curve
+ * whose order is not small: [8]P is not the identity. A small-order key (the identity, and the
+ * points of order 2, 4 and 8) verifies forged signatures, such as R = the identity and S = 0,
+ * for any message.
+ */
+function usableEd25519(x: unknown): boolean {
+  if (typeof x !== "string" || !/^[A-Za-z0-9_-]{43}$/.test(x)) return false;
+  const bytes = decodeBase64Url(x);
+  if (bytes.length !== 32) return false;
+  let y = 0n;
+  for (let i = 31; i >= 0; i--) y = (y << 8n) | BigInt(bytes[i] ?? 0);
+  const sign = y >> 255n;
+  y &= (1n << 255n) - 1n;
+  if (y >= ED_P) return false; // not canonical
+  // x² = (y² - 1) / (d y² + 1), its root by RFC 8032 §5.1.3.
+  const u = mod(y * y - 1n);
+  const v = mod(ED_D * y * y + 1n);
+  const x2 = mod(u * inverse(v));
+  let px = power(x2, (ED_P + 3n) / 8n);
+  if (mod(px * px - x2) !== 0n) px = mod(px * power(2n, (ED_P - 1n) / 4n));
+  if (mod(px * px - x2) !== 0n) return false; // not on the curve
+  if (px === 0n && sign === 1n) return false;
+  if ((px & 1n) !== sign) px = ED_P - px;
+  // Three doublings (a = -1): the identity (0, 1) after them means an order dividing 8.
+  let [qx, qy] = [px, y];
+  for (let i = 0; i < 3; i++) {
+    const t = mod(ED_D * qx * qx * qy * qy);
+    [qx, qy] = [
+      mod(2n * qx * qy * inverse(mod(1n + t))),
+      mod((qy * qy + qx * qx) * inverse(mod(1n - t))),
+    ];
+  }
+  return !(qx === 0n && qy === 1n);
 }
 
 /** @internal base64url without padding, decoded; the caller checks the alphabet. */

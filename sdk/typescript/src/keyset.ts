@@ -102,11 +102,13 @@ class FetchError extends Error {}
 /**
  * Holds the key set that verifies tokens, and follows the server's HTTP caching: fresh for the
  * answer's max-age (at most 24 h; 300 s when missing; 0 with no-cache or no-store), then
- * revalidated with If-None-Match (a 304 keeps the set and restarts its age). Within
- * stale-while-revalidate after max-age it answers from the cached set and refreshes once in the
- * background; beyond that, callers wait for one shared refresh. A failed refresh within
- * stale-if-error after max-age keeps the cached set (logged once per streak; retried after 1 s,
- * doubling up to 60 s); beyond it, a `KeysUnavailableError`.
+ * revalidated with If-None-Match (a 304 keeps the set and restarts its age; a 304 with another
+ * ETag is a failed refresh). Within stale-while-revalidate after max-age it answers from the
+ * cached set and refreshes once in the background; beyond that, callers wait for one shared
+ * refresh. Once a refresh has failed, only stale-if-error after max-age bounds the set's use:
+ * within it, callers are answered from the set at once (logged once per streak; retried in the
+ * background after 1 s, doubling up to 60 s); beyond it, a `KeysUnavailableError`. No redirect
+ * is followed.
  */
 export class KeySetCache {
   readonly #url: string;

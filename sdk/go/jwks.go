@@ -85,13 +85,13 @@ const minRSABits = 2048
 // array) or holds more than MaxJWKSKeys keys, or when no key of it is usable. Unusable keys are
 // skipped. The error never quotes the body.
 func parseKeySet(body []byte) (map[string]PublicKey, error) {
-	var doc struct {
-		Keys *[]json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal(body, &doc); err != nil {
+	// Member names are matched exactly (encoding/json's struct tags would also take "KEYS").
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(body, &members); err != nil {
 		return nil, fmt.Errorf("the answer (%d bytes) is not a JSON JWK Set", len(body))
 	}
-	if doc.Keys == nil {
+	var doc struct{ Keys *[]json.RawMessage }
+	if raw, ok := members["keys"]; !ok || json.Unmarshal(raw, &doc.Keys) != nil || doc.Keys == nil {
 		return nil, errors.New(`the answer is JSON without a "keys" array`)
 	}
 	if len(*doc.Keys) > MaxJWKSKeys {

@@ -91,7 +91,10 @@ func parseKeySet(body []byte) (map[string]PublicKey, error) {
 		return nil, fmt.Errorf("the answer (%d bytes) is not a JSON JWK Set", len(body))
 	}
 	var doc struct{ Keys *[]json.RawMessage }
-	if raw, ok := members["keys"]; !ok || json.Unmarshal(raw, &doc.Keys) != nil || doc.Keys == nil {
+	if raw, ok := members["keys"]; ok && json.Unmarshal(raw, &doc.Keys) != nil {
+		return nil, fmt.Errorf("the answer (%d bytes) is not a JSON JWK Set", len(body))
+	}
+	if doc.Keys == nil {
 		return nil, errors.New(`the answer is JSON without a "keys" array`)
 	}
 	if len(*doc.Keys) > MaxJWKSKeys {

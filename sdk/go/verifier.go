@@ -123,6 +123,10 @@ func VerifierFromIssuer(ctx context.Context, client *Client, issuer string, opts
 	if doc.GetIssuer() != issuer {
 		return nil, errors.New("agentrouter: VerifierFromIssuer: the discovery document names another issuer")
 	}
+	if doc.GetJwksUri() == "" {
+		// Without this, an empty jwks_uri would silently fall back to the client's GetJWKS.
+		return nil, errors.New("agentrouter: VerifierFromIssuer: the discovery document has no jwks_uri")
+	}
 	cfg := verifierConfig{}
 	for _, opt := range opts {
 		if opt != nil {

@@ -316,6 +316,9 @@ func (c *KeySetCache) run(f *flight, etag string) {
 	case err != nil:
 	case answer.notModified && c.keys == nil:
 		err = errors.New("the server answered 304 Not Modified, but no set is cached")
+	case answer.notModified && answer.etag != "" && answer.etag != c.etag:
+		// Not the validator sent: the cached set is not known to be current.
+		err = errors.New("the server answered 304 Not Modified with another ETag than the cached set's")
 	case answer.notModified:
 		c.fetched = now
 		if answer.cacheControl {

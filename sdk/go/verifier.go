@@ -201,6 +201,16 @@ func readHeader(token string) (header, error) {
 	if len(parts) != 3 {
 		return header{}, invalid(fmt.Sprintf("a JWS in compact form has 3 parts, this has %d", len(parts)))
 	}
+	// Each part is canonical unpadded base64url: only A-Za-z0-9-_ (Go's decoder skips \r and
+	// \n), and Strict refuses nonzero unused bits of the last character.
+	for _, part := range parts {
+		if strings.TrimLeft(part, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+			return header{}, invalid("a part is not canonical base64url")
+		}
+		if _, err := base64.RawURLEncoding.Strict().DecodeString(part); err != nil {
+			return header{}, invalid("a part is not canonical base64url")
+		}
+	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(parts[0])
 	if err != nil {
 		return header{}, invalid("the header is not base64url")

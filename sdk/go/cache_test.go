@@ -128,11 +128,13 @@ func TestCacheStaleIfErrorKeepsTheSetLogsOnceAndBacksOff(t *testing.T) {
 		t.Fatalf("%d requests, want 2", n)
 	}
 	// Retries back off: 1 s, then 2, 4, 8 s after each failure; calls between reach nobody.
+	// Each retry runs in the background: it ends before the clock moves on.
 	var at []int
 	for second := 1; second <= 20; second++ {
 		clock.Advance(time.Second)
 		before := o.requests.Load()
 		mustKey(t, cache, key.kid)
+		waitFor(t, "the retry ends", cache.Idle)
 		if o.requests.Load() != before {
 			at = append(at, second)
 		}

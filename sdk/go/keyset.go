@@ -97,9 +97,12 @@ func WithLogger(logger *slog.Logger) CacheOption {
 // fresh for the answer's max-age (at most 24 h; 300 s when missing; 0 with no-cache or
 // no-store), then revalidated with If-None-Match (a 304 keeps the set and restarts its age).
 // Within stale-while-revalidate after max-age it answers from the cached set and refreshes once
-// in the background; beyond that, callers wait for one shared refresh. A failed refresh within
-// stale-if-error after max-age keeps the cached set (logged once per streak; retried after 1 s,
-// doubling up to 60 s); beyond it, [ErrKeysUnavailable]. It is safe for concurrent use.
+// in the background; beyond that, callers wait for one shared refresh. Once a refresh has
+// failed, the cached set is used only within stale-if-error after max-age (from when its answer
+// was received; stale-while-revalidate no longer extends it, a success resets): callers are
+// answered from it at once while one retry runs in the background (logged once per streak;
+// retried after 1 s, doubling up to 60 s); beyond it, [ErrKeysUnavailable]. The set is read
+// only from its URL: a redirect is a failed fetch. It is safe for concurrent use.
 type KeySetCache struct {
 	http     *http.Client
 	url      string
@@ -169,8 +172,13 @@ func NewKeySetCache(client *Client, opts ...CacheOption) (*KeySetCache, error) {
 		target = cfg.jwksURI
 	}
 	logURL, _, _ := strings.Cut(target, "?")
+	// The key set is read only from the URL asked: a redirect is a failed fetch (an answer of
+	// another status than 200 or 304), wherever it points. The client's other calls keep its
+	// policy; this copy keeps its transport, and so its response limit.
+	noRedirect := *client.http
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &KeySetCache{
-		http: client.http, url: target, logURL: logURL, apiKey: apiKey, timeout: client.timeout,
+		http: &noRedirect, url: target, logURL: logURL, apiKey: apiKey, timeout: client.timeout,
 		maxBytes: int64(cfg.maxBytes), cooldown: cfg.cooldown, now: cfg.now, logger: cfg.logger,
 	}, nil
 }
@@ -237,17 +245,24 @@ func (c *KeySetCache) current(ctx context.Context) (map[string]PublicKey, bool, 
 			keys := c.keys
 			c.mu.Unlock()
 			return keys, false, nil
-		case age < c.fresh.maxAge+c.fresh.staleWhileRevalidate:
+		case c.failing && age >= c.fresh.maxAge+c.fresh.staleIfError:
+			// After a failed refresh, stale-if-error bounds every stale use: stale-while-revalidate
+			// does not extend it. Past it, only a refresh (once the backoff is over) gives a set.
+			if !c.mayRetryLocked(now) {
+				keys, err := c.staleLocked(now)
+				c.mu.Unlock()
+				return keys, false, err
+			}
+		case c.failing || age < c.fresh.maxAge+c.fresh.staleWhileRevalidate:
+			// The set may still be used (within stale-while-revalidate, or within stale-if-error
+			// after a failed refresh): this caller is answered from it at once, and the refresh
+			// (or the retry, once the backoff is over) runs in the background.
 			if c.mayRetryLocked(now) {
-				c.startLocked() // in the background: this caller does not wait
+				c.startLocked()
 			}
 			keys := c.keys
 			c.mu.Unlock()
 			return keys, false, nil
-		case !c.mayRetryLocked(now):
-			keys, err := c.staleLocked(now)
-			c.mu.Unlock()
-			return keys, false, err
 		}
 	}
 	wait := c.startLocked()

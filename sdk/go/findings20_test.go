@@ -3,6 +3,7 @@ package agentrouter
 import (
 	"encoding/base64"
 	"testing"
+	"time"
 )
 
 // A JWK Set's member names are matched exactly: "KEYS" is not "keys" (RFC 7517 §5; JSON
@@ -34,6 +35,27 @@ func TestTokenPartsAreCanonicalBase64url(t *testing.T) {
 	} {
 		if _, err := readHeader(token); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// max-age is delta-seconds of any number of digits, capped at 24 h (a value too large to parse
+// is the cap); Cache-Control is split by the RFC 9110 list grammar, so a comma inside a quoted
+// string does not start another directive.
+func TestCacheControlDigitsAndQuotedCommas(t *testing.T) {
+	for line, want := range map[string]freshness{
+		"max-age=00000000000000000000000000000060":       {maxAge: 60 * time.Second},
+		"max-age=99999999999999999999999999999999999999": {maxAge: maxMaxAge},
+		"max-age=86401":                                           {maxAge: maxMaxAge},
+		`max-age="30"`:                                            {maxAge: 30 * time.Second},
+		`private="a, max-age=5", max-age=60`:                      {maxAge: 60 * time.Second},
+		`ext="x, no-store", max-age=60, stale-if-error=7`:         {maxAge: 60 * time.Second, staleIfError: 7 * time.Second},
+		`ext="a \", stale-while-revalidate=9", max-age=60`:        {maxAge: 60 * time.Second},
+		`max-age=60, ext="unterminated, stale-while-revalidate=9`: {maxAge: 60 * time.Second},
+	} {
+		got, present := parseCacheControl([]string{line})
+		if !present || got != want {
+			t.Errorf("%s: got %+v, want %+v", line, got, want)
 		}
 	}
 }

@@ -27,9 +27,9 @@ func parseCacheControl(lines []string) (fresh freshness, present bool) {
 	fresh.maxAge = -1
 	noCache := false
 	for _, line := range lines {
-		for _, part := range strings.Split(line, ",") {
+		for _, part := range splitList(line) {
 			name, value, _ := strings.Cut(strings.TrimSpace(part), "=")
-			value = strings.Trim(strings.TrimSpace(value), `"`)
+			value = unquote(strings.TrimSpace(value))
 			switch strings.ToLower(strings.TrimSpace(name)) {
 			case "max-age":
 				if seconds, ok := parseSeconds(value); ok && fresh.maxAge < 0 {
@@ -52,6 +52,45 @@ func parseCacheControl(lines []string) (fresh freshness, present bool) {
 	}
 	fresh.maxAge = min(fresh.maxAge, maxMaxAge)
 	return fresh, len(lines) > 0
+}
+
+// splitList splits a header line by the RFC 9110 §5.6.1 list grammar: at the commas outside
+// quoted strings (§5.6.4, where a backslash escapes the next byte). An unterminated quoted
+// string runs to the end of the line.
+func splitList(line string) []string {
+	var parts []string
+	start, quoted, escaped := 0, false, false
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case escaped:
+			escaped = false
+		case quoted && c == '\\':
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			parts = append(parts, line[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, line[start:])
+}
+
+// unquote returns a directive's value without its quotes and escapes when it is a quoted
+// string, or as it is.
+func unquote(value string) string {
+	if len(value) < 2 || value[0] != '"' || value[len(value)-1] != '"' {
+		return value
+	}
+	var b strings.Builder
+	inner := value[1 : len(value)-1]
+	for i := 0; i < len(inner); i++ {
+		if inner[i] == '\\' && i+1 < len(inner) {
+			i++
+		}
+		b.WriteByte(inner[i])
+	}
+	return b.String()
 }
 
 // parseSeconds reads a delta-seconds value (RFC 9111 §1.2.2): digits only; a value too large

@@ -188,7 +188,9 @@ func parseKey(raw json.RawMessage) (PublicKey, bool) {
 	if jwk.UnmarshalJSON(raw) != nil || !jwk.IsPublic() || !jwk.Valid() {
 		return PublicKey{}, false
 	}
-	if rsaKey, isRSA := jwk.Key.(*rsa.PublicKey); isRSA && rsaKey.N.BitLen() < minRSABits {
+	// An RSA key of fewer than 2048 bits, or whose e is below 3 or even (no valid RSA key has
+	// an even e; e=1 lets anyone forge a signature), is refused.
+	if rsaKey, isRSA := jwk.Key.(*rsa.PublicKey); isRSA && (rsaKey.N.BitLen() < minRSABits || rsaKey.E < 3 || rsaKey.E%2 == 0) {
 		return PublicKey{}, false
 	}
 	return PublicKey{Kid: kid, Alg: alg, Key: jwk.Key}, true

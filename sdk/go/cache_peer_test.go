@@ -78,9 +78,9 @@ func TestPeerCacheSlowDripEndsAtTheDeadline(t *testing.T) {
 	}
 }
 
-// The key cache follows no redirect, to another origin or its own: the redirect is a failed
-// fetch, and its target is never asked (with or without the API key).
-func TestPeerCacheFollowsNoRedirect(t *testing.T) {
+// The key cache follows no redirect, to another origin or its own (so the API key never
+// follows one): the redirect is a failed fetch, and its target is never asked.
+func TestPeerCacheAPIKeyNeverFollowsARedirectToAnotherOrigin(t *testing.T) {
 	t.Parallel()
 	for _, where := range []string{"port", "host", "same"} {
 		t.Run(where, func(t *testing.T) {

@@ -269,7 +269,9 @@ def test_a_rapid_reset_client_is_disconnected_and_others_are_served(
         stop.set()
         thread.join(timeout=30)
     assert client.closed or client.goaway is not None
-    assert server.events("grpc_connection_reset_flood")
+    # The line is written as the connection closes: under load it can reach the pipe after
+    # the client saw the GOAWAY.
+    assert eventually(lambda: server.events("grpc_connection_reset_flood"), bool, within=10)
     assert calls > 0
     assert failures == []
 

@@ -176,7 +176,13 @@ def test_a_database_down_at_start_is_waited_for_then_served(
             assert health(server) == SERVING
             assert health(server, KEYRING_HEALTH_NAME) == SERVING
         assert len(server.events("key_set_reload_recovered")) == 2
-        assert len(server.events("key_set_reload_failed")) == 2
+        # A worker may also meet the database while it starts up: a new reason, one more line
+        # (one per reason, never one per retry).
+        every = server.events("key_set_reload_failed")
+        assert every[: len(failed)] == failed
+        later = every[len(failed) :]
+        assert not {event["reason"] for event in later} & {event["reason"] for event in failed}
+        assert len(later) <= 4, later  # e.g. "the database system is starting up", per worker
         assert len(server.events("key_store_unreachable_at_start")) == 1
         assert server.terminate() == 0
     print(f"ready {recovery:.2f}s after the database started")

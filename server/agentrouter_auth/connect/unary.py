@@ -25,9 +25,9 @@ caching headers of a representation, and 304 to an `If-None-Match` that names it
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from connectrpc.compression.gzip import GzipCompression
@@ -51,7 +51,7 @@ _CODECS: dict[str, RenderedProtoCodec | RenderedJSONCodec] = {
 }
 _GZIP = GzipCompression()
 _GET_PARAMS = ("encoding", "message", "base64", "compression")
-_DECODED = 256  # requests kept decoded, per kind (GET, body)
+_DECODED = 512  # requests kept decoded
 _DECODED_BODY = 1024  # the longest body or query kept decoded
 _KEPT_MESSAGE = 1024  # the largest decoded message kept (unknown fields count: gzip inflates)
 _GRPC_WEB = "application/grpc-web"
@@ -96,13 +96,7 @@ class UnaryPath:
         }
         self._connect = connect
         self._read_max_bytes = read_max_bytes
-        # Clients send the same few requests (an SDK's query string, `{}`): each is decoded
-        # once. A request message is shared by the calls that sent the same bytes; the
-        # servicer's coroutines never change their request. Failures are not kept, nor a
-        # long query or body, nor a message that decodes large (a small gzip body can carry
-        # 64 KiB of unknown fields): at most _DECODED x _KEPT_MESSAGE bytes held per kind.
-        self._decoded_get = lru_cache(maxsize=_DECODED)(self._decode_get)
-        self._decoded_body = lru_cache(maxsize=_DECODED)(self._decode_body)
+        self._decoded = _Decoded(_DECODED)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point (HTTP requests only)."""
@@ -135,7 +129,9 @@ class UnaryPath:
     ) -> None:
         try:
             query = bytes(scope.get("query_string") or b"")
-            codec_name, request = _kept(self._decoded_get, self._decode_get, rpc, query)
+            codec_name, request = self._decoded.get(
+                ("GET", rpc.route, query), lambda: self._decode_get(rpc, query)
+            )
             answer = await rpc.call(request)
             if not isinstance(answer, Rendered):
                 raise _HandOver
@@ -169,7 +165,7 @@ class UnaryPath:
         else:
             data = text.encode()
         data = self._decompress(params.get("compression") or "identity", data)
-        return _small(codec_name, codec.decode(data, rpc.request_class))
+        return codec_name, codec.decode(data, rpc.request_class)
 
     async def _connect_post(
         self, rpc: _Rpc, scope: Scope, headers: dict[bytes, str], receive: Receive, send: Send
@@ -178,7 +174,14 @@ class UnaryPath:
         codec_name = content_type.removeprefix("application/")
         compression = headers.get(b"content-encoding") or "identity"
         answer = await self._call_with_body(
-            rpc, scope, headers, receive, send, codec_name=codec_name, compression=compression
+            rpc,
+            scope,
+            headers,
+            receive,
+            send,
+            codec_name=codec_name,
+            compression=compression,
+            framed=False,
         )
         if answer is not None:
             gzipped = _accepts_gzip(headers.get(b"accept-encoding", ""))
@@ -189,9 +192,16 @@ class UnaryPath:
     ) -> None:
         content_type = headers[b"content-type"]
         codec_name = content_type[len(_GRPC_WEB) + 1 :] if content_type != _GRPC_WEB else "proto"
-        compression = "grpc-web:" + (headers.get(b"grpc-encoding") or "identity")
+        compression = headers.get(b"grpc-encoding") or "identity"
         answer = await self._call_with_body(
-            rpc, scope, headers, receive, send, codec_name=codec_name, compression=compression
+            rpc,
+            scope,
+            headers,
+            receive,
+            send,
+            codec_name=codec_name,
+            compression=compression,
+            framed=True,
         )
         if answer is not None:
             gzipped = _accepts_gzip(headers.get(b"grpc-accept-encoding", ""))
@@ -207,14 +217,20 @@ class UnaryPath:
         *,
         codec_name: str,
         compression: str,
+        framed: bool,
     ) -> Rendered[Any] | None:
-        """The rendered answer to a call whose request is its body, or None: handed over (and
-        answered) when the request or its answer is not one this path writes."""
+        """The rendered answer to a call whose request is its body (`framed`: one gRPC-Web
+        message frame), or None: handed over (and answered) when the request or its answer is
+        not one this path writes."""
         events, body = await _read_body(receive, headers, self._read_max_bytes)
         try:
             if codec_name not in _CODECS or body is None:
                 raise _HandOver
-            answer = await rpc.call(self._request(rpc, codec_name, compression, body))
+            key = ("POST", rpc.route, codec_name, compression, framed, body)
+            _, request = self._decoded.get(
+                key, lambda: self._decode_body(rpc, codec_name, compression, framed, body)
+            )
+            answer = await rpc.call(request)
             if not isinstance(answer, Rendered):
                 raise _HandOver
         except Exception:
@@ -223,22 +239,18 @@ class UnaryPath:
         scope["route"] = rpc.route
         return answer
 
-    def _request(self, rpc: _Rpc, codec_name: str, compression: str, body: bytes) -> Message:
-        """The request message of a body (a gRPC-Web frame when `compression` says so)."""
-        return _kept(self._decoded_body, self._decode_body, rpc, codec_name, compression, body)[1]
-
     def _decode_body(
-        self, rpc: _Rpc, codec_name: str, compression: str, body: bytes
+        self, rpc: _Rpc, codec_name: str, compression: str, framed: bool, body: bytes
     ) -> tuple[str, Message]:
-        grpc_web, _, compression = compression.rpartition(":")
-        data = self._frame(body, compression) if grpc_web else self._decompress(compression, body)
-        return _small(codec_name, _CODECS[codec_name].decode(data, rpc.request_class))
+        data = self._frame(body, compression) if framed else self._decompress(compression, body)
+        return codec_name, _CODECS[codec_name].decode(data, rpc.request_class)
 
     def _frame(self, body: bytes, compression: str) -> bytes:
-        """The message of a request body that is exactly one well-formed message frame."""
+        """The message of a request body that is exactly one well-formed message frame (the
+        body is at most the read limit: `_read_body` saw to it)."""
         if len(body) < 5 or body[0] & ~1 or int.from_bytes(body[1:5], "big") != len(body) - 5:
             raise _HandOver
-        if len(body) - 5 > self._read_max_bytes or compression not in ("identity", "gzip"):
+        if compression not in ("identity", "gzip"):
             raise _HandOver
         data = body[5:]
         if body[0] & 1:
@@ -255,36 +267,36 @@ class UnaryPath:
         return data
 
 
-class _NotKept(Exception):  # noqa: N818 - a signal: lru_cache keeps no call that raises
-    """A request decoded well but too large to keep decoded."""
+class _Decoded:
+    """Requests decoded once, kept by their bytes (least recently used first out).
 
-    def __init__(self, decoded: tuple[str, Message]) -> None:
-        self.decoded = decoded
+    Clients send the same few requests (an SDK's query string, `{}`): each is decoded once,
+    and its message shared by the calls that sent the same bytes (the servicer's coroutines
+    never change their request). Failures are not kept, nor a long query or body, nor a
+    message that decodes large (a small gzip body can carry 64 KiB of unknown fields): at most
+    `size` x _KEPT_MESSAGE bytes of messages are held.
+    """
 
+    __slots__ = ("_kept", "_size")
 
-def _small(codec_name: str, message: Message) -> tuple[str, Message]:
-    """`(codec_name, message)`, raised as `_NotKept` when the message is too large to keep."""
-    if message.ByteSize() > _KEPT_MESSAGE:
-        raise _NotKept((codec_name, message))
-    return codec_name, message
+    def __init__(self, size: int) -> None:
+        self._kept: OrderedDict[tuple[Any, ...], tuple[str, Message]] = OrderedDict()
+        self._size = size
 
-
-def _kept(
-    cached: Callable[..., tuple[str, Message]],
-    decode: Callable[..., tuple[str, Message]],
-    *args: Any,  # noqa: ANN401 - the decoder's own arguments
-) -> tuple[str, Message]:
-    """A request decoded once and kept, or decoded each time when its bytes or its message are
-    too long to keep."""
-    if len(args[-1]) > _DECODED_BODY:
-        try:
-            return decode(*args)
-        except _NotKept as large:
-            return large.decoded
-    try:
-        return cached(*args)
-    except _NotKept as large:
-        return large.decoded
+    def get(
+        self, key: tuple[Any, ...], decode: Callable[[], tuple[str, Message]]
+    ) -> tuple[str, Message]:
+        """The decoded request of `key` (whose last item is the request's bytes)."""
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return kept
+        decoded = decode()
+        if len(key[-1]) <= _DECODED_BODY and decoded[1].ByteSize() <= _KEPT_MESSAGE:
+            self._kept[key] = decoded
+            if len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        return decoded
 
 
 def _headers(scope: Scope) -> dict[bytes, str] | None:

@@ -2,6 +2,7 @@ package agentrouter_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -124,5 +125,56 @@ func TestCacheRetriesInTheBackgroundWithinStaleIfError(t *testing.T) {
 	waitFor(t, "the retry reaches the server", func() bool { return o.requests.Load() > before })
 	if n := o.requests.Load() - before; n != 1 {
 		t.Errorf("%d retries for 20 callers, want 1", n)
+	}
+}
+
+// A 304 renews the set when its tag matches the cached one by the weak comparison
+// If-None-Match uses: a compressing proxy weakens the 200's tag (W/"v1"), and the 304 it
+// passes on carries the origin's ("v1"), or the other way round.
+func TestCache304MatchesTheCachedTagWeakly(t *testing.T) {
+	t.Parallel()
+	key := newSigningKey(t, "ES256")
+	body, err := json.Marshal(map[string]any{"keys": []map[string]any{key.jwk(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tags := range [][2]string{{`W/"v1"`, `"v1"`}, {`"v1"`, `W/"v1"`}} {
+		var mu sync.Mutex
+		var inm []string
+		server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			inm = append(inm, r.Header.Get("If-None-Match"))
+			first := len(inm) == 1
+			mu.Unlock()
+			w.Header().Set("Cache-Control", "max-age=10")
+			if first {
+				w.Header().Set("ETag", tags[0])
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(body)
+				return
+			}
+			w.Header().Set("ETag", tags[1])
+			w.WriteHeader(http.StatusNotModified)
+		}))
+		client, err := agentrouter.New(context.Background(), agentrouter.WithBaseURL(server.URL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock := newFakeClock()
+		cache, err := agentrouter.NewKeySetCache(client, agentrouter.WithClock(clock.Now), quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustKey(t, cache, key.kid)
+		clock.Advance(11 * time.Second) // stale, no stale-if-error: only a renewal answers
+		mustKey(t, cache, key.kid)
+		clock.Advance(5 * time.Second) // fresh again from the 304: no request
+		mustKey(t, cache, key.kid)
+		mu.Lock()
+		if len(inm) != 2 || inm[1] != tags[0] {
+			t.Errorf("cached %s, 304 with %s: If-None-Match sent %q, want [\"\" %s]", tags[0], tags[1], inm, tags[0])
+		}
+		mu.Unlock()
+		server.Close()
 	}
 }

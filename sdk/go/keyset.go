@@ -331,7 +331,7 @@ func (c *KeySetCache) run(f *flight, etag string) {
 	case err != nil:
 	case answer.notModified && c.keys == nil:
 		err = errors.New("the server answered 304 Not Modified, but no set is cached")
-	case answer.notModified && answer.etag != "" && answer.etag != c.etag:
+	case answer.notModified && answer.etag != "" && !weakMatch(answer.etag, c.etag):
 		// Not the validator sent: the cached set is not known to be current.
 		err = errors.New("the server answered 304 Not Modified with another ETag than the cached set's")
 	case answer.notModified:
@@ -429,4 +429,11 @@ func (c *KeySetCache) fetch(ctx context.Context, etag string) (answer, error) {
 		return answer{}, err
 	}
 	return got, nil
+}
+
+// weakMatch tells whether two entity tags match by the weak comparison of RFC 9110 §8.8.3.2,
+// the one If-None-Match uses: a proxy that compresses an answer may weaken its tag (`W/"x"`)
+// while a 304 passed through it carries the origin's `"x"`.
+func weakMatch(a, b string) bool {
+	return strings.TrimPrefix(a, "W/") == strings.TrimPrefix(b, "W/")
 }

@@ -200,6 +200,22 @@ def test_a_304_with_another_etag_is_not_adopted(clock: FakeClock) -> None:
         assert peer.requests[-1]["if-none-match"] == '"v1"'
 
 
+def test_a_304_with_the_same_tag_weakened_or_not_renews_the_set(clock: FakeClock) -> None:
+    """A compressing proxy weakens the 200's tag; the 304 it passes on carries the origin's."""
+    for cached, revalidated in (('W/"v1"', '"v1"'), ('"v1"', 'W/"v1"')):
+        first = Answer(body=key_set(ES.jwk()), cache_control="max-age=10", etag=cached)
+        with jwks_peer(first) as peer:
+            cache = KeySetCache(Client(peer.url, timeout=5), clock=clock)
+            cache.key("es-1")
+            peer.answer = Answer(status=304, cache_control="max-age=10", etag=revalidated)
+            clock.advance(11)  # stale, no stale-if-error: only a renewal answers
+            assert cache.key("es-1").kid == "es-1"
+            assert peer.requests[-1]["if-none-match"] == cached
+            clock.advance(5)  # fresh again from the 304: no request
+            assert cache.key("es-1").kid == "es-1"
+            assert len(peer.requests) == 2
+
+
 # Within a usable stale set, a hung server does not stall callers.
 
 

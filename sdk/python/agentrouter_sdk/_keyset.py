@@ -505,7 +505,8 @@ class KeySetCache:
             return None
         if self._keys is None:
             return "the server answered 304 Not Modified, but no set is cached"
-        if answer.etag and answer.etag != self._etag:
+        if answer.etag and answer.etag.removeprefix("W/") != self._etag.removeprefix("W/"):
+            # weak comparison (RFC 9110 §8.8.3.2): a compressing proxy may weaken a tag
             return "the server answered 304 Not Modified with another ETag than the cached set's"
         self._fetched = self.clock()
         if answer.has_cache_control:

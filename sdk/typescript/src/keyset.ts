@@ -304,7 +304,7 @@ export class KeySetCache {
       } else if (
         answer.notModified &&
         answer.etag !== undefined &&
-        answer.etag !== this.#etag
+        !weakMatch(answer.etag, this.#etag)
       ) {
         // Not the validator sent: adopting it would pin the cached set to another version.
         error = "the server answered 304 Not Modified with another ETag than the cached set's";
@@ -637,4 +637,11 @@ export function encodeBase64Url(bytes: Uint8Array): string {
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** Whether two entity tags match by the weak comparison of RFC 9110 §8.8.3.2 (the one
+ * If-None-Match uses): a proxy that compresses an answer may weaken its tag (`W/"x"`) while a
+ * 304 passed through it carries the origin's `"x"`. */
+function weakMatch(a: string, b: string | undefined): boolean {
+  return a.replace(/^W\//, "") === (b ?? "").replace(/^W\//, "");
 }

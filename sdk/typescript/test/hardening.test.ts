@@ -60,6 +60,29 @@ test("a 304 with another ETag is a failed refresh: the ETag is not adopted", asy
   assert.deepEqual(s.inm, ["", '"a"', '"a"'], "the other ETag was adopted");
 });
 
+test("a 304 renews the set when its tag matches the cached one weakly (a compressing proxy weakens tags)", async () => {
+  const a = new SigningKey("ES256");
+  const body = JSON.stringify({ keys: [a.jwk()] });
+  for (const [cached, revalidated] of [['W/"v1"', '"v1"'], ['"v1"', 'W/"v1"']]) {
+    const s = await server((n, res) => {
+      const headers = { "cache-control": "max-age=10" };
+      if (n === 1) res.writeHead(200, { ...headers, etag: cached, "content-type": "application/json" }).end(body);
+      else res.writeHead(304, { ...headers, etag: revalidated }).end();
+    });
+    const clock = new FakeClock();
+    const logs = new Logs();
+    const cache = new KeySetCache(new Client({ baseUrl: s.url, timeoutMs: 5000 }), { now: clock.now, logger: logs });
+    await cache.key(a.kid);
+    clock.advance(11_000); // stale, no stale-if-error: only a renewal answers
+    await cache.key(a.kid);
+    clock.advance(5_000); // fresh again from the 304: no request
+    await cache.key(a.kid);
+    await cache.settled();
+    assert.deepEqual(s.inm, ["", cached], `cached ${cached}, 304 with ${revalidated}`);
+    assert.equal(logs.warnings.length, 0);
+  }
+});
+
 test("stale-while-revalidate does not extend the set's use past stale-if-error once a refresh failed", async () => {
   const key = new SigningKey("ES256");
   const o = await origin(key);

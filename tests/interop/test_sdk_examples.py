@@ -23,7 +23,7 @@ import pytest
 
 import tarballs as sdk_tarballs
 from tests.conftest import REPO
-from tests.integration.serverproc import ServerProcess
+from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess
 
 from .peer import Peer
 from .readme import snippets
@@ -137,7 +137,7 @@ def test_the_tarballs_are_reproducible(built: dict[str, Path], tmp_path: Path) -
 
 
 def test_the_python_example(
-    server: ServerProcess, peer: Peer, built: dict[str, Path], tmp_path: Path
+    server: ServerProcess, peer: Peer, built: dict[str, Path], keys_dir: Path, tmp_path: Path
 ) -> None:
     folder = example("python", built["python"], tmp_path)
     venv = tmp_path / "venv"
@@ -155,8 +155,18 @@ def test_the_python_example(
     (folder / "errors.py").write_text(snippets()["python-sdk-errors"])
     failed = shell("python errors.py", folder, f"{peer.url}/fail/unavailable", PATH=path)
     assert failed == "unavailable forced unavailable\n"
+    # The verifying snippet, with the SDK and its PyJWT as the tarball installed them.
+    (folder / "verify.py").write_text(snippets()["python-sdk-verify"])
+    token = subprocess.run(
+        [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--alg", "ES256",
+         "--issuer", "https://auth.example.com", "--claims", '{"sub":"svc-7","aud":"api"}'],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert shell("python verify.py", folder, server, PATH=path, TOKEN=token) == "svc-7\n"
     installed = shell("pip list --format=freeze", folder, server, PATH=path).lower()
     assert "agentrouter-sdk==" in installed
+    assert "pyjwt==" in installed
+    assert "cryptography==" in installed
     for server_only in ("grpcio", "granian", "jwcrypto", "agentrouter-auth"):
         assert f"{server_only}==" not in installed
 

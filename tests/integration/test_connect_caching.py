@@ -34,6 +34,7 @@ from agentrouter_sdk import Client
 from tests.conftest import REPO
 from tests.support.keys import write_kek
 from tests.support.ports import free_port
+from tests.support.programs import build_go_program
 
 from .serverproc import AGENTROUTER_AUTH, ServerProcess, eventually, serve_argv
 
@@ -502,22 +503,7 @@ def printed_kids(argv: list[str], cwd: Path | None = None) -> list[list[str]]:
 def go_calls(tmp_path_factory: pytest.TempPathFactory) -> Calls:
     """connect_caching/calls.go built against sdk/go (a module that replaces the SDK's path by
     the folder, with the SDK's go.sum)."""
-    go = shutil.which("go")
-    assert go, "go is not on PATH: this test drives the Go SDK"
-    folder = tmp_path_factory.mktemp("go-calls")
-    shutil.copy(CALLS_DIR / "calls.go", folder / "main.go")
-    shutil.copy(REPO / "sdk" / "go" / "go.sum", folder / "go.sum")
-    (folder / "go.mod").write_text(
-        "module agentrouter-auth.test/calls\n\ngo 1.26\n\n"
-        "require github.com/tetrateio/agentrouter-go v0.0.0\n\n"
-        f"replace github.com/tetrateio/agentrouter-go => {REPO / 'sdk' / 'go'}\n"
-    )
-    for args in (["mod", "tidy"], ["build", "-o", "calls", "."]):
-        built = subprocess.run(
-            [go, *args], cwd=folder, capture_output=True, text=True, timeout=300, check=False
-        )
-        assert built.returncode == 0, f"go {' '.join(args)}: {built.stdout}{built.stderr}"
-    binary = folder / "calls"
+    binary = build_go_program(CALLS_DIR / "calls.go", tmp_path_factory.mktemp("go-calls"))
 
     def calls(base_url: str, count: int) -> list[list[str]]:
         return printed_kids([str(binary), base_url, str(count)])

@@ -112,7 +112,7 @@ class UnaryPath:
         content_type = headers.get(b"content-type", "")
         if content_type == _GRPC_WEB or content_type.startswith(_GRPC_WEB + "+"):
             if method == "POST" and b"grpc-timeout" not in headers:
-                await self._grpc_web(rpc, scope, headers, receive, send)
+                await self._call_with_body(rpc, scope, headers, receive, send, grpc_web=True)
                 return
         elif not content_type.startswith("application/grpc") and _connect_headers_ok(
             headers, get=method == "GET"
@@ -120,7 +120,7 @@ class UnaryPath:
             if method == "GET":
                 await self._connect_get(rpc, scope, headers, receive, send)
             else:
-                await self._connect_post(rpc, scope, headers, receive, send)
+                await self._call_with_body(rpc, scope, headers, receive, send, grpc_web=False)
             return
         await self._connect(scope, receive, send)
 
@@ -167,46 +167,6 @@ class UnaryPath:
         data = self._decompress(params.get("compression") or "identity", data)
         return codec_name, codec.decode(data, rpc.request_class)
 
-    async def _connect_post(
-        self, rpc: _Rpc, scope: Scope, headers: dict[bytes, str], receive: Receive, send: Send
-    ) -> None:
-        content_type = headers.get(b"content-type", "").partition(";")[0].strip().lower()
-        codec_name = content_type.removeprefix("application/")
-        compression = headers.get(b"content-encoding") or "identity"
-        answer = await self._call_with_body(
-            rpc,
-            scope,
-            headers,
-            receive,
-            send,
-            codec_name=codec_name,
-            compression=compression,
-            framed=False,
-        )
-        if answer is not None:
-            gzipped = _accepts_gzip(headers.get(b"accept-encoding", ""))
-            await send_connect_answer(send, answer, codec_name, gzipped=gzipped, get=False)
-
-    async def _grpc_web(
-        self, rpc: _Rpc, scope: Scope, headers: dict[bytes, str], receive: Receive, send: Send
-    ) -> None:
-        content_type = headers[b"content-type"]
-        codec_name = content_type[len(_GRPC_WEB) + 1 :] if content_type != _GRPC_WEB else "proto"
-        compression = headers.get(b"grpc-encoding") or "identity"
-        answer = await self._call_with_body(
-            rpc,
-            scope,
-            headers,
-            receive,
-            send,
-            codec_name=codec_name,
-            compression=compression,
-            framed=True,
-        )
-        if answer is not None:
-            gzipped = _accepts_gzip(headers.get(b"grpc-accept-encoding", ""))
-            await send_grpc_web_answer(send, answer, codec_name, gzipped=gzipped)
-
     async def _call_with_body(
         self,
         rpc: _Rpc,
@@ -215,33 +175,46 @@ class UnaryPath:
         receive: Receive,
         send: Send,
         *,
-        codec_name: str,
-        compression: str,
-        framed: bool,
-    ) -> Rendered[Any] | None:
-        """The rendered answer to a call whose request is its body (`framed`: one gRPC-Web
-        message frame), or None: handed over (and answered) when the request or its answer is
-        not one this path writes."""
+        grpc_web: bool,
+    ) -> None:
+        """Answer a call whose request is its body (a Connect POST, or a gRPC-Web call: one
+        message frame), or hand it over (the body read is replayed) when the request or its
+        answer is not one this path writes."""
+        content_type = headers.get(b"content-type", "")
+        if grpc_web:
+            codec_name = (
+                content_type[len(_GRPC_WEB) + 1 :] if content_type != _GRPC_WEB else "proto"
+            )
+            compression = headers.get(b"grpc-encoding") or "identity"
+        else:
+            codec_name = content_type.partition(";")[0].strip().lower().removeprefix("application/")
+            compression = headers.get(b"content-encoding") or "identity"
         events, body = await _read_body(receive, headers, self._read_max_bytes)
         try:
             if codec_name not in _CODECS or body is None:
                 raise _HandOver
-            key = ("POST", rpc.route, codec_name, compression, framed, body)
+            key = ("POST", rpc.route, codec_name, compression, grpc_web, body)
             _, request = self._decoded.get(
-                key, lambda: self._decode_body(rpc, codec_name, compression, framed, body)
+                key, lambda: self._decode_body(rpc, codec_name, compression, grpc_web, body)
             )
             answer = await rpc.call(request)
             if not isinstance(answer, Rendered):
                 raise _HandOver
         except Exception:
             await self._connect(scope, _Replay(events, receive), send)
-            return None
+            return
         scope["route"] = rpc.route
-        return answer
+        if grpc_web:
+            gzipped = _accepts_gzip(headers.get(b"grpc-accept-encoding", ""))
+            await send_grpc_web_answer(send, answer, codec_name, gzipped=gzipped)
+        else:
+            gzipped = _accepts_gzip(headers.get(b"accept-encoding", ""))
+            await send_connect_answer(send, answer, codec_name, gzipped=gzipped, get=False)
 
     def _decode_body(
         self, rpc: _Rpc, codec_name: str, compression: str, framed: bool, body: bytes
     ) -> tuple[str, Message]:
+        """The request of a body (`framed`: a gRPC-Web message frame), as connectrpc decodes it."""
         data = self._frame(body, compression) if framed else self._decompress(compression, body)
         return codec_name, _CODECS[codec_name].decode(data, rpc.request_class)
 

@@ -41,6 +41,15 @@ def serve_argv(keys_dir: Path | str, *extra: str) -> list[str]:
             "--http-addr", "127.0.0.1:0", *extra]  # fmt: skip
 
 
+def sign_token(keys_dir: Path | str, alg: str, claims: Mapping[str, Any], *options: str) -> str:
+    """A token from `agentrouter-auth token sign` (`options`: e.g. --issuer, a policy)."""
+    argv = [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--alg", alg,
+            "--claims", json.dumps(claims), *options]  # fmt: skip
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+
+
 class ServerProcess:
     """A started, ready server: `port` and `http_port` are the ports it reported; `lines` is
     its stderr so far. Entering waits until /readyz answers 200 (with `ready=False`, only until

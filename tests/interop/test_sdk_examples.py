@@ -23,7 +23,7 @@ import pytest
 
 import tarballs as sdk_tarballs
 from tests.conftest import REPO
-from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess
+from tests.integration.serverproc import ServerProcess, sign_token
 
 from .peer import Peer
 from .readme import snippets
@@ -157,11 +157,8 @@ def test_the_python_example(
     assert failed == "unavailable forced unavailable\n"
     # The verifying snippet, with the SDK and its PyJWT as the tarball installed them.
     (folder / "verify.py").write_text(snippets()["python-sdk-verify"])
-    token = subprocess.run(
-        [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--alg", "ES256",
-         "--issuer", "https://auth.example.com", "--claims", '{"sub":"svc-7","aud":"api"}'],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.strip()  # fmt: skip
+    claims = {"sub": "svc-7", "aud": "api"}
+    token = sign_token(keys_dir, "ES256", claims, "--issuer", "https://auth.example.com")
     assert shell("python verify.py", folder, server, PATH=path, TOKEN=token) == "svc-7\n"
     installed = shell("pip list --format=freeze", folder, server, PATH=path).lower()
     assert "agentrouter-sdk==" in installed

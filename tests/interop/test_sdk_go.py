@@ -15,7 +15,7 @@ import pytest
 
 import tarballs as sdk_tarballs
 from tests.conftest import REPO
-from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess
+from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, sign_token
 
 from .peer import Peer, run_measured
 from .readme import snippets
@@ -157,11 +157,8 @@ def test_go_readme_verifies_a_token_from_token_sign(
     for name in ("go.mod", "go.sum"):
         shutil.copy(examples / name, folder / name)
     (folder / "main.go").write_text(snippets()["go-sdk-verify"] + "\n")
-    token = subprocess.run(
-        [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--alg", "ES256",
-         "--issuer", "https://auth.example.com", "--claims", '{"sub":"svc-42","aud":"api"}'],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.strip()  # fmt: skip
+    claims = {"sub": "svc-42", "aud": "api"}
+    token = sign_token(keys_dir, "ES256", claims, "--issuer", "https://auth.example.com")
     env = {**os.environ, "AGENTROUTER_BASE_URL": server.base_url, "TOKEN": token}
     run_go_in(folder, "mod", "tidy", env=env)
     assert run_go_in(folder, "run", ".", env=env).stdout == "svc-42\n"

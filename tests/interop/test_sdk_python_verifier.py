@@ -27,7 +27,7 @@ from agentrouter_sdk import (
     KeysUnavailableError,
     TokenVerifier,
 )
-from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
+from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv, sign_token
 from tests.support.ports import free_port
 from tests.unit.sdk_python_jwks import FakeClock, b64
 
@@ -52,9 +52,7 @@ def init_keys(path: Path, *algs: str) -> Path:
 def sign(keys_dir: Path, alg: str, *extra: str, **claims: Any) -> str:
     """A token from `agentrouter-auth token sign`."""
     claims = {"sub": "svc-a", "aud": AUDIENCE, **claims}
-    argv = [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--alg", alg,
-            "--claims", json.dumps(claims), *extra]  # fmt: skip
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    return sign_token(keys_dir, alg, claims, *extra)
 
 
 def kid_of(token: str) -> str:

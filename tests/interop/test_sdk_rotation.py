@@ -28,7 +28,7 @@ from agentrouter_sdk import (
     TokenVerifier,
 )
 from tests.conftest import REPO
-from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
+from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv, sign_token
 from tests.support.programs import build_go_program
 
 pytestmark = pytest.mark.integration
@@ -44,10 +44,8 @@ POLICY = ("--rotation-period", "2s", "--publish-ahead", "1s", "--max-token-ttl",
 
 
 def sign(keys: Path, n: int) -> str:
-    argv = [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys), "--alg", "ES256",
-            "--issuer", ISSUER, "--claims", json.dumps({"sub": f"svc-{n}", "aud": AUDIENCE}),
-            *POLICY]  # fmt: skip
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+    claims = {"sub": f"svc-{n}", "aud": AUDIENCE}
+    return sign_token(keys, "ES256", claims, "--issuer", ISSUER, *POLICY)
 
 
 class Program:

@@ -17,7 +17,7 @@ import pytest
 
 import tarballs as sdk_tarballs
 from tests.conftest import REPO
-from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess
+from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, sign_token
 
 from .peer import Peer, run_measured
 from .readme import snippets
@@ -167,11 +167,8 @@ def test_typescript_readme_verifies_a_token_from_token_sign(
     with tarfile.open(tarball) as archive:
         archive.extractall(folder / "third_party", filter="data")
     (folder / "verify.ts").write_text(snippets()["ts-sdk-verify"])
-    token = subprocess.run(
-        [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--alg", "ES256",
-         "--issuer", "https://auth.example.com", "--claims", '{"sub":"svc-42","aud":"api"}'],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.strip()  # fmt: skip
+    claims = {"sub": "svc-42", "aud": "api"}
+    token = sign_token(keys_dir, "ES256", claims, "--issuer", "https://auth.example.com")
     # npx asks before it fetches tsx; a terminal user answers yes, here the variable does.
     env = {**os.environ, "AGENTROUTER_BASE_URL": server.base_url, "npm_config_yes": "true"}
     node(["npm", "ci", "--no-audit", "--no-fund"], folder, env)

@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv
+from tests.integration.serverproc import AGENTROUTER_AUTH, ServerProcess, serve_argv, sign_token
 
 from .conftest import ALGS, NODE_DIR, run
 
@@ -24,10 +24,7 @@ FAST_POLICY = [
 
 
 def sign(keys_dir: Path, alg: str, subject: str, *policy: str) -> str:
-    claims = json.dumps({"sub": subject, "aud": "fleet"})
-    argv = [*AGENTROUTER_AUTH, "token", "sign", "--keys-dir", str(keys_dir), "--alg", alg,
-            "--claims", claims, "--ttl", "5m", *policy]  # fmt: skip
-    return run(argv).stdout.strip()
+    return sign_token(keys_dir, alg, {"sub": subject, "aud": "fleet"}, "--ttl", "5m", *policy)
 
 
 def verify_pyjwt(jwks_url: str, token: str) -> dict[str, object]:

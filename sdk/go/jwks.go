@@ -1,13 +1,16 @@
 package agentrouter
 
 import (
+	"crypto/ed25519"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -20,43 +23,54 @@ type freshness struct {
 }
 
 // parseCacheControl reads the directives this cache follows from the Cache-Control header
-// lines (present: there was at least one). max-age is capped at 24 h, and is 300 s when
-// missing or unreadable; no-cache and no-store make it 0. A missing or unreadable
-// stale-while-revalidate or stale-if-error is 0.
+// lines (present: there was at least one), by the RFC 9110 §5.6 list grammar: a directive
+// whose value is malformed (`max-age="60"x`, `max-age=-1`) is ignored, and of each directive
+// the first well-formed occurrence counts. max-age is capped at 24 h, and is 300 s when
+// missing; no-cache and no-store make it 0. stale-while-revalidate and stale-if-error are 0
+// when missing, capped at a year, and 0 with no-cache, no-store, must-revalidate or
+// proxy-revalidate, which forbid serving a stale answer (RFC 9111 §4.2.4, §5.2.2.2).
 func parseCacheControl(lines []string) (fresh freshness, present bool) {
-	fresh.maxAge = -1
-	noCache := false
+	maxAge, swr, sie := time.Duration(-1), time.Duration(-1), time.Duration(-1)
+	noCache, noStale := false, false
 	for _, line := range lines {
 		for _, part := range splitList(line) {
 			name, value, _ := strings.Cut(strings.TrimSpace(part), "=")
-			value = unquote(strings.TrimSpace(value))
+			value, ok := unquote(strings.TrimSpace(value))
+			first := func(into *time.Duration) {
+				if seconds, valid := parseSeconds(value); ok && valid && *into < 0 {
+					*into = seconds
+				}
+			}
 			switch strings.ToLower(strings.TrimSpace(name)) {
 			case "max-age":
-				if seconds, ok := parseSeconds(value); ok && fresh.maxAge < 0 {
-					fresh.maxAge = seconds
-				}
+				first(&maxAge)
 			case "stale-while-revalidate":
-				fresh.staleWhileRevalidate, _ = parseSeconds(value)
+				first(&swr)
 			case "stale-if-error":
-				fresh.staleIfError, _ = parseSeconds(value)
+				first(&sie)
 			case "no-cache", "no-store":
 				noCache = true
+			case "must-revalidate", "proxy-revalidate":
+				noStale = true
 			}
 		}
 	}
 	switch {
 	case noCache:
-		fresh.maxAge = 0
-	case fresh.maxAge < 0:
-		fresh.maxAge = defaultMaxAge
+		maxAge = 0
+	case maxAge < 0:
+		maxAge = defaultMaxAge
 	}
-	fresh.maxAge = min(fresh.maxAge, maxMaxAge)
+	fresh.maxAge = min(maxAge, maxMaxAge)
+	if !noCache && !noStale {
+		fresh.staleWhileRevalidate, fresh.staleIfError = max(swr, 0), max(sie, 0)
+	}
 	return fresh, len(lines) > 0
 }
 
 // splitList splits a header line by the RFC 9110 §5.6.1 list grammar: at the commas outside
-// quoted strings (§5.6.4, where a backslash escapes the next byte). An unterminated quoted
-// string runs to the end of the line.
+// quoted strings. A quoted string (§5.6.4, where a backslash escapes the next byte) opens only
+// as a value, right after '='; an unterminated one runs to the end of the line.
 func splitList(line string) []string {
 	var parts []string
 	start, quoted, escaped := 0, false, false
@@ -66,8 +80,10 @@ func splitList(line string) []string {
 			escaped = false
 		case quoted && c == '\\':
 			escaped = true
-		case c == '"':
-			quoted = !quoted
+		case quoted && c == '"':
+			quoted = false
+		case !quoted && c == '"' && i > 0 && line[i-1] == '=':
+			quoted = true
 		case c == ',' && !quoted:
 			parts = append(parts, line[start:i])
 			start = i + 1
@@ -76,21 +92,32 @@ func splitList(line string) []string {
 	return append(parts, line[start:])
 }
 
-// unquote returns a directive's value without its quotes and escapes when it is a quoted
-// string, or as it is.
-func unquote(value string) string {
-	if len(value) < 2 || value[0] != '"' || value[len(value)-1] != '"' {
-		return value
+// unquote returns a directive's value without its quotes and escapes when it is one whole
+// quoted string, or as it is when it has no quote; ok is false when it is malformed (a quote
+// that does not make the whole value one quoted string).
+func unquote(value string) (string, bool) {
+	if !strings.Contains(value, `"`) {
+		return value, true
+	}
+	if len(value) < 2 || value[0] != '"' {
+		return "", false
 	}
 	var b strings.Builder
-	inner := value[1 : len(value)-1]
-	for i := 0; i < len(inner); i++ {
-		if inner[i] == '\\' && i+1 < len(inner) {
+	for i := 1; i < len(value); i++ {
+		switch value[i] {
+		case '\\':
+			if i+1 >= len(value) {
+				return "", false
+			}
 			i++
+			b.WriteByte(value[i])
+		case '"':
+			return b.String(), i == len(value)-1
+		default:
+			b.WriteByte(value[i])
 		}
-		b.WriteByte(inner[i])
 	}
-	return b.String()
+	return "", false
 }
 
 // parseSeconds reads a delta-seconds value (RFC 9111 §1.2.2): digits only; a value too large
@@ -124,6 +151,11 @@ const minRSABits = 2048
 // array) or holds more than MaxJWKSKeys keys, or when no key of it is usable. Unusable keys are
 // skipped. The error never quotes the body.
 func parseKeySet(body []byte) (map[string]PublicKey, error) {
+	// Strict UTF-8 (RFC 8259 §8.1): encoding/json would replace invalid bytes silently; a BOM
+	// or UTF-16 is not JSON to it.
+	if !utf8.Valid(body) {
+		return nil, fmt.Errorf("the answer (%d bytes) is not UTF-8", len(body))
+	}
 	// Member names are matched exactly (encoding/json's struct tags would also take "KEYS").
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(body, &members); err != nil {
@@ -152,11 +184,25 @@ func parseKeySet(body []byte) (map[string]PublicKey, error) {
 	return keys, nil
 }
 
+// certificateMembers are the JWK members of an X.509 certificate or its location (RFC 7517
+// §4.6-4.9): not used, so they neither make a key usable nor unusable.
+var certificateMembers = []string{"x5u", "x5c", "x5t", "x5t#S256"}
+
+// keyMembers are each key type's base64url members, with the length of their decoded bytes
+// (0: any) for the curves of the allow-list (RFC 7518 §6.2.1.2, RFC 8037 §2).
+var keyMembers = map[string]map[string]int{
+	"EC":  {"x": 32, "y": 32},
+	"OKP": {"x": ed25519.PublicKeySize},
+	"RSA": {"n": 0, "e": 0},
+}
+
 // parseKey returns a key of the set if it is usable: a kid, no private member, an algorithm of
-// the allow-list with its key type and curve, use "sig" or none, a valid public key.
+// the allow-list with its key type and curve, use "sig" or none, its base64url members
+// canonical (unpadded, URL alphabet) and of the curve's length, a valid public key, not weak.
+// A member given twice counts as encoding/json reads it: the last one.
 func parseKey(raw json.RawMessage) (PublicKey, bool) {
 	var members map[string]json.RawMessage
-	if json.Unmarshal(raw, &members) != nil {
+	if json.Unmarshal(raw, &members) != nil || members == nil {
 		return PublicKey{}, false
 	}
 	for _, name := range privateMembers {
@@ -169,28 +215,49 @@ func parseKey(raw json.RawMessage) (PublicKey, bool) {
 		if !ok {
 			return "", true
 		}
-		var s string
-		return s, json.Unmarshal(value, &s) == nil
+		var s *string
+		if json.Unmarshal(value, &s) != nil || s == nil {
+			return "", false
+		}
+		return *s, true
 	}
 	kid, okKid := text("kid")
 	kty, okKty := text("kty")
 	crv, okCrv := text("crv")
 	alg, okAlg := text("alg")
 	use, okUse := text("use")
-	if !okKid || !okKty || !okCrv || !okAlg || !okUse || kid == "" || (use != "" && use != "sig") {
+	_, hasUse := members["use"]
+	if !okKid || !okKty || !okCrv || !okAlg || !okUse || kid == "" || (hasUse && use != "sig") {
 		return PublicKey{}, false
 	}
 	want, ok := allowedKeys[alg]
 	if !ok || kty != want.kty || crv != want.crv {
 		return PublicKey{}, false
 	}
-	var jwk jose.JSONWebKey
-	if jwk.UnmarshalJSON(raw) != nil || !jwk.IsPublic() || !jwk.Valid() {
+	for name, size := range keyMembers[kty] {
+		value, ok := text(name)
+		decoded, err := base64.RawURLEncoding.Strict().DecodeString(value)
+		if !ok || err != nil || strings.ContainsAny(value, "\r\n") || len(decoded) == 0 || (size > 0 && len(decoded) != size) {
+			return PublicKey{}, false
+		}
+	}
+	for _, name := range certificateMembers {
+		delete(members, name)
+	}
+	clean, err := json.Marshal(members)
+	if err != nil {
 		return PublicKey{}, false
 	}
-	// An RSA key of fewer than 2048 bits, or whose e is below 3 or even (no valid RSA key has
-	// an even e; e=1 lets anyone forge a signature), is refused.
-	if rsaKey, isRSA := jwk.Key.(*rsa.PublicKey); isRSA && (rsaKey.N.BitLen() < minRSABits || rsaKey.E < 3 || rsaKey.E%2 == 0) {
+	var jwk jose.JSONWebKey
+	if jwk.UnmarshalJSON(clean) != nil || !jwk.IsPublic() || !jwk.Valid() {
+		return PublicKey{}, false
+	}
+	// An RSA key of fewer than 2048 bits, whose e is below 3 or even (no valid RSA key has an
+	// even e; e=1 lets anyone forge a signature), or whose n is prime (then phi(n) = n-1, and
+	// anyone computes d from the published key), is refused. ProbablyPrime(20): a composite
+	// passes with a probability below 4^-20; a real modulus fails the first round, in about a
+	// millisecond, once per key load.
+	if rsaKey, isRSA := jwk.Key.(*rsa.PublicKey); isRSA && (rsaKey.N.BitLen() < minRSABits || rsaKey.E < 3 || rsaKey.E%2 == 0 || rsaKey.N.ProbablyPrime(20)) {
 		return PublicKey{}, false
 	}
 	return PublicKey{Kid: kid, Alg: alg, Key: jwk.Key}, true

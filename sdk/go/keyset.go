@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	authv1connect "github.com/tetrateio/agentrouter-go/genapi/api/tars/auth/v1/authv1connect"
 )
@@ -61,7 +62,8 @@ type cacheConfig struct {
 }
 
 // WithJWKSURI fetches the key set from this absolute http(s) URL (an issuer's jwks_uri)
-// instead of the client's GetJWKS. The API key is sent only when the URL has the same origin
+// instead of the client's GetJWKS. A URL without a host, or with credentials, whitespace,
+// control characters or backslashes, is an error of [NewKeySetCache]. The API key is sent only when the URL has the same origin
 // (scheme, host and port) as the client's base URL.
 func WithJWKSURI(jwksURI string) CacheOption {
 	return func(c *cacheConfig) { c.jwksURI = jwksURI }
@@ -69,7 +71,8 @@ func WithJWKSURI(jwksURI string) CacheOption {
 
 // WithUnknownKidCooldown sets the least time between two refreshes caused by an unknown kid
 // (default [DefaultUnknownKidCooldown]); 0 allows one per token. Within it, a token whose kid
-// the set lacks is invalid at once, without a request.
+// the set lacks is invalid at once, without a request. While refreshes are failing, such a
+// token is [ErrKeysUnavailable] at once, whatever the cooldown.
 func WithUnknownKidCooldown(cooldown time.Duration) CacheOption {
 	return func(c *cacheConfig) { c.cooldown = cooldown }
 }
@@ -101,12 +104,14 @@ func WithLogger(logger *slog.Logger) CacheOption {
 // failed, the cached set is used only within stale-if-error after max-age (from when its answer
 // was received; stale-while-revalidate no longer extends it, a success resets): callers are
 // answered from it at once while one retry runs in the background (logged once per streak;
-// retried after 1 s, doubling up to 60 s); beyond it, [ErrKeysUnavailable]. The set is read
-// only from its URL: a redirect is a failed fetch. It is safe for concurrent use.
+// retried after 1 s, doubling up to 60 s; a token whose kid the set lacks is then
+// [ErrKeysUnavailable] at once); beyond it, [ErrKeysUnavailable]. A 304 naming another ETag
+// (by the weak comparison) is a failed refresh, and the retry is an unconditional GET. The set
+// is read only from its URL: a redirect is a failed fetch. It is safe for concurrent use.
 type KeySetCache struct {
 	http     *http.Client
 	url      string
-	logURL   string // url without its query, for the log
+	logURL   string // url without its query and fragment, for the log
 	apiKey   string // empty when the URL is of another origin than the client's
 	timeout  time.Duration
 	maxBytes int64
@@ -162,8 +167,11 @@ func NewKeySetCache(client *Client, opts ...CacheOption) (*KeySetCache, error) {
 	target, apiKey := client.baseURL+connectGetJWKS, client.apiKey
 	if cfg.jwksURI != "" {
 		parsed, err := url.Parse(cfg.jwksURI)
-		if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" || parsed.User != nil {
-			return nil, errors.New("agentrouter: WithJWKSURI: the key set's URL must be an absolute http:// or https:// URL without credentials")
+		if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Hostname() == "" || parsed.User != nil ||
+			strings.ContainsFunc(cfg.jwksURI, func(r rune) bool {
+				return r <= ' ' || r == 0x7f || r == '\\' || unicode.IsSpace(r) || unicode.IsControl(r)
+			}) {
+			return nil, errors.New("agentrouter: WithJWKSURI: the key set's URL must be an absolute http:// or https:// URL with a host, without credentials, whitespace, control characters or backslashes")
 		}
 		base, _ := url.Parse(client.baseURL) // checked by New
 		if origin(parsed) != origin(base) {
@@ -171,7 +179,10 @@ func NewKeySetCache(client *Client, opts ...CacheOption) (*KeySetCache, error) {
 		}
 		target = cfg.jwksURI
 	}
-	logURL, _, _ := strings.Cut(target, "?")
+	logURL := target // without its query and fragment, which may carry a credential
+	if cut := strings.IndexAny(logURL, "?#"); cut >= 0 {
+		logURL = logURL[:cut]
+	}
 	// The key set is read only from the URL asked: a redirect is a failed fetch (an answer of
 	// another status than 200 or 304), wherever it points. The client's other calls keep its
 	// policy; this copy keeps its transport, and so its response limit.
@@ -183,9 +194,11 @@ func NewKeySetCache(client *Client, opts ...CacheOption) (*KeySetCache, error) {
 	}, nil
 }
 
-// Key returns the key whose kid is kid. A kid the cached set lacks causes one refresh (shared
-// with every concurrent caller, at most one per cooldown); a kid still unknown is an
-// [ErrInvalidToken]. When no usable set can be had, the error is an [ErrKeysUnavailable].
+// Key returns the key whose kid is kid. A kid the cached set lacks waits for the refresh in
+// flight, or causes one (shared with every concurrent caller, at most one per cooldown); a kid
+// still unknown is an [ErrInvalidToken]. While refreshes are failing (the last one failed), a
+// kid the set lacks is an [ErrKeysUnavailable] at once: it may be a new key, and the caller
+// never waits for a retry. When no usable set can be had, the error is an [ErrKeysUnavailable].
 func (c *KeySetCache) Key(ctx context.Context, kid string) (PublicKey, error) {
 	keys, refreshed, err := c.current(ctx)
 	if err != nil {
@@ -198,6 +211,14 @@ func (c *KeySetCache) Key(ctx context.Context, kid string) (PublicKey, error) {
 		return PublicKey{}, errUnknownKid
 	}
 	c.mu.Lock()
+	if c.failing {
+		// The last refresh failed: the kid may be a new key the cache cannot fetch now. "Keys
+		// unavailable" at once (the caller may retry later); never wait for a retry, which may
+		// hang for the client's whole timeout.
+		err := c.lastErr
+		c.mu.Unlock()
+		return PublicKey{}, fmt.Errorf("%w: the token's kid is not in the cached set, and the set could not be refreshed: %w", ErrKeysUnavailable, err)
+	}
 	wait := c.flight
 	if wait == nil {
 		now := c.now()
@@ -332,7 +353,9 @@ func (c *KeySetCache) run(f *flight, etag string) {
 	case answer.notModified && c.keys == nil:
 		err = errors.New("the server answered 304 Not Modified, but no set is cached")
 	case answer.notModified && answer.etag != "" && !weakMatch(answer.etag, c.etag):
-		// Not the validator sent: the cached set is not known to be current.
+		// Not the validator sent: the cached set is not known to be current. Its tag is
+		// dropped, so the retry is an unconditional GET, whose 200 brings the set.
+		c.etag = ""
 		err = errors.New("the server answered 304 Not Modified with another ETag than the cached set's")
 	case answer.notModified:
 		c.fetched = now

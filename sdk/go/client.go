@@ -51,8 +51,9 @@ func WithAPIKey(apiKey string) Option {
 // WithHTTPClient sets the HTTP client the calls go through (for a proxy, TLS settings or
 // instrumentation). The default is [http.DefaultClient]. Its own Timeout, if any, applies on
 // top of the call's deadline. The SDK calls through a copy of it, whose redirect policy (the
-// client's own, then the SDK's) never sends the API key to another origin (scheme, host and
-// port), and whose transport bounds each response (see [WithMaxResponseBytes]).
+// client's own, then the SDK's) never follows a redirect from https to http and never sends
+// the API key to another origin (scheme, host and port), and whose transport bounds each
+// response (see [WithMaxResponseBytes]).
 func WithHTTPClient(httpClient *http.Client) Option {
 	return func(c *config) { c.httpClient = httpClient }
 }

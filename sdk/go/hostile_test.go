@@ -32,14 +32,15 @@ func trustingThePeer(t *testing.T) *http.Client {
 func TestPeerAPIKeyNeverGoesToAnotherOrigin(t *testing.T) {
 	t.Parallel()
 	for name, tc := range map[string]struct {
-		base   func(*testing.T) string
-		where  string // the peer's redirect: see tests/interop/peer.py
-		client func(*testing.T) *http.Client
-		keep   bool // the landing origin is the first one: the key goes along
+		base    func(*testing.T) string
+		where   string // the peer's redirect: see tests/interop/peer.py
+		client  func(*testing.T) *http.Client
+		keep    bool // the landing origin is the first one: the key goes along
+		refused bool // the redirect is not followed at all (https to http)
 	}{
 		"same host, another port":    {base: peerURL, where: "port"},
 		"another host name":          {base: peerURL, where: "host"},
-		"https to http on that host": {base: peerTLSURL, where: "plain", client: trustingThePeer},
+		"https to http on that host": {base: peerTLSURL, where: "plain", client: trustingThePeer, refused: true},
 		"the same origin":            {base: peerURL, where: "same", keep: true},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -48,6 +49,18 @@ func TestPeerAPIKeyNeverGoesToAnotherOrigin(t *testing.T) {
 			opts := []agentrouter.Option{agentrouter.WithAPIKey("k-123.secret")}
 			if tc.client != nil {
 				opts = append(opts, agentrouter.WithHTTPClient(tc.client(t)))
+			}
+			if tc.refused {
+				// A plaintext hop could answer anything: the redirect is an error, and only the
+				// first request reaches the peer, with the key (it is the client's origin).
+				if _, err := getJWKS(context.Background(), t, tc.base(t)+prefix+"/redirect/"+tc.where, opts...); err == nil {
+					t.Fatal("a redirect from https to http was followed")
+				}
+				sent := sentUnder(t, prefix)
+				if len(sent) != 1 || sent[0].Headers["authorization"] != "Bearer k-123.secret" {
+					t.Fatalf("the peer received %+v, want only the first request, with the key", sent)
+				}
+				return
 			}
 			mustGetJWKS(context.Background(), t, tc.base(t)+prefix+"/redirect/"+tc.where, opts...)
 			sent := sentUnder(t, prefix)

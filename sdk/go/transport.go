@@ -3,6 +3,7 @@ package agentrouter
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -34,11 +35,12 @@ func sdkHTTPClient(user *http.Client, maxBytes int64) *http.Client {
 }
 
 // sameOriginCredentials wraps a redirect policy (nil: net/http's default, 10 redirects) so that
-// a redirect to another origin (scheme, host and port, RFC 6454) carries no Authorization.
-// net/http itself drops Authorization only when the host name changes, so a redirect to the same
-// host on another port, or from https to http, would carry it. net/http copies the first
-// request's headers into each redirect before calling the policy, so a redirect back to the
-// first origin carries it again.
+// a redirect from https to http is refused (a plaintext hop could answer anything, a discovery
+// document included), and a redirect to another origin (scheme, host and port, RFC 6454)
+// carries no Authorization. net/http itself drops Authorization only when the host name
+// changes, so a redirect to the same host on another port would carry it. net/http copies the
+// first request's headers into each redirect before calling the policy, so a redirect back to
+// the first origin carries it again.
 func sameOriginCredentials(policy func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
 	return func(req *http.Request, via []*http.Request) error {
 		if policy != nil {
@@ -47,6 +49,9 @@ func sameOriginCredentials(policy func(*http.Request, []*http.Request) error) fu
 			}
 		} else if len(via) >= maxRedirects {
 			return fmt.Errorf("stopped after %d redirects", maxRedirects)
+		}
+		if len(via) > 0 && !strings.EqualFold(req.URL.Scheme, "https") && strings.EqualFold(via[len(via)-1].URL.Scheme, "https") {
+			return errors.New("refused a redirect from https to http")
 		}
 		if len(via) > 0 && origin(req.URL) != origin(via[0].URL) {
 			req.Header.Del("Authorization")

@@ -1,15 +1,16 @@
 package agentrouter
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -28,7 +29,8 @@ const maxTokenBytes = 64 << 10
 // refusedHeaders are the JOSE header members a token must not carry: a key or a key's location
 // given by the token itself (never fetched, never trusted), and critical extensions (none is
 // understood here). enc marks a JWE.
-var refusedHeaders = []string{"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "enc", "zip"}
+// b64 (RFC 7797) would change what the signature covers.
+var refusedHeaders = []string{"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "enc", "zip"}
 
 // VerifierOption configures a [Verifier]; pass options to [NewVerifier] or
 // [VerifierFromIssuer].
@@ -108,13 +110,25 @@ func NewVerifier(cache *KeySetCache, opts ...VerifierOption) (*Verifier, error) 
 
 // VerifierFromIssuer discovers the issuer through client's GetOpenIDConfiguration, checks that
 // the document's issuer is exactly issuer, and returns a verifier over a [KeySetCache] of its
-// jwks_uri that requires that issuer. It needs [WithAudience] or [WithoutAudienceCheck].
+// jwks_uri that requires that issuer ([WithoutIssuerCheck], or [WithIssuer] of another issuer,
+// is an error). An https:// issuer's jwks_uri must be https:// too. The discovery call, as
+// every call of the client, follows no redirect from https to http. It needs [WithAudience]
+// or [WithoutAudienceCheck].
 func VerifierFromIssuer(ctx context.Context, client *Client, issuer string, opts ...VerifierOption) (*Verifier, error) {
 	if client == nil {
 		return nil, errors.New("agentrouter: VerifierFromIssuer: the client is nil")
 	}
 	if issuer == "" {
 		return nil, errors.New("agentrouter: VerifierFromIssuer: the issuer is empty")
+	}
+	cfg := verifierConfig{}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&cfg)
+		}
+	}
+	if cfg.skipIssuer || (cfg.issuer != "" && cfg.issuer != issuer) {
+		return nil, errors.New("agentrouter: VerifierFromIssuer: the verifier requires the discovered issuer: WithoutIssuerCheck or WithIssuer of another issuer is refused")
 	}
 	doc, err := client.Auth().GetOpenIDConfiguration(ctx, nil)
 	if err != nil {
@@ -127,11 +141,9 @@ func VerifierFromIssuer(ctx context.Context, client *Client, issuer string, opts
 		// Without this, an empty jwks_uri would silently fall back to the client's GetJWKS.
 		return nil, errors.New("agentrouter: VerifierFromIssuer: the discovery document has no jwks_uri")
 	}
-	cfg := verifierConfig{}
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&cfg)
-		}
+	if jwksURI, err := url.Parse(doc.GetJwksUri()); err == nil && strings.EqualFold(jwksURI.Scheme, "http") && strings.HasPrefix(strings.ToLower(issuer), "https://") {
+		// A plaintext hop would choose the keys of an https issuer.
+		return nil, errors.New("agentrouter: VerifierFromIssuer: the issuer is https://, and the document's jwks_uri is http://")
 	}
 	cache, err := NewKeySetCache(client, append([]CacheOption{WithJWKSURI(doc.GetJwksUri())}, cfg.cacheOptions...)...)
 	if err != nil {
@@ -173,10 +185,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (map[string]any, er
 	if err != nil {
 		return nil, invalid("the signature does not verify")
 	}
-	var claims map[string]any
-	decoder := json.NewDecoder(bytes.NewReader(payload))
-	if err := decoder.Decode(&claims); err != nil || claims == nil || decoder.More() {
-		return nil, invalid("the payload is not a JSON object")
+	claims, ok := jsonObject[any](payload)
+	if !ok {
+		return nil, invalid("the payload is not one JSON object in UTF-8")
 	}
 	if err := v.checkClaims(claims); err != nil {
 		return nil, err
@@ -215,9 +226,9 @@ func readHeader(token string) (header, error) {
 	if err != nil {
 		return header{}, invalid("the header is not base64url")
 	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &members); err != nil || members == nil {
-		return header{}, invalid("the header is not a JSON object")
+	members, ok := jsonObject[json.RawMessage](raw)
+	if !ok {
+		return header{}, invalid("the header is not one JSON object in UTF-8")
 	}
 	for _, name := range refusedHeaders {
 		if _, ok := members[name]; ok {
@@ -235,6 +246,19 @@ func readHeader(token string) (header, error) {
 		return header{}, invalid("the header has no kid")
 	}
 	return h, nil
+}
+
+// jsonObject reads raw as exactly one JSON object in strict UTF-8: no BOM, nothing but
+// whitespace after it (json.Unmarshal checks the whole input), no invalid byte (which
+// encoding/json would replace silently). A member given twice counts as encoding/json reads
+// it: the last one (RFC 7515 §4 and RFC 7519 §4 allow that); go-jose, which parses the header
+// again, refuses a header that has one.
+func jsonObject[V any](raw []byte) (map[string]V, bool) {
+	var object map[string]V
+	if !utf8.Valid(raw) || json.Unmarshal(raw, &object) != nil || object == nil {
+		return nil, false
+	}
+	return object, true
 }
 
 // checkClaims checks exp (required), nbf, iat, iss and aud.

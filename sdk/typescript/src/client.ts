@@ -34,7 +34,8 @@ export interface ClientOptions {
   apiKey?: string | undefined;
   /**
    * The deadline of each call in milliseconds (default 10 000), sent as `connect-timeout-ms`.
-   * It covers reading the answer: a call past it rejects with `Code.DeadlineExceeded`.
+   * It covers reading the answer: a call past it rejects with `Code.DeadlineExceeded`. At most
+   * 2^31 - 1 (about 24.8 days, the longest timer): a longer one is cut to it.
    */
   timeoutMs?: number | undefined;
   /**
@@ -185,12 +186,17 @@ function checkBaseUrl(baseUrl: string | undefined): string {
   return url.href;
 }
 
-/** A timeout in whole milliseconds, or an Error: Connect's header takes a positive integer. */
+/** The longest timer setTimeout keeps (2^31 - 1 ms, about 24.8 days): a longer one fires
+ * after 1 ms, so every call would end at once. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** A timeout in whole milliseconds, at most MAX_TIMEOUT_MS, or an Error: Connect's header
+ * takes a positive integer. */
 function checkTimeout(timeoutMs: number): number {
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
     throw new Error(`timeoutMs must be a positive number of milliseconds, got ${timeoutMs}`);
   }
-  return Math.ceil(timeoutMs);
+  return Math.min(Math.ceil(timeoutMs), MAX_TIMEOUT_MS);
 }
 
 /** A response limit in bytes, or an Error: a positive whole number. */

@@ -74,8 +74,16 @@ export interface KeySetCacheOptions {
   unknownKidCooldownMs?: number | undefined;
   /** The most the key set's answer may hold, decompressed, in bytes (default 1 MiB). */
   maxJwksBytes?: number | undefined;
-  /** The clock, in milliseconds since the epoch (default `Date.now`); the verifier reads it too. */
+  /** The wall clock, in milliseconds since the epoch (default `Date.now`): the verifier checks
+   * exp, nbf and iat on it. */
   now?: (() => number) | undefined;
+  /**
+   * A clock that never steps, in milliseconds from any origin (default `performance.now`): the
+   * set's age, the retry backoff and the unknown-kid cooldown are measured on it, so a step of
+   * the wall clock (NTP, a resumed VM) neither keeps a set fresh longer nor delays a retry. A
+   * test's fake clock is given as both `now` and `monotonicNow`.
+   */
+  monotonicNow?: (() => number) | undefined;
   /** Where failed refreshes are reported (default `console`). */
   logger?: KeySetLogger | undefined;
 }
@@ -120,8 +128,10 @@ export class KeySetCache {
   readonly #cooldownMs: number;
   readonly #fetch: typeof globalThis.fetch;
   readonly #logger: KeySetLogger;
-  /** @internal The clock the cache reads (the verifier reads it too). */
+  /** @internal The wall clock (the verifier reads it for exp, nbf and iat). */
   readonly now: () => number;
+  /** The clock ages, backoff and cooldown are measured on. */
+  readonly #elapsed: () => number;
 
   #keys: Map<string, PublicKey> | undefined;
   #etag: string | undefined;
@@ -157,6 +167,10 @@ export class KeySetCache {
         parsed = undefined;
       }
       if (
+        // As written, not as URL repairs it: WHATWG URL drops leading and trailing spaces, tabs
+        // and newlines, reads "\\" as "/", and makes "http:h/x" and "http:///x" "http://h/x".
+        !/^https?:\/\/[^/?#]/i.test(options.jwksUri) ||
+        /[\u0000-\u0020\u007f-\u00a0\\]/.test(options.jwksUri) ||
         parsed === undefined ||
         (parsed.protocol !== "http:" && parsed.protocol !== "https:") ||
         parsed.hostname === "" ||
@@ -164,7 +178,7 @@ export class KeySetCache {
         parsed.password !== ""
       ) {
         throw new Error(
-          "jwksUri must be an absolute http:// or https:// URL without credentials",
+          "jwksUri must be an absolute http:// or https:// URL with a host, without credentials, whitespace, control characters or backslashes",
         );
       }
       if (parsed.origin !== new URL(settings.baseUrl).origin) {
@@ -181,7 +195,8 @@ export class KeySetCache {
     this.#cooldownMs = cooldown;
     this.#fetch = boundedFetch(settings.fetch, maxBytes);
     this.#logger = options.logger ?? console;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => Date.now());
+    this.#elapsed = options.monotonicNow ?? (() => performance.now());
   }
 
   /**
@@ -194,9 +209,18 @@ export class KeySetCache {
     const found = keys.get(kid);
     if (found !== undefined) return found;
     if (refreshed) throw unknownKid();
+    if (this.#failing) {
+      // The last refresh failed: the kid may be a new key this cache cannot fetch now. Retry
+      // later (503), at once: never held by a retry in flight, which a hung server keeps going
+      // for the whole client timeout. Past the backoff, a retry starts in the background.
+      if (this.#mayRetry(this.#elapsed())) void this.#start();
+      throw new KeysUnavailableError(
+        `the token's kid is not in the cached set, and the set could not be refreshed: ${this.#lastError}`,
+      );
+    }
     let wait = this.#flight;
     if (wait === undefined) {
-      const now = this.now();
+      const now = this.#elapsed();
       if (
         (this.#unknownAt !== undefined && now - this.#unknownAt < this.#cooldownMs) ||
         !this.#mayRetry(now)
@@ -225,7 +249,7 @@ export class KeySetCache {
   /** The set to use now, after a refresh if it needs one (true: this call waited for a
    * refresh that succeeded). */
   async #current(): Promise<[Map<string, PublicKey>, boolean]> {
-    const now = this.now();
+    const now = this.#elapsed();
     const keys = this.#keys;
     if (keys === undefined) {
       if (!this.#mayRetry(now)) {
@@ -255,7 +279,7 @@ export class KeySetCache {
     if (error === undefined && this.#keys !== undefined) {
       return [this.#keys, true];
     }
-    return [this.#stale(this.now()), false];
+    return [this.#stale(this.#elapsed()), false];
   }
 
   /** The cached set if it may still be used after a failure (within stale-if-error after
@@ -297,17 +321,22 @@ export class KeySetCache {
     } catch (err) {
       error = err instanceof FetchError ? err.message : "the answer could not be read";
     }
-    const now = this.now();
+    const now = this.#elapsed();
     if (answer !== undefined) {
       if (answer.notModified && this.#keys === undefined) {
         error = "the server answered 304 Not Modified, but no set is cached";
+      } else if (answer.notModified && etag === undefined) {
+        error = "the server answered 304 Not Modified to a request without If-None-Match";
       } else if (
         answer.notModified &&
         answer.etag !== undefined &&
-        !weakMatch(answer.etag, this.#etag)
+        !weakMatch(answer.etag, etag)
       ) {
-        // Not the validator sent: adopting it would pin the cached set to another version.
+        // Not the validator sent: adopting it would pin the cached set to another version, and
+        // sending ours again would be answered the same way for ever. Dropped: the retry is an
+        // unconditional GET, whose 200 replaces the set.
         error = "the server answered 304 Not Modified with another ETag than the cached set's";
+        this.#etag = undefined;
       } else if (answer.notModified) {
         this.#fetchedAt = now;
         if (answer.cacheControl) this.#fresh = answer.fresh;
@@ -410,64 +439,83 @@ function networkReason(err: unknown): string {
 }
 
 /**
- * @internal Reads the directives this cache follows from a Cache-Control header: max-age is
- * capped at 24 h and is 300 s when missing or unreadable; no-cache and no-store make it 0; a
- * missing or unreadable stale-while-revalidate or stale-if-error is 0. In milliseconds.
+ * @internal Reads the directives this cache follows from a Cache-Control header, in
+ * milliseconds. The first occurrence of each directive wins. max-age is capped at 24 h and is
+ * 300 s when missing or not delta-seconds; stale-while-revalidate and stale-if-error are capped
+ * at a year and are 0 when missing or not delta-seconds. no-cache and no-store make max-age 0;
+ * they, must-revalidate and proxy-revalidate forbid stale use (RFC 9111 §4.2.4, §5.2.2.2): both
+ * stale directives count as 0.
  */
 export function parseCacheControl(header: string | null): Freshness {
-  let maxAge: number | undefined;
-  let staleWhileRevalidate = 0;
-  let staleIfError = 0;
-  let noCache = false;
-  for (const [rawName, value] of cacheDirectives(header ?? "")) {
-    switch (rawName.toLowerCase()) {
-      case "max-age": {
-        const seconds = parseSeconds(value);
-        if (seconds !== undefined && maxAge === undefined) maxAge = seconds;
-        break;
-      }
-      case "stale-while-revalidate":
-        staleWhileRevalidate = parseSeconds(value) ?? 0;
-        break;
-      case "stale-if-error":
-        staleIfError = parseSeconds(value) ?? 0;
-        break;
-      case "no-cache":
-      case "no-store":
-        noCache = true;
-        break;
-    }
+  const first = new Map<string, string>();
+  for (const [name, value] of cacheDirectives(header ?? "")) {
+    const lower = name.toLowerCase();
+    if (!first.has(lower)) first.set(lower, value);
   }
-  const age = noCache ? 0 : (maxAge ?? DEFAULT_MAX_AGE_MS);
-  return { maxAge: Math.min(age, MAX_MAX_AGE_MS), staleWhileRevalidate, staleIfError };
+  const seconds = (name: string): number | undefined => {
+    const value = first.get(name);
+    return value === undefined ? undefined : parseSeconds(value);
+  };
+  const noCache = first.has("no-cache") || first.has("no-store");
+  const noStale = noCache || first.has("must-revalidate") || first.has("proxy-revalidate");
+  const age = noCache ? 0 : (seconds("max-age") ?? DEFAULT_MAX_AGE_MS);
+  return {
+    maxAge: Math.min(age, MAX_MAX_AGE_MS),
+    staleWhileRevalidate: noStale ? 0 : (seconds("stale-while-revalidate") ?? 0),
+    staleIfError: noStale ? 0 : (seconds("stale-if-error") ?? 0),
+  };
 }
 
-/** The directives of a Cache-Control header by the RFC 9110 §5.6.1 list grammar: elements
- * split on commas outside quoted strings, each a name with an optional token or quoted-string
- * value (unquoted, its quoted pairs resolved). */
+/** RFC 9110 §5.6.2 token characters. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * The well-formed directives of a Cache-Control header by the RFC 9110 §5.6.1 list grammar:
+ * elements split on commas, each `token [ "=" ( token / quoted-string ) ]` with optional
+ * whitespace around it. A quoted string opens only as the whole value right after "=" (its
+ * commas start no element; its quoted pairs are resolved). An element of any other form, such
+ * as `max-age="60"x` or `a"b`, is skipped.
+ */
 function cacheDirectives(header: string): [string, string][] {
   const directives: [string, string][] = [];
   let i = 0;
   while (i < header.length) {
-    let name = "";
-    while (i < header.length && header[i] !== "," && header[i] !== "=") name += header[i++];
-    let value = "";
-    if (header[i] === "=") {
-      i++;
-      while (header[i] === " " || header[i] === "\t") i++;
-      if (header[i] === '"') {
-        i++;
-        while (i < header.length && header[i] !== '"') {
-          if (header[i] === "\\" && i + 1 < header.length) i++;
-          value += header[i++];
+    let element = "";
+    let quoted: string | undefined;
+    let malformed = false;
+    while (i < header.length && header[i] !== ",") {
+      if (header[i] === "=" && quoted === undefined && header[i + 1] === '"' && !element.includes("=")) {
+        element += "=";
+        i += 2; // past '="'
+        quoted = "";
+        let closed = false;
+        while (i < header.length) {
+          const c = header[i++];
+          if (c === '"') {
+            closed = true;
+            break;
+          }
+          if (c === "\\" && i < header.length) {
+            quoted += header[i++];
+          } else {
+            quoted += c;
+          }
         }
-        i++; // the closing quote
+        if (!closed) malformed = true;
+        continue;
       }
-      while (i < header.length && header[i] !== ",") value += header[i++];
+      if (quoted !== undefined && header[i] !== " " && header[i] !== "\t") malformed = true;
+      element += header[i++];
     }
     i++; // the comma
-    name = name.trim();
-    if (name !== "") directives.push([name, value.trim()]);
+    const text = element.trim();
+    const eq = text.indexOf("=");
+    const name = eq < 0 ? text : text.slice(0, eq);
+    const value = quoted ?? (eq < 0 ? "" : text.slice(eq + 1));
+    if (malformed || !TOKEN.test(name) || (eq >= 0 && quoted === undefined && !TOKEN.test(value))) {
+      continue;
+    }
+    directives.push([name, value]);
   }
   return directives;
 }
@@ -487,7 +535,7 @@ function parseSeconds(value: string): number | undefined {
 export async function parseKeySet(body: ArrayBuffer): Promise<Map<string, PublicKey>> {
   let document: unknown;
   try {
-    document = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+    document = parseJson(body);
   } catch {
     throw new FetchError(`the answer (${body.byteLength} bytes) is not a JSON JWK Set`);
   }
@@ -516,23 +564,42 @@ export async function parseKeySet(body: ArrayBuffer): Promise<Map<string, Public
 /** A key of the set if it is usable: a kid, no private member, an algorithm of the allow-list
  * with its key type and curve, use "sig" or none, a valid public key. */
 async function parseKey(member: unknown): Promise<PublicKey | undefined> {
-  if (!isObject(member)) return undefined;
-  if (PRIVATE_MEMBERS.some((name) => Object.hasOwn(member, name))) return undefined;
-  const { kid, kty, crv, alg, use } = member;
-  if (typeof kid !== "string" || kid === "" || !isAllowedAlg(alg)) return undefined;
-  if (use !== undefined && use !== "sig") return undefined;
-  const want = ALLOWED_KEYS[alg];
-  if (want === undefined || kty !== want.kty || crv !== want.crv) return undefined;
-  if (alg === "RS256" && (rsaBits(member["n"]) < MIN_RSA_BITS || !usableRsaExponent(member["e"]))) {
-    return undefined;
-  }
-  if (alg === "EdDSA" && !usableEd25519(member["x"])) return undefined;
+  // Any error reading one key skips that key only: one malformed member never costs the set.
   try {
+    if (!isObject(member)) return undefined;
+    if (PRIVATE_MEMBERS.some((name) => Object.hasOwn(member, name))) return undefined;
+    const { kid, kty, crv, alg, use } = member;
+    if (typeof kid !== "string" || kid === "" || !isAllowedAlg(alg)) return undefined;
+    if (use !== undefined && use !== "sig") return undefined; // null included
+    const want = ALLOWED_KEYS[alg];
+    if (want === undefined || kty !== want.kty || crv !== want.crv) return undefined;
+    if (alg === "RS256") {
+      const n = base64UrlMember(member["n"]);
+      const e = base64UrlMember(member["e"]);
+      if (n === undefined || e === undefined) return undefined;
+      if (bitLength(n) < MIN_RSA_BITS || !usableRsaExponent(e) || isProbablePrime(n)) return undefined;
+    }
+    if (alg === "ES256") {
+      // RFC 7518 §6.2.1.2: each coordinate is the full size of the curve's field, 32 bytes.
+      if (base64UrlMember(member["x"])?.length !== 32 || base64UrlMember(member["y"])?.length !== 32) {
+        return undefined;
+      }
+    }
+    if (alg === "EdDSA" && !usableEd25519(base64UrlMember(member["x"]))) return undefined;
     const key = await importJWK(publicMembers(member) as JoseJWK, alg);
     return { kid, alg, key };
   } catch {
     return undefined;
   }
+}
+
+/** A JWK member in base64url (RFC 7518 §2: the URL-safe alphabet, no padding), decoded; undefined
+ * when it is not a string of that form. */
+function base64UrlMember(value: unknown): Uint8Array | undefined {
+  if (typeof value !== "string" || !/^[A-Za-z0-9_-]+$/.test(value) || value.length % 4 === 1) {
+    return undefined;
+  }
+  return decodeBase64Url(value);
 }
 
 /** The members a public key of its type is made of: nothing the token's key could smuggle. */
@@ -541,23 +608,87 @@ function publicMembers(member: Record<string, unknown>): Record<string, unknown>
   return Object.fromEntries(names.filter((name) => name in member).map((name) => [name, member[name]]));
 }
 
-/** The bit length of an RSA modulus given in base64url, 0 when it is not one. */
-function rsaBits(n: unknown): number {
-  if (typeof n !== "string" || !/^[A-Za-z0-9_-]+$/.test(n)) return 0;
-  const bytes = decodeBase64Url(n);
+/** The bit length of an unsigned big-endian number. */
+function bitLength(bytes: Uint8Array): number {
   let first = 0;
   while (first < bytes.length && bytes[first] === 0) first++;
   if (first === bytes.length) return 0;
   return (bytes.length - first - 1) * 8 + (32 - Math.clz32(bytes[first] ?? 0));
 }
 
-/** Whether an RSA exponent in base64url is odd and at least 3 (e = 1 makes the signature the
- * message itself: anyone could forge one). */
-function usableRsaExponent(e: unknown): boolean {
-  if (typeof e !== "string" || !/^[A-Za-z0-9_-]+$/.test(e)) return false;
-  let value = 0n;
-  for (const byte of decodeBase64Url(e)) value = (value << 8n) | BigInt(byte);
+/** Whether an RSA exponent is odd and at least 3 (e = 1 makes the signature the message
+ * itself: anyone could forge one). */
+function usableRsaExponent(e: Uint8Array): boolean {
+  const value = toBigInt(e);
   return value >= 3n && value % 2n === 1n;
+}
+
+function toBigInt(bytes: Uint8Array): bigint {
+  let hex = "";
+  for (const byte of bytes) hex += byte.toString(16).padStart(2, "0");
+  return hex === "" ? 0n : BigInt(`0x${hex}`);
+}
+
+/** What isProbablePrime found for the moduli it was asked about (a key set is read again at
+ * every refresh; a modulus is tested once). Bounded: cleared when full. */
+const primeVerdicts = new Map<string, boolean>();
+const MAX_PRIME_VERDICTS = 1024;
+
+/**
+ * Whether an RSA modulus is a probable prime: a strong probable prime to base 2 (one
+ * Miller–Rabin round). A prime n has phi(n) = n - 1, so anyone computes the private exponent
+ * from the published key. One round is enough to refuse: a composite that passes it (a strong
+ * pseudoprime to base 2) is no modulus RSA key generation makes, so refusing it too costs
+ * nothing, while every round is a modular exponentiation the size of n, on the thread that
+ * verifies (in pure BigInt, as the SDK runs in browsers too). Memoized by n: the set is read
+ * again at every refresh.
+ */
+function isProbablePrime(modulus: Uint8Array): boolean {
+  const key = encodeBase64Url(modulus);
+  const known = primeVerdicts.get(key);
+  if (known !== undefined) return known;
+  const n = toBigInt(modulus);
+  let verdict = true;
+  if (n < 2n || n % 2n === 0n) {
+    verdict = n === 2n;
+  } else {
+    let d = n - 1n;
+    let r = 0;
+    while (d % 2n === 0n) {
+      d /= 2n;
+      r++;
+    }
+    verdict = strongProbablePrime(n, d, r, 2n);
+  }
+  if (primeVerdicts.size >= MAX_PRIME_VERDICTS) primeVerdicts.clear();
+  primeVerdicts.set(key, verdict);
+  return verdict;
+}
+
+/** One Miller–Rabin round: n - 1 = d·2^r, d odd. */
+function strongProbablePrime(n: bigint, d: bigint, r: number, a: bigint): boolean {
+  let x = modPow(a, d, n);
+  if (x === 1n || x === n - 1n) return true;
+  for (let i = 1; i < r; i++) {
+    x = (x * x) % n;
+    if (x === n - 1n) return true;
+  }
+  return false;
+}
+
+/** base^exponent mod modulus, by 4-bit windows (a quarter of the multiplications of the
+ * bit-by-bit method; the squarings are the same). */
+function modPow(base: bigint, exponent: bigint, modulus: bigint): bigint {
+  const table = [1n % modulus, base % modulus];
+  for (let i = 2; i < 16; i++) table.push(((table[i - 1] ?? 0n) * (table[1] ?? 0n)) % modulus);
+  const digits = exponent.toString(16);
+  let result = 1n % modulus;
+  for (const digit of digits) {
+    for (let i = 0; i < 4; i++) result = (result * result) % modulus;
+    const factor = table[parseInt(digit, 16)] ?? 1n;
+    if (factor !== 1n) result = (result * factor) % modulus;
+  }
+  return result;
 }
 
 /** The field and curve of Ed25519 (RFC 8032 §5.1). */
@@ -589,10 +720,8 @@ function inverse(a: bigint): bigint {
  * points of order 2, 4 and 8) verifies forged signatures, such as R = the identity and S = 0,
  * for any message.
  */
-function usableEd25519(x: unknown): boolean {
-  if (typeof x !== "string" || !/^[A-Za-z0-9_-]{43}$/.test(x)) return false;
-  const bytes = decodeBase64Url(x);
-  if (bytes.length !== 32) return false;
+function usableEd25519(bytes: Uint8Array | undefined): boolean {
+  if (bytes === undefined || bytes.length !== 32) return false;
   let y = 0n;
   for (let i = 31; i >= 0; i--) y = (y << 8n) | BigInt(bytes[i] ?? 0);
   const sign = y >> 255n;
@@ -633,6 +762,13 @@ export function encodeBase64Url(bytes: Uint8Array): string {
   let binary = "";
   for (const byte of bytes) binary += String.fromCharCode(byte);
   return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** @internal One JSON text in strict UTF-8 (RFC 8259 §8.1): invalid bytes and a byte order
+ * mark are refused (TextDecoder would drop the BOM; JSON.parse refuses U+FEFF), as is anything
+ * after the value. Throws when it is not one. */
+export function parseJson(bytes: Uint8Array | ArrayBuffer): unknown {
+  return JSON.parse(new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes));
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -9,6 +9,7 @@ import {
   decodeBase64Url,
   encodeBase64Url,
   isAllowedAlg,
+  parseJson,
   type KeySetCacheOptions,
 } from "./keyset.js";
 
@@ -19,9 +20,9 @@ export const DEFAULT_LEEWAY_MS = 60_000;
 const MAX_TOKEN_BYTES = 64 * 1024;
 
 /** The JOSE header members a token must not carry: a key or a key's location given by the
- * token itself (never fetched, never trusted), and critical extensions (none is understood
- * here). enc marks a JWE. */
-const REFUSED_HEADERS = ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "enc", "zip"];
+ * token itself (never fetched, never trusted), critical extensions (none is understood here)
+ * and b64 (RFC 7797: it changes what is signed). enc marks a JWE. */
+const REFUSED_HEADERS = ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "enc", "zip"];
 
 /** What `new TokenVerifier(cache, ...)` takes. */
 export interface TokenVerifierOptions {
@@ -86,8 +87,9 @@ export class TokenVerifier {
   /**
    * Discovers `issuer` through the client's GetOpenIDConfiguration, checks that the document's
    * issuer is exactly `issuer`, and returns a verifier that requires that issuer, over a
-   * `KeySetCache` of the document's `jwks_uri`. Rejects with an `Error` when discovery fails or
-   * names another issuer.
+   * `KeySetCache` of the document's `jwks_uri`. Rejects with an `Error` when discovery fails
+   * (the client follows no redirect), names another issuer, or names a jwks_uri that is not
+   * https:// for an https:// issuer or is not a usable URL.
    */
   static async fromIssuer(
     client: Client,
@@ -111,13 +113,19 @@ export class TokenVerifier {
     if (document.issuer !== issuer) {
       throw new Error("TokenVerifier.fromIssuer: the discovery document names another issuer");
     }
+    if (/^https:/i.test(issuer) && !/^https:/i.test(document.jwksUri)) {
+      // The keys are the trust anchor: they come over TLS when the issuer does.
+      throw new Error("TokenVerifier.fromIssuer: the issuer is https://, its jwks_uri is not");
+    }
     const cache = new KeySetCache(client, { ...cacheOptions, jwksUri: document.jwksUri });
     return new TokenVerifier(cache, { ...verifierOptions, issuer });
   }
 
   /**
-   * Checks `token` and returns its claims. A header with jwk, jku, x5u, x5c, x5t or crit, a
-   * token without kid, anything but a 3-part JWS, a part that is not canonical unpadded base64url, and an alg other than its key's are refused.
+   * Checks `token` and returns its claims. A header with jwk, jku, x5u, x5c, x5t, crit or b64,
+   * a token without kid, anything but a 3-part JWS, a part that is not canonical unpadded
+   * base64url, a header or payload that is not one JSON object in strict UTF-8 (no BOM), and
+   * an alg other than its key's are refused.
    * exp is required; exp, nbf and iat are checked with the leeway (an iat in the future is
    * refused). Rejects with an `InvalidTokenError` or, when no keys could be had, a
    * `KeysUnavailableError`. Errors never quote the token.
@@ -136,7 +144,7 @@ export class TokenVerifier {
     }
     let claims: unknown;
     try {
-      claims = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(payload));
+      claims = parseJson(payload);
     } catch {
       claims = undefined;
     }
@@ -194,7 +202,7 @@ function readHeader(token: string): Header {
   }
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(decodeBase64Url(encoded)));
+    header = parseJson(decodeBase64Url(encoded));
   } catch {
     header = undefined;
   }

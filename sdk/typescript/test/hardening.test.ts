@@ -3,13 +3,28 @@
 // after a failed refresh; callers with a usable set never wait for a hung server; weak keys
 // (small-order Ed25519 points, RSA with e < 3 or even) are skipped; no URL query in a log line.
 
+import { create, toBinary } from "@bufbuild/protobuf";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { createHash, generatePrimeSync } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, test } from "node:test";
 
-import { Client, InvalidTokenError, KeysUnavailableError, KeySetCache } from "../src/index.js";
-import { claimsFor, FakeClock, Logs, origin, Origin, SigningKey, verifierOver, waitFor } from "./origin.js";
+import { GetOpenIDConfigurationResponseSchema } from "../src/gen/tars/auth/v1/auth_pb.js";
+import {
+  Client,
+  InvalidTokenError,
+  KeysUnavailableError,
+  KeySetCache,
+  TokenVerifier,
+  type KeySetCacheOptions,
+} from "../src/index.js";
+import { b64, claimsFor, FakeClock, Logs, origin, Origin, SigningKey, verifierOver, waitFor } from "./origin.js";
 
 /** A local server answering each request with `answer`; it records each If-None-Match. */
 async function server(answer: (n: number, res: ServerResponse) => void): Promise<{ url: string; inm: string[] }> {
@@ -48,7 +63,7 @@ test("a 304 with another ETag is a failed refresh: the ETag is not adopted", asy
   });
   const clock = new FakeClock();
   const logs = new Logs();
-  const cache = new KeySetCache(new Client({ baseUrl: s.url, timeoutMs: 5000 }), { now: clock.now, logger: logs });
+  const cache = new KeySetCache(new Client({ baseUrl: s.url, timeoutMs: 5000 }), { ...clock.clocks, logger: logs });
   await cache.key(a.kid);
   clock.advance(11_000);
   await cache.key(a.kid); // the set is kept, within stale-if-error
@@ -57,7 +72,8 @@ test("a 304 with another ETag is a failed refresh: the ETag is not adopted", asy
   clock.advance(2_000); // past the backoff
   await cache.key(a.kid);
   await cache.settled();
-  assert.deepEqual(s.inm, ["", '"a"', '"a"'], "the other ETag was adopted");
+  // Neither adopted nor sent again: the retry is unconditional (see D below).
+  assert.deepEqual(s.inm, ["", '"a"', ""], "the retry sent the ETag the 304 disowned, or adopted the other one");
 });
 
 test("a 304 renews the set when its tag matches the cached one weakly (a compressing proxy weakens tags)", async () => {
@@ -71,7 +87,7 @@ test("a 304 renews the set when its tag matches the cached one weakly (a compres
     });
     const clock = new FakeClock();
     const logs = new Logs();
-    const cache = new KeySetCache(new Client({ baseUrl: s.url, timeoutMs: 5000 }), { now: clock.now, logger: logs });
+    const cache = new KeySetCache(new Client({ baseUrl: s.url, timeoutMs: 5000 }), { ...clock.clocks, logger: logs });
     await cache.key(a.kid);
     clock.advance(11_000); // stale, no stale-if-error: only a renewal answers
     await cache.key(a.kid);
@@ -203,3 +219,344 @@ test("a discovery document's empty jwks_uri is refused", async () => {
   const o = await new Origin().start();
   assert.throws(() => new KeySetCache(o.client(), { jwksUri: "" }), Error);
 });
+
+// Issue 20, second pass (attack20b): findings A, D, E, F, G/H, I, J, L/O, M.
+
+/** A key cache over `url` on `clock`, reporting to `logs`. */
+function cacheOf(url: string, clock: FakeClock, logs = new Logs(), options: KeySetCacheOptions = {}): KeySetCache {
+  return new KeySetCache(new Client({ baseUrl: url, timeoutMs: 60_000 }), { ...clock.clocks, logger: logs, ...options });
+}
+
+/** Rejects if `promise` has not settled within `ms`: a bound on a wait, not a measure of speed. */
+async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, bound]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test("A: one malformed key (RSA n \"A\") is skipped; the set's good key verifies", async () => {
+  const good = new SigningKey("ES256");
+  const o = await new Origin().start();
+  const junk = { kty: "RSA", n: "A", e: "AQAB", kid: "junk", alg: "RS256" };
+  const junkE = { ...new SigningKey("RS256").jwk(), kid: "junk-e", e: "AQABA" };
+  o.setBody(Buffer.from(JSON.stringify({ keys: [good.jwk(), junk, junkE] })));
+  const clock = new FakeClock();
+  const cache = o.cache(clock, { unknownKidCooldownMs: 3_600_000 });
+  const claims = await verifierOver(cache).verify(good.sign(claimsFor(clock.now())));
+  assert.equal(claims["sub"], "svc");
+  await assert.rejects(cache.key("junk"), InvalidTokenError);
+  await assert.rejects(cache.key("junk-e"), InvalidTokenError);
+});
+
+test("D: a 304 with another ETag drops the cached ETag: the first retry is unconditional and recovers", async () => {
+  const a = new SigningKey("ES256");
+  const body = JSON.stringify({ keys: [a.jwk()] });
+  const s = await server((_n, res) => {
+    const headers = { "cache-control": "max-age=10, stale-if-error=100" };
+    if (res.req.headers["if-none-match"] !== undefined) res.writeHead(304, { ...headers, etag: '"other"' }).end();
+    else res.writeHead(200, { ...headers, etag: '"a"', "content-type": "application/json" }).end(body);
+  });
+  const clock = new FakeClock();
+  const logs = new Logs();
+  const cache = cacheOf(s.url, clock, logs);
+  await cache.key(a.kid);
+  clock.advance(11_000);
+  await cache.key(a.kid); // the 304 with another tag: a failed refresh, the set kept
+  await cache.settled();
+  assert.equal(logs.warnings.length, 1);
+  clock.advance(2_000); // past the backoff: the retry
+  await cache.key(a.kid);
+  await cache.settled();
+  assert.deepEqual(s.inm, ["", '"a"', ""], "the retry sent the ETag the 304 disowned");
+  assert.equal(logs.infos.length, 1, "the retry's 200 did not end the failure");
+  clock.advance(9_000); // fresh from the retry's 200
+  await cache.key(a.kid);
+  assert.equal(s.inm.length, 3);
+});
+
+test("E: while refreshes fail, an unknown kid is keys-unavailable at once, never waiting for a retry in flight", { timeout: 30_000 }, async () => {
+  const key = new SigningKey("ES256");
+  const body = JSON.stringify({ keys: [key.jwk()] });
+  const hung: ServerResponse[] = [];
+  const s = await server((n, res) => {
+    const headers = { "cache-control": "max-age=10, stale-if-error=100" };
+    if (n === 1) res.writeHead(200, { ...headers, "content-type": "application/json" }).end(body);
+    else if (n === 2) res.writeHead(503, headers).end();
+    else hung.push(res); // accepted, never answered
+  });
+  after(() => hung.forEach((res) => res.destroy()));
+  const clock = new FakeClock();
+  const logs = new Logs();
+  const cache = cacheOf(s.url, clock, logs, { unknownKidCooldownMs: 0 });
+  await cache.key(key.kid);
+  clock.advance(11_000);
+  await cache.key(key.kid); // the refresh fails (503): the set, within stale-if-error
+  // (2) Within the backoff, no retry running: an unknown kid may be a new key the cache cannot
+  // fetch now: keys unavailable (503, retry later), not an invalid token.
+  await assert.rejects(cache.key("new-kid"), KeysUnavailableError);
+  clock.advance(2_000); // past the backoff: a known kid starts the retry, which hangs
+  await cache.key(key.kid);
+  await waitFor("the retry reaches the server", () => s.inm.length === 3);
+  // (1) The retry is in flight (for the client's 60 s timeout): answered without waiting for it.
+  await within(
+    5_000,
+    "an unknown kid waited for the retry in flight",
+    assert.rejects(cache.key("another-kid"), KeysUnavailableError),
+  );
+  assert.equal(s.inm.length, 3, "an unknown kid sent a request");
+});
+
+test("F: an https issuer whose discovery document names an http:// jwks_uri is refused", async () => {
+  const d = await discovery(() => ({ issuer: "https://issuer.example", jwksUri: "http://127.0.0.1:1/jwks" }));
+  await assert.rejects(
+    TokenVerifier.fromIssuer(new Client({ baseUrl: d.url, timeoutMs: 5000 }), "https://issuer.example", { audience: "api" }),
+    /jwks_uri/,
+  );
+  // An http issuer may name an http jwks_uri; an https issuer an https one.
+  for (const [issuer, jwksUri] of [
+    ["http://issuer.example", "http://127.0.0.1:1/jwks"],
+    ["https://issuer.example", "https://127.0.0.1:1/jwks"],
+  ] as const) {
+    const ok = await discovery(() => ({ issuer, jwksUri }));
+    await TokenVerifier.fromIssuer(new Client({ baseUrl: ok.url, timeoutMs: 5000 }), issuer, { audience: "api" });
+  }
+});
+
+test("F: the client follows no redirect from https to http (discovery included)", async (t) => {
+  const tls = selfSignedCert(t.name);
+  const plain = await discovery(() => ({ issuer: "iss", jwksUri: "http://127.0.0.1:1/jwks" }));
+  const s = createHttpsServer({ key: tls.key, cert: tls.cert }, (req, res) => {
+    res.writeHead(307, { location: `${plain.url}${req.url ?? "/"}` }).end();
+  });
+  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
+  after(() => {
+    s.closeAllConnections();
+    s.close();
+  });
+  const url = `https://127.0.0.1:${(s.address() as AddressInfo).port}`;
+  const fetchTrusting = await trustingFetch(tls.cert);
+  // The TLS peer is reached (so what follows is its redirect refused, not a TLS failure).
+  const direct = await fetchTrusting(`${url}/x`, { redirect: "manual" });
+  assert.equal(direct.status, 307);
+  const client = new Client({ baseUrl: url, timeoutMs: 5000, fetch: fetchTrusting });
+  await assert.rejects(TokenVerifier.fromIssuer(client, "iss", { audience: "api" }), /discovery failed/);
+  await assert.rejects(client.auth.getJWKS({}));
+  const cache = new KeySetCache(client, { logger: new Logs() });
+  await assert.rejects(cache.key("any"), KeysUnavailableError);
+  assert.equal(plain.requests, 0, "a redirect to http was followed");
+});
+
+test("G/H: a jwks_uri with whitespace, control characters, backslashes or no host is refused at construction", async () => {
+  const o = await new Origin().start();
+  for (const jwksUri of [
+    " http://h/jwks",
+    "http://h/jwks ",
+    "http://h/jw\nks",
+    "http://h/jw\tks",
+    "http://h/a b",
+    "http://h/\u0000",
+    "http:\\\\h\\jwks",
+    "http://h\\jwks",
+    "http:h/jwks",
+    "http:/h/jwks",
+    "http:///jwks",
+  ]) {
+    assert.throws(() => new KeySetCache(o.client(), { jwksUri }), Error, JSON.stringify(jwksUri));
+  }
+  const d = await discovery(() => ({ issuer: "iss", jwksUri: "http:h/jwks" }));
+  await assert.rejects(
+    TokenVerifier.fromIssuer(new Client({ baseUrl: d.url, timeoutMs: 5000 }), "iss", { audience: "api" }),
+    Error,
+  );
+  assert.equal(o.requests, 0);
+});
+
+test("I: an RSA key whose modulus is prime is skipped; a token signed with d = e^-1 mod (n-1) does not verify", { timeout: 60_000 }, async () => {
+  const good = new SigningKey("ES256");
+  const e = 65537n;
+  let n = 0n;
+  while (n === 0n || (n - 1n) % e === 0n) n = generatePrimeSync(2048, { bigint: true });
+  const d = modInverse(e, n - 1n);
+  const prime = { kty: "RSA", kid: "prime-n", alg: "RS256", use: "sig", n: bigToB64(n), e: bigToB64(e) };
+  const o = await new Origin().start();
+  o.setBody(Buffer.from(JSON.stringify({ keys: [good.jwk(), prime] })));
+  const clock = new FakeClock();
+  const cache = o.cache(clock, { unknownKidCooldownMs: 3_600_000 });
+  await cache.key(good.kid);
+  const input = `${b64({ alg: "RS256", kid: "prime-n" })}.${b64({ ...claimsFor(clock.now()), sub: "forged-prime" })}`;
+  const digest = createHash("sha256").update(input).digest();
+  const prefix = Buffer.from("3031300d060960864801650304020105000420", "hex");
+  const em = Buffer.concat([Buffer.from([0, 1]), Buffer.alloc(256 - 3 - prefix.length - 32, 0xff), Buffer.from([0]), prefix, digest]);
+  const signature = modPow(BigInt(`0x${em.toString("hex")}`), d, n);
+  const token = `${input}.${bigToB64(signature, 256)}`;
+  await assert.rejects(verifierOver(cache).verify(token), InvalidTokenError, "the forged token verified");
+  await assert.rejects(cache.key("prime-n"), InvalidTokenError, "the prime-n key was not skipped");
+});
+
+test("J: a client timeout of 2^31 ms or more is clamped (setTimeout would fire after 1 ms)", async () => {
+  const key = new SigningKey("ES256");
+  const o = await origin(key);
+  o.hold = new Promise((resolve) => setImmediate(resolve)); // answered a moment later, not at once
+  const client = new Client({ baseUrl: o.url, timeoutMs: 2 ** 31 });
+  const cache = new KeySetCache(client, { logger: new Logs() });
+  assert.equal((await cache.key(key.kid)).kid, key.kid);
+  // A call's own timeout likewise.
+  const d = await discovery(() => ({ issuer: "iss", jwksUri: "http://127.0.0.1:1/jwks" }));
+  const other = new Client({ baseUrl: d.url, timeoutMs: 2 ** 31 });
+  assert.equal((await other.auth.getOpenIDConfiguration({}, { timeoutMs: 2 ** 40 })).issuer, "iss");
+});
+
+test("L/O: a key set body with a UTF-8 BOM is refused whole", async () => {
+  const key = new SigningKey("ES256");
+  const o = await new Origin().start();
+  o.setBody(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify({ keys: [key.jwk()] }))]));
+  await assert.rejects(o.cache(new FakeClock()).key(key.kid), (err: unknown) => {
+    assert.ok(err instanceof KeysUnavailableError, String(err));
+    assert.match(err.message, /not a JSON/);
+    return true;
+  });
+});
+
+test("L/O: members padded, in the standard alphabet or of the wrong length, and use null, skip the key; x5c is not used", async () => {
+  const good = new SigningKey("EdDSA");
+  const withChar = (alg: "ES256" | "EdDSA" | "RS256", re: RegExp, member: string): Record<string, unknown> => {
+    for (;;) {
+      const jwk = new SigningKey(alg).jwk();
+      if (re.test(String(jwk[member]))) return jwk;
+    }
+  };
+  const ec = new SigningKey("ES256").jwk();
+  const ed = new SigningKey("EdDSA").jwk();
+  const rsa = new SigningKey("RS256").jwk();
+  const std = (text: unknown): string => String(text).replace(/-/g, "+").replace(/_/g, "/");
+  const ecDash = withChar("ES256", /[-_]/, "x");
+  const edDash = withChar("EdDSA", /[-_]/, "x");
+  const rsaDash = withChar("RS256", /[-_]/, "n");
+  const zero = (text: unknown): string => Buffer.concat([Buffer.from([0]), Buffer.from(String(text), "base64url")]).toString("base64url");
+  const skipped: Record<string, Record<string, unknown>> = {
+    "ec-x-padded": { ...ec, x: `${String(ec["x"])}=` },
+    "ec-y-padded": { ...ec, y: `${String(ec["y"])}=` },
+    "ec-x-standard": { ...ecDash, x: std(ecDash["x"]) },
+    "ec-x-33-bytes": { ...ec, x: zero(ec["x"]) },
+    "ec-y-33-bytes": { ...ec, y: zero(ec["y"]) },
+    "ec-x-31-bytes": { ...ec, x: Buffer.from(String(ec["x"]), "base64url").subarray(1).toString("base64url") },
+    "ed-x-padded": { ...ed, x: `${String(ed["x"])}=` },
+    "ed-x-standard": { ...edDash, x: std(edDash["x"]) },
+    "ed-x-33-bytes": { ...ed, x: zero(ed["x"]) },
+    "rsa-n-padded": { ...rsa, n: `${String(rsa["n"])}==` },
+    "rsa-n-standard": { ...rsaDash, n: std(rsaDash["n"]) },
+    "rsa-e-padded": { ...rsa, e: "AQAB=" },
+    "use-null": { ...ec, use: null },
+    "use-empty": { ...ec, use: "" },
+  };
+  const x5c = { ...new SigningKey("ES256").jwk(), kid: "x5c-garbage", x5c: ["garbage"], x5t: "junk" };
+  const o = await new Origin().start();
+  const members = Object.entries(skipped).map(([kid, member]) => ({ ...member, kid }));
+  o.setBody(Buffer.from(JSON.stringify({ keys: [good.jwk(), x5c, ...members] })));
+  const cache = o.cache(new FakeClock(), { unknownKidCooldownMs: 3_600_000 });
+  await cache.key(good.kid);
+  await cache.key("x5c-garbage");
+  for (const kid of Object.keys(skipped)) {
+    await assert.rejects(cache.key(kid), InvalidTokenError, `key ${kid} was not skipped`);
+  }
+});
+
+test("L/O: deep nesting in the key set is an error of the fetch, never a crash", async () => {
+  const key = new SigningKey("ES256");
+  const o = await new Origin().start();
+  const deep = `${"[".repeat(1_000_000)}${"]".repeat(1_000_000)}`;
+  o.setBody(Buffer.from(`{"keys":[${JSON.stringify(key.jwk())}],"x":${deep}}`));
+  const cache = o.cache(new FakeClock(), { maxJwksBytes: 4 << 20 });
+  // Used (V8 parses it) or refused as not JSON: either way an answer, not a crash.
+  await cache.key(key.kid).catch((err: unknown) => assert.ok(err instanceof KeysUnavailableError, String(err)));
+});
+
+test("M: the set's age is measured on a monotonic clock: a wall-clock step leaves it fresh", async () => {
+  const key = new SigningKey("ES256");
+  const o = await origin(key);
+  o.cacheControl = "max-age=60";
+  const wall = new FakeClock(); // the wall clock only: ages are on the default monotonic clock
+  const cache = new KeySetCache(o.client(), { now: wall.now, logger: new Logs() });
+  await cache.key(key.kid);
+  const verifier = verifierOver(cache);
+  const token = key.sign(claimsFor(wall.now()));
+  wall.advance(2 * 3600_000); // the wall clock steps two hours ahead
+  await cache.key(key.kid);
+  await cache.settled();
+  // The verifier's exp check reads the wall clock.
+  await assert.rejects(verifier.verify(token), /expired/);
+  wall.advance(-4 * 3600_000); // and two hours back
+  await cache.key(key.kid);
+  assert.equal(o.requests, 1, "a wall-clock step made the set stale");
+  await assert.rejects(verifier.verify(token), /not valid yet|future/);
+});
+
+/** A local server answering GetOpenIDConfiguration (Connect GET, binary) with `doc()`. */
+async function discovery(doc: () => { issuer: string; jwksUri: string }): Promise<{ url: string; requests: number }> {
+  const state = { url: "", requests: 0 };
+  const s = createServer((_req, res) => {
+    state.requests++;
+    const body = toBinary(GetOpenIDConfigurationResponseSchema, create(GetOpenIDConfigurationResponseSchema, doc()));
+    res.writeHead(200, { "content-type": "application/proto" }).end(Buffer.from(body));
+  });
+  await new Promise<void>((resolve) => s.listen(0, "127.0.0.1", resolve));
+  after(() => {
+    s.closeAllConnections();
+    s.close();
+  });
+  state.url = `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+  return state;
+}
+
+/** A self-signed certificate for 127.0.0.1, made with openssl in a temporary directory. */
+function selfSignedCert(name: string): { key: Buffer; cert: Buffer } {
+  const dir = mkdtempSync(join(tmpdir(), "sdk-ts-tls-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+    "-subj", `/CN=${name.slice(0, 8).replace(/[^A-Za-z0-9]/g, "x")}`, "-addext", "subjectAltName=IP:127.0.0.1",
+    "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
+  ], { stdio: "ignore" });
+  return { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) };
+}
+
+/** Node's own fetch, trusting `ca`: an Agent of the class of fetch's global dispatcher. */
+async function trustingFetch(ca: Buffer): Promise<typeof globalThis.fetch> {
+  await fetch("data:,").catch(() => undefined); // makes fetch set its global dispatcher
+  const global = (globalThis as Record<symbol, unknown>)[Symbol.for("undici.globalDispatcher.1")];
+  assert.ok(global !== undefined, "no global dispatcher to make an Agent of");
+  const Agent = (global as { constructor: new (options: unknown) => unknown }).constructor;
+  const dispatcher = new Agent({ connect: { ca } });
+  return (input, init) => fetch(input, { ...init, dispatcher } as RequestInit);
+}
+
+function modPow(base: bigint, exponent: bigint, modulus: bigint): bigint {
+  let result = 1n;
+  let b = base % modulus;
+  for (let e = exponent; e > 0n; e >>= 1n) {
+    if (e & 1n) result = (result * b) % modulus;
+    b = (b * b) % modulus;
+  }
+  return result;
+}
+
+function modInverse(a: bigint, m: bigint): bigint {
+  let [r0, r1, s0, s1] = [m, a % m, 0n, 1n];
+  while (r1 !== 0n) {
+    const q = r0 / r1;
+    [r0, r1, s0, s1] = [r1, r0 - q * r1, s1, s0 - q * s1];
+  }
+  return ((s0 % m) + m) % m;
+}
+
+function bigToB64(value: bigint, length = 0): string {
+  let hex = value.toString(16);
+  if (hex.length % 2) hex = `0${hex}`;
+  return Buffer.from(hex.padStart(length * 2, "0"), "hex").toString("base64url");
+}

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { InvalidTokenError, KeysUnavailableError, KeySetCache } from "../src/index.js";
+import { parseCacheControl } from "../src/keyset.js";
 import {
   claimsFor,
   FakeClock,
@@ -348,4 +349,38 @@ test("unusable options are refused at construction", async () => {
     assert.throws(() => new KeySetCache(client, options), Error, JSON.stringify(options));
   }
   assert.equal(o.requests, 0, "constructing makes no request");
+});
+
+// B: one Cache-Control grammar in the three SDKs: this table is the same in each (value →
+// max-age, stale-while-revalidate, stale-if-error in seconds; "d" = the 300 s default).
+const D = 300;
+const cacheControlTable: [string | null, number, number, number][] = [
+  ["max-age=60", 60, 0, 0],
+  ['max-age="60"', 60, 0, 0],
+  ['max-age="60"x', D, 0, 0],
+  ['a"b, max-age=86400, c"d, max-age=5', 86400, 0, 0],
+  ["max-age=60, max-age=5", 60, 0, 0],
+  ["max-age=60, stale-while-revalidate=600, stale-while-revalidate=5", 60, 600, 0],
+  ["max-age=60, stale-if-error=600, stale-if-error=x", 60, 0, 600],
+  ["max-age=60, must-revalidate, stale-if-error=600, stale-while-revalidate=30", 60, 0, 0],
+  ["no-store, stale-while-revalidate=86400", 0, 0, 0],
+  ["no-cache, stale-if-error=86400", 0, 0, 0],
+  ["MAX-AGE=60, Stale-If-Error=10", 60, 0, 10],
+  ["max-age=-1", D, 0, 0],
+  ["max-age=99999999999999999999999", 86400, 0, 0],
+  ['ext="a, max-age=86400", max-age=5', 5, 0, 0],
+  ["max-age=60, stale-if-error=99999999999", 60, 0, 31536000],
+  [null, D, 0, 0],
+];
+
+test("B: the Cache-Control table shared by the three SDKs", () => {
+  const wrong: string[] = [];
+  for (const [header, maxAge, swr, sie] of cacheControlTable) {
+    const got = parseCacheControl(header);
+    const seconds = [got.maxAge / 1000, got.staleWhileRevalidate / 1000, got.staleIfError / 1000];
+    if (seconds.join() !== [maxAge, swr, sie].join()) {
+      wrong.push(`${JSON.stringify(header)}: got ${seconds.join()}, want ${[maxAge, swr, sie].join()}`);
+    }
+  }
+  assert.deepEqual(wrong, []);
 });

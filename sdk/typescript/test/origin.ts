@@ -16,6 +16,10 @@ export class FakeClock {
   advance(ms: number): void {
     this.#ms += ms;
   }
+  /** The cache options that put both its clocks (wall and monotonic) on this one. */
+  get clocks(): { now: () => number; monotonicNow: () => number } {
+    return { now: this.now, monotonicNow: this.now };
+  }
 }
 
 /** Swallows the cache's reports, and counts them. */
@@ -61,7 +65,13 @@ export class SigningKey {
 
   /** A token with this key's kid and alg and the given claims (header members may be added). */
   sign(claims: Record<string, unknown>, header: Record<string, unknown> = {}): string {
-    const input = `${b64({ alg: this.alg, kid: this.kid, typ: "JWT", ...header })}.${b64(claims)}`;
+    const head = Buffer.from(JSON.stringify({ alg: this.alg, kid: this.kid, typ: "JWT", ...header }));
+    return this.signBytes(head, Buffer.from(JSON.stringify(claims)));
+  }
+
+  /** A token whose header and payload parts are these bytes, validly signed. */
+  signBytes(header: Uint8Array, payload: Uint8Array): string {
+    const input = `${Buffer.from(header).toString("base64url")}.${Buffer.from(payload).toString("base64url")}`;
     const data = Buffer.from(input);
     const signature =
       this.alg === "EdDSA"
@@ -151,7 +161,7 @@ export class Origin {
 
   /** A cache over this origin's GetJWKS, on `clock`, reporting to `logs`. */
   cache(clock: FakeClock, options: KeySetCacheOptions = {}, logs = new Logs()): KeySetCache {
-    return new KeySetCache(this.client(), { now: clock.now, logger: logs, ...options });
+    return new KeySetCache(this.client(), { ...clock.clocks, logger: logs, ...options });
   }
 }
 

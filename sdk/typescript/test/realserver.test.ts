@@ -199,7 +199,7 @@ function kidOf(token: string): string {
 /** A verifier over the server's GetJWKS on clock. */
 function serverVerifier(s: AuthServer, clock: FakeClock, options: KeySetCacheOptions = {}): TokenVerifier {
   const client = new Client({ baseUrl: s.url, timeoutMs: 3000 });
-  const cache = new KeySetCache(client, { now: clock.now, logger: new Logs(), ...options });
+  const cache = new KeySetCache(client, { ...clock.clocks, logger: new Logs(), ...options });
   return new TokenVerifier(cache, { issuer: TEST_ISSUER, audience: "api" });
 }
 

@@ -47,16 +47,16 @@ async function setup(): Promise<{ key: SigningKey; rsa: SigningKey; verifier: To
   return { key, rsa, verifier, clock };
 }
 
-async function refused(verifier: TokenVerifier, token: string, reason: RegExp): Promise<void> {
+async function refused(verifier: TokenVerifier, token: string, reason: RegExp, what = ""): Promise<void> {
   await assert.rejects(verifier.verify(token), (err: unknown) => {
-    assert.ok(err instanceof InvalidTokenError, `not an InvalidTokenError: ${String(err)}`);
+    assert.ok(err instanceof InvalidTokenError, `not an InvalidTokenError: ${String(err)} ${what}`);
     assert.ok(!(err instanceof KeysUnavailableError));
-    assert.match(err.message, reason);
+    assert.match(err.message, reason, what);
     for (const part of token.split(".")) {
       if (part.length >= 8) assert.ok(!err.message.includes(part), "the error quotes the token");
     }
     return true;
-  });
+  }, `accepted: ${what}`);
 }
 
 test("refused: alg none, with or without a signature", async () => {
@@ -93,7 +93,7 @@ test("refused: an algorithm the key does not declare (RS256 header on the ES256 
   await refused(verifier, key.sign(claimsFor(clock.now()), { alg: "ES384" }), /not one of/);
 });
 
-for (const member of ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit"]) {
+for (const member of ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64"]) {
   test(`refused: a header with ${member}, even validly signed`, async () => {
     const { key, verifier, clock } = await setup();
     const values: Record<string, unknown> = {
@@ -104,6 +104,7 @@ for (const member of ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit"]) {
       x5t: "abc",
       "x5t#S256": "abc",
       crit: ["exp"],
+      b64: false,
     };
     await refused(verifier, key.sign(claimsFor(clock.now()), { [member]: values[member] }), /refused/);
   });
@@ -250,4 +251,25 @@ test("refused: a part that is not canonical unpadded base64url (whitespace, padd
   }
   // The token itself still verifies: each form differs from it only in its encoding.
   await verifier.verify(token);
+});
+
+test("refused: a header or payload part that is not exactly one JSON object in strict UTF-8 (BOM, trailing bytes, invalid UTF-8, UTF-16)", async () => {
+  const { key, verifier, clock } = await setup();
+  const header = JSON.stringify({ alg: key.alg, kid: key.kid });
+  const claims = JSON.stringify(claimsFor(clock.now()));
+  const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+  const forms: [string, (json: string) => Buffer][] = [
+    ["a UTF-8 BOM", (json) => Buffer.concat([bom, Buffer.from(json)])],
+    ["a trailing }", (json) => Buffer.from(`${json}}`)],
+    ["a trailing ]", (json) => Buffer.from(`${json}]`)],
+    ["a second object", (json) => Buffer.from(`${json}{}`)],
+    ["invalid UTF-8", (json) => Buffer.from(json.replace(/}$/, ',"z":"u\xff"}'), "latin1")],
+    ["UTF-16LE", (json) => Buffer.from(json, "utf16le")],
+  ];
+  // The well-formed token verifies: each refusal below is the form's.
+  await verifier.verify(key.signBytes(Buffer.from(header), Buffer.from(claims)));
+  for (const [name, form] of forms) {
+    await refused(verifier, key.signBytes(form(header), Buffer.from(claims)), /header/, `header with ${name}`);
+    await refused(verifier, key.signBytes(Buffer.from(header), form(claims)), /payload/, `payload with ${name}`);
+  }
 });

@@ -154,7 +154,7 @@ func parseKeySet(body []byte) (map[string]PublicKey, error) {
 	// Strict UTF-8 (RFC 8259 §8.1): encoding/json would replace invalid bytes silently; a BOM
 	// or UTF-16 is not JSON to it.
 	if !utf8.Valid(body) {
-		return nil, fmt.Errorf("the answer (%d bytes) is not UTF-8", len(body))
+		return nil, fmt.Errorf("the answer (%d bytes) is not a JSON JWK Set: not UTF-8", len(body))
 	}
 	// Member names are matched exactly (encoding/json's struct tags would also take "KEYS").
 	var members map[string]json.RawMessage

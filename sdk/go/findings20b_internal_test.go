@@ -69,8 +69,8 @@ func TestKeySetBodyIsStrictUTF8(t *testing.T) {
 		"BOM":                               append([]byte{0xef, 0xbb, 0xbf}, body...),
 		"UTF-16LE":                          utf16,
 		"UTF-16LE with a BOM":               append([]byte{0xff, 0xfe}, utf16...),
-		"invalid UTF-8 in an unused member": []byte(`{"other":"\xff","keys":[` + good + `]}`),
-		"invalid UTF-8 in a key's member":   []byte(`{"keys":[` + good[:len(good)-1] + `,"note":"a\xc3"}]}`),
+		"invalid UTF-8 in an unused member": []byte("{\"other\":\"\xff\",\"keys\":[" + good + "]}"),
+		"invalid UTF-8 in a key's member":   []byte("{\"keys\":[" + good[:len(good)-1] + ",\"note\":\"a\xc3\"}]}"),
 	} {
 		if keys, err := parseKeySet(raw); err == nil {
 			t.Errorf("%s: read as a set of %d keys, want an error", name, len(keys))

@@ -228,7 +228,7 @@ func TestVerifierRefusesOddTokenBytes(t *testing.T) {
 		"payload with a BOM":            signParts(t, es, header, append(bytes.Clone(bom), payload...)),
 		"payload in UTF-16LE":           signParts(t, es, header, utf16LE(payload)),
 		"header with a trailing }":      signParts(t, es, append(bytes.Clone(header), '}'), payload),
-		"header with invalid UTF-8":     signParts(t, es, headerWith(`,"x":"\xff"`), payload),
+		"header with invalid UTF-8":     signParts(t, es, headerWith(",\"x\":\"\xff\""), payload),
 		"header with a BOM":             signParts(t, es, append(bytes.Clone(bom), header...), payload),
 		"header in UTF-16LE":            signParts(t, es, utf16LE(header), payload),
 		"header with b64 false":         signParts(t, es, headerWith(`,"b64":false`), payload),

@@ -312,6 +312,26 @@ test("E: while refreshes fail, an unknown kid is keys-unavailable at once, never
   assert.equal(s.inm.length, 3, "an unknown kid sent a request");
 });
 
+test("E: while a fresh set's refreshes fail, an unknown kid past the backoff starts a background retry; its key is found once it succeeds", async () => {
+  const key = new SigningKey("ES256");
+  const added = new SigningKey("EdDSA");
+  const o = await origin(key);
+  o.cacheControl = "max-age=3600";
+  const clock = new FakeClock();
+  const logs = new Logs();
+  const cache = o.cache(clock, { unknownKidCooldownMs: 0 }, logs);
+  await cache.key(key.kid);
+  o.status = 503;
+  await assert.rejects(cache.key(added.kid), KeysUnavailableError); // its refresh failed
+  o.status = 200;
+  o.publish(key, added);
+  clock.advance(2_000); // past the 1 s backoff; the set is still fresh
+  await assert.rejects(cache.key(added.kid), KeysUnavailableError); // answered at once...
+  await cache.settled(); // ...while the retry it started runs
+  assert.equal((await cache.key(added.kid)).kid, added.kid, "no retry: the new key stays unknown until max-age");
+  assert.equal(logs.infos.length, 1);
+});
+
 test("F: an https issuer whose discovery document names an http:// jwks_uri is refused", async () => {
   const d = await discovery(() => ({ issuer: "https://issuer.example", jwksUri: "http://127.0.0.1:1/jwks" }));
   await assert.rejects(

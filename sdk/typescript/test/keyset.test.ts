@@ -384,3 +384,21 @@ test("B: the Cache-Control table shared by the three SDKs", () => {
   }
   assert.deepEqual(wrong, []);
 });
+
+test("B: beyond the shared table: proxy-revalidate allows no stale use; no-cache with a field list; whitespace around a directive", () => {
+  const cases: [string, number, number, number][] = [
+    ["max-age=60, proxy-revalidate, stale-if-error=600, stale-while-revalidate=30", 60, 0, 0],
+    ['no-cache="set-cookie", max-age=60, stale-if-error=600', 0, 0, 0],
+    ["  max-age=60 ,\tstale-if-error=10  ", 60, 0, 10],
+    ['max-age="60', D, 0, 0],
+    ["max-age=x, max-age=60", D, 0, 0],
+  ];
+  for (const [header, maxAge, swr, sie] of cases) {
+    const got = parseCacheControl(header);
+    assert.deepEqual(
+      [got.maxAge / 1000, got.staleWhileRevalidate / 1000, got.staleIfError / 1000],
+      [maxAge, swr, sie],
+      header,
+    );
+  }
+});

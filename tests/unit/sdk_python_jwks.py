@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -79,7 +80,8 @@ def key_set(*members: dict[str, Any]) -> bytes:
 @dataclass
 class Answer:
     """What the peer answers: status, body, headers; `etag` also makes it answer 304 to a
-    matching If-None-Match; `delay` holds the answer back until `release` is set."""
+    matching If-None-Match; `other_304` makes it answer 304 with that tag to any
+    If-None-Match; `hold` holds the answer back until `release` is set."""
 
     status: int = 200
     body: bytes = b""
@@ -87,6 +89,8 @@ class Answer:
     etag: str | None = None
     hold: bool = False
     location: str | None = None
+    other_304: str | None = None
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -113,8 +117,8 @@ class JwksPeer:
 
 
 @contextmanager
-def jwks_peer(answer: Answer) -> Iterator[JwksPeer]:
-    """A JWKS peer on a free loopback port, for the duration of the block."""
+def jwks_peer(answer: Answer, tls: ssl.SSLContext | None = None) -> Iterator[JwksPeer]:
+    """A JWKS peer on a free loopback port, for the duration of the block (HTTPS with `tls`)."""
     state: list[JwksPeer] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -131,16 +135,19 @@ def jwks_peer(answer: Answer) -> Iterator[JwksPeer]:
                 now = peer.answer
             if now.hold:
                 peer.release.wait(30)
-            match = now.etag is not None and self.headers.get("if-none-match") == now.etag
+            asked = self.headers.get("if-none-match")
+            other = now.other_304 is not None and asked is not None
+            match = other or (now.etag is not None and asked == now.etag)
             self.send_response(304 if match else now.status)
             if now.cache_control is not None:
                 self.send_header("cache-control", now.cache_control)
-            if now.etag is not None:
-                self.send_header("etag", now.etag)
+            etag = now.other_304 if other else now.etag
+            if etag is not None:
+                self.send_header("etag", etag)
             if now.location is not None:
                 self.send_header("location", now.location)
             body = b"" if match else now.body
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", now.content_type)
             if not match:
                 self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -150,7 +157,10 @@ def jwks_peer(answer: Answer) -> Iterator[JwksPeer]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    state.append(JwksPeer(f"http://127.0.0.1:{server.server_address[1]}", answer))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "http" if tls is None else "https"
+    state.append(JwksPeer(f"{scheme}://127.0.0.1:{server.server_address[1]}", answer))
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:

@@ -1,15 +1,27 @@
 """The Python SDK against the adversarial findings of issue 20: non-canonical or non-ASCII token
 parts, redirects, stale-while-revalidate past a failed refresh, a 304 with another ETag, a hung
-server within stale-if-error, weak keys, URL queries in logs, and Cache-Control edge cases."""
+server within stale-if-error, weak keys, URL queries in logs, and Cache-Control edge cases; and
+of its second pass (attack20b): a 304's tag dropped, unknown kids while refreshes fail, https
+discovery, prime moduli, strict UTF-8 JSON, key member spellings, one Cache-Control grammar,
+jwks_uri spellings and a monotonic clock for ages."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import logging
+import os
+import ssl
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from agentrouter_sdk import (
@@ -17,9 +29,12 @@ from agentrouter_sdk import (
     InvalidTokenError,
     KeySetCache,
     KeysUnavailableError,
+    PublicKey,
     TokenVerifier,
 )
 from agentrouter_sdk._keyset import parse_cache_control, parse_key_set
+from tars.auth.v1 import auth_pb2
+from tests.interop.peer import _certificate
 from tests.unit.sdk_python_jwks import (
     START,
     Answer,
@@ -146,7 +161,19 @@ def test_a_same_origin_redirect_of_a_jwks_uri_is_a_failed_fetch(clock: FakeClock
 # stale-if-error bounds every stale use once a refresh has failed.
 
 
-def test_stale_while_revalidate_does_not_extend_past_a_failed_refresh(clock: FakeClock) -> None:
+def failure_recorded(caplog: pytest.LogCaptureFixture) -> None:
+    """Poll (bounded) for the cache's warning of a failed refresh: it is logged under the
+    cache's lock, once the failure is recorded (the peer's answer alone comes a moment before)."""
+    deadline = time.monotonic() + 10
+    while not any(r.levelno == logging.WARNING for r in caplog.records):
+        assert time.monotonic() < deadline, "no failed refresh was logged"
+        time.sleep(0.01)
+
+
+def test_stale_while_revalidate_does_not_extend_past_a_failed_refresh(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentrouter_sdk")
     policy = "max-age=10, stale-while-revalidate=86400, stale-if-error=0"
     with jwks_peer(Answer(body=key_set(ES.jwk()), cache_control=policy)) as peer:
         cache = KeySetCache(Client(peer.url, timeout=5), clock=clock)
@@ -154,7 +181,7 @@ def test_stale_while_revalidate_does_not_extend_past_a_failed_refresh(clock: Fak
         peer.answer = Answer(status=503, cache_control=None)
         clock.advance(15)
         cache.key("es-1")  # within swr, no failure yet: answered, refreshed in the background
-        peer.wait_for(2)
+        failure_recorded(caplog)
         clock.advance(5)
         with pytest.raises(KeysUnavailableError):
             cache.key("es-1")
@@ -163,7 +190,10 @@ def test_stale_while_revalidate_does_not_extend_past_a_failed_refresh(clock: Fak
             cache.key("es-1")
 
 
-def test_a_success_after_a_failure_restores_stale_while_revalidate(clock: FakeClock) -> None:
+def test_a_success_after_a_failure_restores_stale_while_revalidate(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agentrouter_sdk")
     policy = "max-age=10, stale-while-revalidate=100, stale-if-error=0"
     good = Answer(body=key_set(ES.jwk()), cache_control=policy)
     with jwks_peer(good) as peer:
@@ -172,7 +202,7 @@ def test_a_success_after_a_failure_restores_stale_while_revalidate(clock: FakeCl
         peer.answer = Answer(status=503, cache_control=None)
         clock.advance(20)
         cache.key("es-1")
-        peer.wait_for(2)
+        failure_recorded(caplog)
         clock.advance(2)  # past the 1 s backoff: this caller waits for the retry, which works
         peer.answer = good
         assert cache.key("es-1").kid == "es-1"
@@ -196,8 +226,22 @@ def test_a_304_with_another_etag_is_not_adopted(clock: FakeClock) -> None:
         # the server now holds set B under "v2": a client that adopted "v2" would get 304s.
         peer.answer = Answer(body=key_set(OTHER.jwk()), cache_control="max-age=10", etag='"v2"')
         clock.advance(2)
-        assert cache.key("es-2").kid == "es-2"
-        assert peer.requests[-1]["if-none-match"] == '"v1"'
+        cache.key("es-1")  # the retry, in the background
+        peer.wait_for(3)
+        assert peer.requests[-1].get("if-none-match") != '"v2"'
+        assert key_once_refreshed(cache, "es-2").kid == "es-2"
+
+
+def key_once_refreshed(cache: KeySetCache, kid: str) -> PublicKey:
+    """`kid`'s key once a background refresh has brought it (a bounded poll)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return cache.key(kid)
+        except KeysUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def test_a_304_with_the_same_tag_weakened_or_not_renews_the_set(clock: FakeClock) -> None:
@@ -364,3 +408,415 @@ def test_an_empty_jwks_uri_is_an_error_not_the_clients_get_jwks() -> None:
     # from_issuer passes the discovery document's jwks_uri, "" when it is missing.
     with pytest.raises(ValueError, match="jwks_uri must be an absolute"):
         KeySetCache(Client("http://127.0.0.1:9"), jwks_uri="")
+
+
+# The second adversarial pass (attack20b): D, E, F, I, A, C, L/O, B, G/H, M.
+
+
+def test_a_304_with_another_etag_drops_the_tag_so_the_retry_is_unconditional(
+    clock: FakeClock,
+) -> None:
+    """D: a peer that answers any If-None-Match with 304 and another tag, and an unconditional
+    GET with 200 and the set: the cache recovers on its first retry."""
+    first = Answer(body=key_set(ES.jwk()), cache_control="max-age=10, stale-if-error=600",
+                   etag='"v1"')  # fmt: skip
+    with jwks_peer(first) as peer:
+        cache = KeySetCache(Client(peer.url, timeout=5), clock=clock)
+        cache.key("es-1")
+        peer.answer = Answer(body=key_set(ES.jwk(), OTHER.jwk()), cache_control="max-age=10",
+                             etag='"v1"', other_304='"v2"')  # fmt: skip
+        clock.advance(20)
+        assert cache.key("es-1").kid == "es-1"  # the refresh failed; the set is within sie
+        peer.wait_for(2)
+        assert peer.requests[1]["if-none-match"] == '"v1"'
+        clock.advance(2)  # past the first backoff: one retry, in the background
+        cache.key("es-1")
+        peer.wait_for(3)
+        assert "if-none-match" not in peer.requests[2]
+        assert key_once_refreshed(cache, "es-2").kid == "es-2"
+        assert peer.count() == 3  # the 200 replaced the set: no refresh for es-2
+
+
+def held_retry(peer: JwksPeer, clock: FakeClock, timeout: float) -> KeySetCache:
+    """A cache whose set is past max-age, within stale-if-error, after a failed refresh."""
+    cache = KeySetCache(Client(peer.url, timeout=timeout), clock=clock)
+    cache.key("es-1")
+    peer.answer = Answer(status=503, cache_control=None)
+    clock.advance(20)
+    assert cache.key("es-1").kid == "es-1"  # waited for the failed refresh, then stale
+    return cache
+
+
+def test_an_unknown_kid_does_not_wait_for_a_retry_in_flight(clock: FakeClock) -> None:
+    """E (1): a server that accepts and never answers; an unknown kid is keys unavailable at
+    once, without waiting for the retry."""
+    policy = "max-age=10, stale-if-error=600"
+    with jwks_peer(Answer(body=key_set(ES.jwk()), cache_control=policy)) as peer:
+        cache = held_retry(peer, clock, timeout=30)
+        peer.answer = Answer(status=503, cache_control=None, hold=True)
+        clock.advance(2)  # past the backoff: the retry starts in the background and hangs
+        assert cache.key("es-1").kid == "es-1"
+        deadline = time.monotonic() + 10
+        while peer.count() < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert peer.count() == 3
+        outcome: list[BaseException] = []
+        answered = threading.Event()
+
+        def call() -> None:
+            try:
+                cache.key("new-key")
+            except Exception as err:
+                outcome.append(err)
+            answered.set()
+
+        threading.Thread(target=call, daemon=True).start()
+        assert answered.wait(5), "the unknown kid waited for the retry in flight"
+        assert isinstance(outcome[0], KeysUnavailableError), outcome
+        assert not peer.release.is_set()
+
+
+def test_an_unknown_kid_within_the_backoff_is_keys_unavailable(clock: FakeClock) -> None:
+    """E (2): after a failed refresh, within its backoff, an unknown kid may be a new key the
+    cache cannot fetch: keys unavailable (503, retry), not invalid; no request."""
+    policy = "max-age=10, stale-if-error=600"
+    with jwks_peer(Answer(body=key_set(ES.jwk()), cache_control=policy)) as peer:
+        cache = held_retry(peer, clock, timeout=5)
+        with pytest.raises(KeysUnavailableError):
+            cache.key("new-key")
+        assert peer.count() == 2
+        assert cache.key("es-1").kid == "es-1"  # a known kid is still answered
+
+
+def tls_peer_context(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context whose certificate a test CA signs, and that CA's file."""
+    ca_file, cert_file, key_file = _certificate(directory)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, ca_file
+
+
+def discovery(issuer: str, jwks_uri: str) -> Answer:
+    """A Connect GET answer of GetOpenIDConfiguration, in protobuf."""
+    document = auth_pb2.GetOpenIDConfigurationResponse(issuer=issuer, jwks_uri=jwks_uri)
+    return Answer(body=document.SerializeToString(), content_type="application/proto")
+
+
+# from_issuer over an https base URL, in a process of its own: pyqwest reads SSL_CERT_FILE when
+# its transport is made. Prints "built" and the jwks_uri, or "refused" and the error.
+FROM_ISSUER = """
+import sys
+from agentrouter_sdk import Client, TokenVerifier
+try:
+    with Client(sys.argv[1], "k-1", timeout=5) as client:
+        verifier = TokenVerifier.from_issuer(sys.argv[2], client=client, audience="svc")
+    print("built", verifier.cache.url)
+except Exception as err:
+    print("refused", type(err).__name__, err)
+"""
+
+
+def from_issuer_in_a_process(ca_file: Path, base_url: str, issuer: str) -> str:
+    env = {**os.environ, "SSL_CERT_FILE": str(ca_file)}
+    argv = [sys.executable, "-c", FROM_ISSUER, base_url, issuer]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
+
+
+def test_discovery_redirected_from_https_to_http_is_refused(tmp_path: Path) -> None:
+    """F: a plaintext hop must not choose the trust anchor."""
+    context, ca_file = tls_peer_context(tmp_path)
+    with jwks_peer(Answer()) as plain:
+        plain.answer = discovery("iss", plain.url + "/jwks")
+        redirect = Answer(status=307, location=plain.url + "/x", cache_control=None)
+        with jwks_peer(redirect, tls=context) as secure:
+            said = from_issuer_in_a_process(ca_file, secure.url, "iss")
+            assert said.startswith("refused AgentRouterError"), said
+            assert secure.count() == 1
+            assert plain.count() == 0, "the redirect to http was followed"
+
+
+def test_an_https_discovery_reaches_its_document(tmp_path: Path) -> None:
+    """The https peer itself works: what the refusal above refuses is the redirect."""
+    context, ca_file = tls_peer_context(tmp_path)
+    with jwks_peer(Answer(), tls=context) as secure:
+        secure.answer = discovery(secure.url, secure.url + "/jwks")
+        said = from_issuer_in_a_process(ca_file, secure.url, secure.url)
+        assert said == f"built {secure.url}/jwks\n", said
+
+
+def test_an_https_issuer_naming_an_http_jwks_uri_is_refused() -> None:
+    """F: an https issuer's keys are fetched over https only."""
+    with jwks_peer(Answer()) as peer:
+        peer.answer = discovery(ISSUER, peer.url + "/jwks")
+        with pytest.raises(ValueError, match="https"):
+            TokenVerifier.from_issuer(ISSUER, client=Client(peer.url), audience=AUDIENCE)
+        peer.answer = discovery("http://issuer.example.test", peer.url + "/jwks")
+        verifier = TokenVerifier.from_issuer(
+            "http://issuer.example.test", client=Client(peer.url), audience=AUDIENCE
+        )
+        assert verifier.cache.url == peer.url + "/jwks"
+
+
+# I: an RSA modulus that is a prime (openssl prime -generate -bits 2048): phi(n) = n - 1, so
+# anyone computes d from the published key.
+PRIME_N = int(
+    "D740C4F90ABD699792CC84AF96E36D2351D9229C133EE6BC6EC8F68372F240C944CFD9156DC9057074D13DE8"
+    "A55BD488B1854C7DBEBB78329B1ED14844F59528D55479E6AEAD584669398D3604E39306CE580912FA117B92"
+    "F24D0B748C89DB26E9657B4D6EF6A4F07872D36BCFF4FFCE8A4D8ECFA2EB54DE796E555B1B188D53F3BE11C2"
+    "2FB2C360D8CA84CC46C710703973A11C64FEBDCC33883AEBE88D4E450A016D4A1ED6ED57F4CDB894976E4286"
+    "38BD90033EFEFCF657800C54381482BD6CD67197F1E69D84ECDBEF245951239D44DB3BE65FF49C8E371F4F1C"
+    "08E99E69FE1652F6C1A9EED42F12848D8CEAE8A8AFE81FB13BDAC726C246E7A939B24271",
+    16,
+)
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def prime_signed(claims: dict[str, Any]) -> str:
+    """A token RS256-"signed" for the prime modulus with d = e^-1 mod (n - 1)."""
+    signing_input = f"{b64({'alg': 'RS256', 'kid': 'weak'})}.{b64(claims)}".encode()
+    size = (PRIME_N.bit_length() + 7) // 8
+    digest = SHA256_DIGEST_INFO + hashlib.sha256(signing_input).digest()
+    encoded = b"\x00\x01" + b"\xff" * (size - len(digest) - 3) + b"\x00" + digest
+    d = pow(65537, -1, PRIME_N - 1)
+    signature = pow(int.from_bytes(encoded, "big"), d, PRIME_N).to_bytes(size, "big")
+    assert pow(int.from_bytes(signature, "big"), 65537, PRIME_N) == int.from_bytes(encoded, "big")
+    return f"{signing_input.decode()}.{b64(signature)}"
+
+
+def test_an_rsa_key_whose_modulus_is_prime_is_refused(clock: FakeClock) -> None:
+    assert list(parse_key_set(key_set(rsa_member(PRIME_N, 65537), ES.jwk()))) == ["es-1"]
+    body = key_set(rsa_member(PRIME_N, 65537), ES.jwk())
+    with jwks_peer(Answer(body=body, cache_control="max-age=60")) as peer:
+        verifier = verifier_over(peer, clock)
+        with pytest.raises(InvalidTokenError):
+            verifier.verify(prime_signed(CLAIMS))
+        assert verifier.verify(ES.sign(CLAIMS))["sub"] == "user-1"
+
+
+def test_an_rsa_key_of_two_primes_is_kept() -> None:
+    rs = new_key("rs-1", "RS256")
+    assert list(parse_key_set(key_set(rs.jwk(), ES.jwk()))) == ["rs-1", "es-1"]
+
+
+def test_a_malformed_rsa_key_leaves_the_rest_of_the_set_usable(clock: FakeClock) -> None:
+    """A: one RSA key with n "A" is skipped; the good key verifies."""
+    junk = {"kty": "RSA", "n": "A", "e": "AQAB", "kid": "junk", "alg": "RS256"}
+    with jwks_peer(Answer(body=key_set(ES.jwk(), junk), cache_control="max-age=60")) as peer:
+        assert verifier_over(peer, clock).verify(ES.sign(CLAIMS))["sub"] == "user-1"
+
+
+def signed_parts(header: bytes, payload: bytes) -> str:
+    """A token of exactly these header and payload bytes, signed by ES."""
+    signing_input = f"{b64(header)}.{b64(payload)}"
+    signature = jwt.get_algorithm_by_name("ES256").sign(signing_input.encode(), ES.private)
+    return f"{signing_input}.{b64(signature)}"
+
+
+HEADER = json.dumps({"alg": "ES256", "kid": "es-1"}).encode()
+PAYLOAD = json.dumps(CLAIMS).encode()
+UNREADABLE_TOKENS = {
+    "header UTF-16": (HEADER.decode().encode("utf-16-le"), PAYLOAD),
+    "payload UTF-16": (HEADER, PAYLOAD.decode().encode("utf-16")),
+    "header with a BOM": (b"\xef\xbb\xbf" + HEADER, PAYLOAD),
+    "payload with a BOM": (HEADER, b"\xef\xbb\xbf" + PAYLOAD),
+    "payload with a trailing }": (HEADER, PAYLOAD + b"}"),
+    "payload with a trailing ]": (HEADER, PAYLOAD + b"]"),
+    "header with a trailing }": (HEADER + b"}", PAYLOAD),
+    "payload not UTF-8": (HEADER, PAYLOAD[:-1] + b', "x": "u\xff"}'),
+    "header not UTF-8": (HEADER[:-1] + b', "x": "u\xff"}', PAYLOAD),
+    "header with b64": (HEADER[:-1] + b', "b64": false}', PAYLOAD),
+    "header with b64 true": (HEADER[:-1] + b', "b64": true}', PAYLOAD),
+}
+
+
+@pytest.mark.parametrize("parts", UNREADABLE_TOKENS.values(), ids=UNREADABLE_TOKENS.keys())
+def test_a_part_not_one_strict_utf8_json_object_is_an_invalid_token(
+    peer: JwksPeer, clock: FakeClock, parts: tuple[bytes, bytes]
+) -> None:
+    """C: each part is exactly one JSON object in strict UTF-8 (no BOM); no b64 header."""
+    verifier = verifier_over(peer, clock)
+    assert verifier.verify(signed_parts(HEADER, PAYLOAD))["sub"] == "user-1"
+    with pytest.raises(InvalidTokenError):
+        verifier.verify(signed_parts(*parts))
+
+
+def test_trailing_whitespace_and_duplicate_members_are_read_as_json_reads_them(
+    peer: JwksPeer, clock: FakeClock
+) -> None:
+    """JSON allows whitespace after the object; a repeated member: the last wins (json)."""
+    verifier = verifier_over(peer, clock)
+    assert verifier.verify(signed_parts(HEADER + b" \n", PAYLOAD + b"\n"))["sub"] == "user-1"
+    twice = PAYLOAD[:-1] + b', "sub": "user-2"}'
+    assert verifier.verify(signed_parts(HEADER, twice))["sub"] == "user-2"
+
+
+GOOD_SET = key_set(ES.jwk())
+UNREADABLE_SETS = {
+    "a BOM": b"\xef\xbb\xbf" + GOOD_SET,
+    "UTF-16": GOOD_SET.decode().encode("utf-16"),
+    "UTF-16LE": GOOD_SET.decode().encode("utf-16-le"),
+    "invalid UTF-8 in a member": GOOD_SET[:-1] + b', "x": "\xff"}',
+    "deep nesting in a member": GOOD_SET[:-1] + b', "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+}
+
+
+@pytest.mark.parametrize("body", UNREADABLE_SETS.values(), ids=UNREADABLE_SETS.keys())
+def test_a_set_not_strict_utf8_json_is_an_error_of_the_fetch(clock: FakeClock, body: bytes) -> None:
+    """L: the body is strict UTF-8 JSON without a BOM; deep nesting is an error, no crash."""
+    with pytest.raises(ValueError, match="not a JSON JWK Set"):
+        parse_key_set(body)
+    with jwks_peer(Answer(body=body)) as peer:
+        cache = KeySetCache(Client(peer.url, timeout=5), clock=clock)
+        with pytest.raises(KeysUnavailableError, match="not a JSON JWK Set"):
+            cache.kids()
+
+
+def respelled(member: dict[str, Any], name: str, how: str) -> dict[str, Any]:
+    value = member[name]
+    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    if how == "padded":
+        spelled = base64.urlsafe_b64encode(raw).decode()
+    elif how == "standard":
+        spelled = base64.b64encode(raw).decode().rstrip("=")
+    else:  # a leading zero byte: one byte longer than the curve's size
+        spelled = b64(b"\x00" + raw)
+    return {**member, name: spelled, "kid": "odd"}
+
+
+def with_marks(member: dict[str, Any], name: str) -> dict[str, Any]:
+    """`member` with its `name` respelled until it has the marks of the other alphabet."""
+    for _ in range(200):
+        if any(mark in base64.b64encode(base64.urlsafe_b64decode(member[name] + "==")).decode()
+               for mark in "+/"):  # fmt: skip
+            return respelled(member, name, "standard")
+        member = new_key(member["kid"], member["alg"]).jwk()
+    raise AssertionError("no key with + or / found")
+
+
+RSA_KEY = new_key("rs-1", "RS256")
+ODD_SPELLINGS = {
+    "EC x padded": lambda: respelled(OTHER.jwk(), "x", "padded"),
+    "EC y padded": lambda: respelled(OTHER.jwk(), "y", "padded"),
+    "EC x standard alphabet": lambda: with_marks(OTHER.jwk(), "x"),
+    "EC y standard alphabet": lambda: with_marks(OTHER.jwk(), "y"),
+    "EC x of 33 bytes": lambda: respelled(OTHER.jwk(), "x", "long"),
+    "EC x of 31 bytes": lambda: {**OTHER.jwk(), "kid": "odd", "x": b64(bytes(31))},
+    "Ed25519 x padded": lambda: respelled(ED.jwk(), "x", "padded"),
+    "Ed25519 x standard alphabet": lambda: with_marks(ED.jwk(), "x"),
+    "RSA n padded": lambda: respelled(RSA_KEY.jwk(), "n", "padded"),
+    "RSA n standard alphabet": lambda: with_marks(RSA_KEY.jwk(), "n"),
+    "RSA e padded": lambda: {**RSA_KEY.jwk(), "kid": "odd", "e": "AQAB="},
+    "use null": lambda: {**OTHER.jwk(), "kid": "odd", "use": None},
+    "use enc": lambda: {**OTHER.jwk(), "kid": "odd", "use": "enc"},
+    "use empty": lambda: {**OTHER.jwk(), "kid": "odd", "use": ""},
+}
+
+
+@pytest.mark.parametrize("make", ODD_SPELLINGS.values(), ids=ODD_SPELLINGS.keys())
+def test_a_key_spelled_oddly_is_skipped(make: Any) -> None:
+    """O: base64url members unpadded, in their alphabet, of the curve's size; use sig or none."""
+    assert list(parse_key_set(key_set(make(), ES.jwk()))) == ["es-1"]
+
+
+def test_certificate_members_neither_make_nor_unmake_a_key() -> None:
+    keys = parse_key_set(key_set(OTHER.jwk(x5c=["garbage"], x5t="x"), ES.jwk()))
+    assert list(keys) == ["es-2", "es-1"]
+    assert list(parse_key_set(key_set({**OTHER.jwk(), "use": "sig"}))) == ["es-2"]
+    no_use = {k: v for k, v in OTHER.jwk().items() if k != "use"}
+    assert list(parse_key_set(key_set(no_use))) == ["es-2"]
+
+
+# B: Cache-Control, one grammar; the same table in the three SDKs (None: no header).
+D = 300
+CACHE_CONTROL_TABLE = [
+    ("max-age=60", 60, 0, 0),
+    ('max-age="60"', 60, 0, 0),
+    ('max-age="60"x', D, 0, 0),
+    ('a"b, max-age=86400, c"d, max-age=5', 86400, 0, 0),
+    ("max-age=60, max-age=5", 60, 0, 0),
+    ("max-age=60, stale-while-revalidate=600, stale-while-revalidate=5", 60, 600, 0),
+    ("max-age=60, stale-if-error=600, stale-if-error=x", 60, 0, 600),
+    ("max-age=60, must-revalidate, stale-if-error=600, stale-while-revalidate=30", 60, 0, 0),
+    ("no-store, stale-while-revalidate=86400", 0, 0, 0),
+    ("no-cache, stale-if-error=86400", 0, 0, 0),
+    ("MAX-AGE=60, Stale-If-Error=10", 60, 0, 10),
+    ("max-age=-1", D, 0, 0),
+    ("max-age=99999999999999999999999", 86400, 0, 0),
+    ('ext="a, max-age=86400", max-age=5', 5, 0, 0),
+    ("max-age=60, stale-if-error=99999999999", 60, 0, 31536000),
+    (None, D, 0, 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "max_age", "swr", "sie"),
+    CACHE_CONTROL_TABLE,
+    ids=[str(r[0]) for r in CACHE_CONTROL_TABLE],
+)
+def test_cache_control_table(value: str | None, max_age: int, swr: int, sie: int) -> None:
+    fresh, present = parse_cache_control([] if value is None else [value])
+    assert (fresh.max_age, fresh.stale_while_revalidate, fresh.stale_if_error) == (
+        max_age, swr, sie,
+    )  # fmt: skip
+    assert present == (value is not None)
+
+
+def test_proxy_revalidate_also_disables_stale_use() -> None:
+    fresh, _ = parse_cache_control(["max-age=60, proxy-revalidate, stale-if-error=600"])
+    assert (fresh.max_age, fresh.stale_if_error) == (60, 0)
+
+
+def test_must_revalidate_makes_a_failed_refresh_fail_closed_at_max_age(clock: FakeClock) -> None:
+    policy = "max-age=10, must-revalidate, stale-if-error=600"
+    with jwks_peer(Answer(body=key_set(ES.jwk()), cache_control=policy)) as peer:
+        cache = KeySetCache(Client(peer.url, timeout=5), clock=clock)
+        cache.key("es-1")
+        peer.answer = Answer(status=503, cache_control=None)
+        clock.advance(11)
+        with pytest.raises(KeysUnavailableError):
+            cache.key("es-1")
+
+
+# G/H: a jwks_uri that is not plainly one URL is refused at construction.
+
+
+@pytest.mark.parametrize(
+    "jwks_uri",
+    [" http://h/jwks", "http://h/jwks ", "http://h/jw\nks", "http://h/jw\tks", "\thttp://h/jwks",
+     "http://h/jw\x00ks", "http://h/jw\x7fks", "http://h/jw\x85ks", "http:\\\\h\\jwks",
+     "http://h\\jwks", "http:h/jwks", "http:///jwks", "http://h/j wks"],
+)  # fmt: skip
+def test_a_jwks_uri_with_spaces_controls_backslashes_or_no_host_is_refused(jwks_uri: str) -> None:
+    with pytest.raises(ValueError, match="jwks_uri"):
+        KeySetCache(Client("http://127.0.0.1:1"), jwks_uri=jwks_uri)
+
+
+def test_a_discovered_jwks_uri_with_a_newline_is_refused() -> None:
+    with jwks_peer(Answer()) as peer:
+        peer.answer = discovery(ISSUER, "https://h/jw\nks")
+        with pytest.raises(ValueError, match="jwks_uri"):
+            TokenVerifier.from_issuer(ISSUER, client=Client(peer.url), audience=AUDIENCE)
+
+
+# M: ages on a monotonic clock, claims on the wall clock.
+
+
+def test_ages_follow_the_monotonic_clock_and_claims_the_wall_clock(
+    peer: JwksPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wall clock stepped back an hour keeps no set fresh an hour longer."""
+    wall, mono = FakeClock(), FakeClock(1000.0)
+    monkeypatch.setattr(time, "time", wall)
+    monkeypatch.setattr(time, "monotonic", mono)
+    verifier = TokenVerifier(KeySetCache(Client(peer.url, timeout=5)), issuer=ISSUER,
+                             audience=AUDIENCE)  # fmt: skip
+    assert verifier.verify(ES.sign(CLAIMS))["sub"] == "user-1"
+    wall.advance(-3600)
+    mono.advance(61)  # max-age=60 is over, whatever the wall clock says
+    verifier.verify(ES.sign({**CLAIMS, "iat": START - 3600}))
+    assert peer.count() == 2
+    wall.advance(3600 + 361)  # exp + leeway is read on the wall clock
+    with pytest.raises(InvalidTokenError, match="expired"):
+        verifier.verify(ES.sign(CLAIMS))
+    assert peer.count() == 2

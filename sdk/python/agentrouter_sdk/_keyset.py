@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import re
@@ -55,6 +56,8 @@ _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 _MIN_RSA_BITS = 2048
 
 _LOG = logging.getLogger("agentrouter_sdk")
+# What no jwks_uri may hold: urlsplit would drop or keep it where another parser does not.
+_UNSAFE_IN_URL = re.compile(r"[\s\x00-\x1f\x7f-\x9f\\]")
 # A URL's query and fragment, in an error's text.
 _URL_TAIL = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#()]*)[?#][^\s()]*")
 
@@ -97,68 +100,61 @@ class Freshness:
 
 
 def parse_cache_control(lines: Iterable[str]) -> tuple[Freshness, bool]:
-    """The directives the cache follows, and whether there was a Cache-Control at all. max-age
-    is capped at 24 h and is 300 s when missing or unreadable; no-cache and no-store make it 0.
-    A missing or unreadable stale-while-revalidate or stale-if-error is 0."""
-    max_age: float | None = None
-    swr = sie = 0.0
-    no_cache = present = False
+    """The directives the cache follows, and whether there was a Cache-Control at all. The
+    first occurrence of each directive wins. max-age is capped at 24 h and is 300 s when
+    missing or not delta-seconds; stale-while-revalidate and stale-if-error are capped at a
+    year and are 0 when missing or not delta-seconds. no-cache and no-store make all three 0;
+    must-revalidate and proxy-revalidate make the two stale ones 0 (RFC 9111 §4.2.4, §5.2.2)."""
+    seen: dict[str, str] = {}
+    present = False
     for line in lines:
         present = True
         for name, value in _directives(line):
-            match name:
-                case "max-age":
-                    seconds = _delta_seconds(value)
-                    if seconds is not None and max_age is None:
-                        max_age = seconds
-                case "stale-while-revalidate":
-                    swr = _delta_seconds(value) or 0.0
-                case "stale-if-error":
-                    sie = _delta_seconds(value) or 0.0
-                case "no-cache" | "no-store":
-                    no_cache = True
-    if no_cache:
+            seen.setdefault(name, value)
+    max_age = _delta_seconds(seen["max-age"]) if "max-age" in seen else None
+    swr = _delta_seconds(seen.get("stale-while-revalidate", "")) or 0.0
+    sie = _delta_seconds(seen.get("stale-if-error", "")) or 0.0
+    if seen.keys() & {"no-cache", "no-store", "must-revalidate", "proxy-revalidate"}:
+        swr = sie = 0.0
+    if seen.keys() & {"no-cache", "no-store"}:
         max_age = 0.0
     elif max_age is None:
         max_age = _DEFAULT_MAX_AGE
     return Freshness(min(max_age, _MAX_MAX_AGE), swr, sie), present
 
 
+# A token (RFC 9110 §5.6.2), and a directive's value spelled as one or as a quoted-string.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r'[ \t]*(?:([!#$%&\'*+.^_`|~0-9A-Za-z-]+)|"((?:[^"\\]|\\.)*)")[ \t]*(?=,|$)')
+
+
 def _directives(line: str) -> Iterator[tuple[str, str]]:
-    """The directives of one Cache-Control field line as (lowercase name, value), by the list
-    and quoted-string grammar of RFC 9110 §5.6: a comma within a quoted value does not split,
-    and a backslash quotes the character after it."""
+    """The well-formed directives of one Cache-Control field line, as (lowercase name, value),
+    by the list grammar of RFC 9110 §5.6.1: `token [ "=" ( token / quoted-string ) ]`, a
+    quoted-string only as the whole value right after "=" (a comma inside it does not split;
+    a backslash quotes the character after it). A malformed directive (a name that is not a
+    token, `max-age="60"x`, an unterminated quote) is skipped up to the next comma."""
     i, size = 0, len(line)
     while i < size:
         end = i
         while end < size and line[end] not in ",=":
             end += 1
-        name, value = line[i:end].strip().lower(), ""
+        name = line[i:end].strip(" \t")
+        value: str | None = ""
         i = end
         if i < size and line[i] == "=":
-            i += 1
-            while i < size and line[i] in " \t":
-                i += 1
-            if i < size and line[i] == '"':
-                i += 1
-                quoted: list[str] = []
-                while i < size and line[i] != '"':
-                    if line[i] == "\\" and i + 1 < size:
-                        i += 1
-                    quoted.append(line[i])
-                    i += 1
-                value = "".join(quoted)
-                i += 1
-                while i < size and line[i] != ",":  # nothing may follow a quoted value
-                    i += 1
+            found = _VALUE.match(line, i + 1)
+            if found is None:
+                value = None
+                i = line.find(",", i)
+                i = size if i < 0 else i
             else:
-                end = i
-                while end < size and line[end] != ",":
-                    end += 1
-                value, i = line[i:end].strip(), end
+                token, quoted = found.group(1, 2)
+                value = token if token is not None else re.sub(r"\\(.)", r"\1", quoted)
+                i = found.end()
         i += 1  # the comma
-        if name:
-            yield name, value
+        if value is not None and _TOKEN.fullmatch(name):
+            yield name.lower(), value
 
 
 def _delta_seconds(value: str) -> float | None:
@@ -174,10 +170,12 @@ def _delta_seconds(value: str) -> float | None:
 
 def parse_key_set(body: bytes) -> dict[str, PublicKey]:
     """The usable keys of an RFC 7517 JWK Set, by kid. ValueError when the body is not one (not
-    JSON, no "keys" array), holds more than MAX_JWKS_KEYS keys, or has no usable key. Unusable
-    keys are skipped; the first of two keys with one kid is kept. Errors never quote the body."""
-    try:
-        document = json.loads(body)
+    JSON in strict UTF-8 without a BOM, no "keys" array), holds more than MAX_JWKS_KEYS keys, or
+    has no usable key. Unusable keys are skipped; the first of two keys with one kid is kept; of
+    a member named twice in one object, the last is read (as json does). Errors never quote
+    the body."""
+    try:  # strict UTF-8 (RFC 8259 §8.1): no BOM, no UTF-16; deep nesting is an error too
+        document = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
         raise ValueError(f"the answer ({len(body)} bytes) is not a JSON JWK Set") from None
     members = document.get("keys") if isinstance(document, dict) else None
@@ -200,18 +198,21 @@ def parse_key_set(body: bytes) -> dict[str, PublicKey]:
 
 def _usable_key(member: object) -> PublicKey | None:
     """The key `member` is, if usable: a kid, no private member, an algorithm of the allow-list
-    with its key type and curve, use "sig" or none, a valid public key."""
+    with its key type and curve, no `use` or use "sig", its numbers in unpadded base64url (EC
+    coordinates and the Ed25519 x of the curve's size), a valid public key. Certificate members
+    (x5c, x5t, ...) are not read."""
     if not isinstance(member, dict) or any(name in member for name in _PRIVATE_MEMBERS):
         return None
-    texts = {name: member.get(name) for name in ("kid", "kty", "crv", "alg", "use")}
+    texts = {name: member.get(name) for name in ("kid", "kty", "crv", "alg")}
     kid, alg = texts["kid"], texts["alg"]
     if (
         any(value is not None and not isinstance(value, str) for value in texts.values())
         or not isinstance(kid, str)
         or not kid
-        or texts["use"] not in (None, "sig")
+        or member.get("use", "sig") != "sig"
         or not isinstance(alg, str)
         or (texts["kty"], texts["crv"]) != ALLOWED_KEYS.get(alg)
+        or not _members_spelled_right(member, alg)
     ):
         return None
     try:
@@ -225,12 +226,59 @@ def _usable_key(member: object) -> PublicKey | None:
     return PublicKey(kid, alg, jwk)
 
 
+# A JWK's number: base64url without padding (RFC 7518 §6), of a length some bytes can have.
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+# The members that hold numbers, by algorithm, with the size in bytes each must have (None:
+# any; RFC 7518 §6.2.1.2 and RFC 8037 §2 fix the EC coordinates' and Ed25519's).
+_NUMBERS: dict[str, dict[str, int | None]] = {
+    "ES256": {"x": 32, "y": 32},
+    "RS256": {"n": None, "e": None},
+    "EdDSA": {"x": 32},
+}
+
+
+def _members_spelled_right(member: dict[str, Any], alg: str) -> bool:
+    """Whether each number of the key is unpadded base64url of the size its curve fixes."""
+    for name, size in _NUMBERS[alg].items():
+        value = member.get(name)
+        if not isinstance(value, str) or not _BASE64URL.fullmatch(value) or len(value) % 4 == 1:
+            return False
+        if size is not None and len(value) * 3 // 4 != size:
+            return False
+    return True
+
+
 def _strong_rsa(key: object) -> bool:
-    """An RSA public key of at least 2048 bits whose exponent is odd and at least 3."""
+    """An RSA public key of at least 2048 bits whose exponent is odd and at least 3, and whose
+    modulus is not a prime (with n prime, phi(n) = n - 1 and anyone computes d)."""
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size < _MIN_RSA_BITS:
         return False
-    e = key.public_numbers().e
-    return e >= 3 and e % 2 == 1
+    numbers = key.public_numbers()
+    return numbers.e >= 3 and numbers.e % 2 == 1 and not _probably_prime(numbers.n)
+
+
+@functools.lru_cache(maxsize=2 * MAX_JWKS_KEYS)
+def _probably_prime(n: int) -> bool:
+    """Miller-Rabin with the first prime bases: a prime always passes, so a prime modulus is
+    always refused; an RSA modulus (p·q) fails at the first base but for a negligible chance.
+    Memoized by n: one round costs about 35 ms for 2,048 bits, 170 ms for 4,096 (Python's
+    pow), and a set's keys are read again on every refresh that brings it."""
+    if n % 2 == 0:
+        return n == 2
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d, s = d // 2, s + 1
+    for base in (2, 3, 5, 7):
+        x = pow(base, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
 
 
 # Ed25519 (RFC 8032 §5.1): the field's prime, the curve's d, and a square root of -1.
@@ -309,20 +357,24 @@ class KeySetCache:
     """The key set that verifies tokens, kept as the server's HTTP caching says: fresh for the
     answer's max-age (at most 24 h; 300 s when missing; 0 with no-cache or no-store), then
     revalidated with If-None-Match (a 304 keeps the set and restarts its age; a 304 with
-    another ETag is a failed refresh). Within stale-while-revalidate after max-age it answers
+    another ETag, by the weak comparison, is a failed refresh that drops the cached ETag, so the
+    retry is an unconditional GET). Within stale-while-revalidate after max-age it answers
     from the cached set and refreshes once in the background; beyond that, callers wait for one
     shared refresh. Once a refresh has failed, stale-if-error after max-age alone bounds the
     use of the cached set (logged once per streak of failures; retried after 1 s, doubling up
     to 60 s, in the background while the set may be used); beyond it, KeysUnavailableError.
     No redirect is followed: a 3xx is a failed refresh. A kid the set lacks causes one shared
-    refresh, at most one per `unknown_kid_cooldown` seconds. Logs and errors name the URL
+    refresh, at most one per `unknown_kid_cooldown` seconds; while refreshes are failing it is
+    a KeysUnavailableError at once. Logs and errors name the URL
     without its query or fragment.
 
     The set comes from `client`'s GetJWKS (a Connect GET answered in JSON, with the client's
     API key and timeout), or from `jwks_uri` (the API key is sent only when that URL has the
     client's origin). An answer larger than `max_bytes` (decompressed), of more than 256 keys,
-    or not a JWK Set is an error and never replaces the cached set. `clock` (seconds, default
-    time.time) is for tests. Makes no network call until the first lookup; thread-safe."""
+    or not a JWK Set is an error and never replaces the cached set. Ages, backoff and cooldown
+    are measured on time.monotonic, and `clock` (time.time) is the wall clock a verifier reads;
+    a `clock` given (a test's fake, in seconds) drives both. Makes no network call until the
+    first lookup; thread-safe."""
 
     def __init__(
         self,
@@ -331,7 +383,7 @@ class KeySetCache:
         jwks_uri: str | None = None,
         unknown_kid_cooldown: float = DEFAULT_UNKNOWN_KID_COOLDOWN,
         max_bytes: int = DEFAULT_JWKS_MAX_BYTES,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if not unknown_kid_cooldown >= 0:
@@ -342,10 +394,11 @@ class KeySetCache:
             raise ValueError(f"max_bytes must be a positive number of bytes, got {max_bytes!r}")
         url, api_key = client.base_url + CONNECT_GET_JWKS, client._api_key
         if jwks_uri is not None:
-            parts = _url_parts(jwks_uri)
+            parts = None if _UNSAFE_IN_URL.search(jwks_uri) else _url_parts(jwks_uri)
             if parts is None:
                 raise ValueError(
-                    "jwks_uri must be an absolute http:// or https:// URL without credentials"
+                    "jwks_uri must be an absolute http:// or https:// URL with a host, without "
+                    "credentials, whitespace, control characters or backslashes"
                 )
             if parts != _url_parts(client.base_url):
                 api_key = None
@@ -355,7 +408,10 @@ class KeySetCache:
         self._timeout = client.timeout
         self._max_bytes = max_bytes
         self._cooldown = float(unknown_kid_cooldown)
-        self.clock = clock
+        # Ages, backoff and cooldown on a monotonic clock, which no wall-clock step moves; the
+        # wall clock is the verifier's, for exp, nbf and iat. A test's clock drives both.
+        self.clock = clock if clock is not None else time.time
+        self._monotonic = clock if clock is not None else time.monotonic
         self._logger = logger if logger is not None else _LOG
         self._safe_url = _without_query(url)
         # No redirect is followed: a 3xx is a failed fetch, whatever origin it names (the set
@@ -381,9 +437,10 @@ class KeySetCache:
         self._unknown_at: float | None = None  # the last refresh caused by an unknown kid
 
     def key(self, kid: str) -> PublicKey:
-        """The key whose kid is `kid`. A kid the cached set lacks causes one refresh (shared by
-        every concurrent caller, at most one per cooldown); a kid still unknown is an
-        InvalidTokenError. KeysUnavailableError when no usable set can be had."""
+        """The key whose kid is `kid`. A kid the cached set lacks waits for a refresh in flight,
+        or causes one (at most one per cooldown); a kid still unknown is an InvalidTokenError.
+        KeysUnavailableError when no usable set can be had, and at once for a kid the set lacks
+        while refreshes are failing."""
         keys, refreshed = self._current()
         found = keys.get(kid)
         if found is not None:
@@ -391,12 +448,18 @@ class KeySetCache:
         if refreshed:
             raise _unknown_kid()
         with self._lock:
+            if self._failing:
+                # The kid may be a new key the cache cannot fetch now: retry later, at once,
+                # never held for a retry in flight (a hung server would hold every such caller).
+                raise KeysUnavailableError(
+                    f"the token's kid is not in the cached set, and the set could not be "
+                    f"refreshed: {self._last_error}"
+                )
             flight = self._flight
             if flight is None:
-                now = self.clock()
+                now = self._monotonic()
                 last = self._unknown_at
-                in_cooldown = last is not None and now - last < self._cooldown
-                if in_cooldown or not self._may_retry(now):
+                if last is not None and now - last < self._cooldown:
                     raise _unknown_kid()
                 self._unknown_at = now
                 flight = self._start()
@@ -420,7 +483,7 @@ class KeySetCache:
         """The set to use now, after a refresh if it needs one; True when this call waited for
         a refresh that succeeded."""
         with self._lock:
-            now = self.clock()
+            now = self._monotonic()
             if self._keys is None:
                 if not self._may_retry(now):
                     raise KeysUnavailableError(self._last_error)
@@ -445,7 +508,7 @@ class KeySetCache:
         with self._lock:
             if flight.error is None and self._keys is not None:
                 return self._keys, True
-            return self._stale(self.clock()), False
+            return self._stale(self._monotonic()), False
 
     def _stale(self, now: float) -> dict[str, PublicKey]:
         """The cached set if it may still be used after a failure (within stale-if-error after
@@ -501,14 +564,17 @@ class KeySetCache:
         """Keep what a refresh brought; the error when a 304 came with no set cached."""
         if not answer.not_modified:
             self._keys, self._etag = answer.keys, answer.etag
-            self._fetched, self._fresh = self.clock(), answer.fresh
+            self._fetched, self._fresh = self._monotonic(), answer.fresh
             return None
         if self._keys is None:
             return "the server answered 304 Not Modified, but no set is cached"
         if answer.etag and answer.etag.removeprefix("W/") != self._etag.removeprefix("W/"):
-            # weak comparison (RFC 9110 §8.8.3.2): a compressing proxy may weaken a tag
+            # weak comparison (RFC 9110 §8.8.3.2): a compressing proxy may weaken a tag. The
+            # cached tag is dropped, so the retry is an unconditional GET whose 200 brings the
+            # set again: else every retry would send it and get the same 304, for ever.
+            self._etag = ""
             return "the server answered 304 Not Modified with another ETag than the cached set's"
-        self._fetched = self.clock()
+        self._fetched = self._monotonic()
         if answer.has_cache_control:
             self._fresh = answer.fresh
         return None
@@ -535,7 +601,7 @@ class KeySetCache:
             )
         else:
             self._backoff = min(2 * self._backoff, _MAX_BACKOFF)
-        self._retry_at, self._last_error = self.clock() + self._backoff, error
+        self._retry_at, self._last_error = self._monotonic() + self._backoff, error
 
     def _fetch(self, etag: str) -> _Answer:
         """One GET of the set (conditional when an ETag is known), and its answer read."""
@@ -605,9 +671,10 @@ def _url_parts(url: str) -> tuple[str, str, int] | None:
 
 
 def _json_object(data: bytes) -> dict[str, Any] | None:
-    """`data` as a JSON object, or None."""
+    """`data` as one JSON object in strict UTF-8 (no BOM, no UTF-16 or UTF-32, nothing but
+    whitespace after it), or None. Of a member named twice, the last is read (as json does)."""
     try:
-        value = json.loads(data)
+        value = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

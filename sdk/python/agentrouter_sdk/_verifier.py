@@ -8,9 +8,9 @@ import binascii
 import logging
 import math
 import re
-import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from agentrouter_sdk._client import Client
 from agentrouter_sdk._keyset import (
@@ -26,8 +26,9 @@ from agentrouter_sdk._keyset import (
 DEFAULT_LEEWAY = 60.0
 # A longer token is refused before anything is decoded.
 _MAX_TOKEN_BYTES = 64 << 10
-# Header members refused: a key or certificate pointing elsewhere, critical extensions, JWE.
-_REFUSED_HEADERS = ("jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "enc", "zip")
+# Header members refused: a key or certificate pointing elsewhere, critical extensions, an
+# unencoded payload (RFC 7797 b64, which other libraries apply), JWE.
+_REFUSED_HEADERS = ("jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64", "enc", "zip")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*", re.ASCII)
 
 
@@ -72,14 +73,15 @@ class TokenVerifier:
         api_key: str | None = None,
         unknown_kid_cooldown: float = DEFAULT_UNKNOWN_KID_COOLDOWN,
         max_bytes: int = DEFAULT_JWKS_MAX_BYTES,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         logger: logging.Logger | None = None,
     ) -> TokenVerifier:
         """A verifier of `issuer`'s tokens: discovers it through `client`'s
         GetOpenIDConfiguration (a Client of `issuer` with `api_key` when None), checks that the
         document's `issuer` is exactly `issuer`, and keeps its `jwks_uri` in a KeySetCache.
-        AgentRouterError when discovery fails; ValueError when the document names another
-        issuer or an unusable jwks_uri."""
+        AgentRouterError when discovery fails (a redirect from https to http is refused);
+        ValueError when the document names another issuer, an unusable jwks_uri, or, for an
+        https issuer, a jwks_uri that is not https."""
         if not issuer:
             raise ValueError("issuer is required: the URL that tokens carry as iss")
         own = client is None
@@ -91,6 +93,8 @@ class TokenVerifier:
                 discovery.close()
         if document.issuer != issuer:
             raise ValueError("the discovery document names another issuer")
+        if _scheme(issuer) == "https" and _scheme(document.jwks_uri) != "https":
+            raise ValueError("the discovery document of an https issuer names a jwks_uri not https")
         try:
             cache = KeySetCache(
                 discovery,
@@ -113,7 +117,8 @@ class TokenVerifier:
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of `token` once it verifies. The algorithm is the one its key declares,
         from ES256, RS256 and EdDSA, and the header's alg must equal it; a header with jwk, jku,
-        x5u, x5c, x5t or crit, a token without kid, anything but a 3-part JWS are refused.
+        x5u, x5c, x5t, crit or b64, a token without kid, anything but a 3-part JWS, a header or
+        payload that is not one JSON object in strict UTF-8 are refused.
         InvalidTokenError when it does not verify; KeysUnavailableError when no keys could be
         had. Errors never quote the token."""
         parts = _parts(token)
@@ -159,6 +164,13 @@ class TokenVerifier:
             raise InvalidTokenError("the iss claim is not the expected issuer")
         if self._audience is not None and not _has_audience(claims.get("aud"), self._audience):
             raise InvalidTokenError("the aud claim does not hold the expected audience")
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:
+        return ""
 
 
 def _parts(token: object) -> list[str]:

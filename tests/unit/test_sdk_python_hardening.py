@@ -488,6 +488,28 @@ def test_an_unknown_kid_within_the_backoff_is_keys_unavailable(clock: FakeClock)
         assert cache.key("es-1").kid == "es-1"  # a known kid is still answered
 
 
+def test_an_unknown_kid_past_the_backoff_of_a_fresh_set_starts_a_background_retry(
+    clock: FakeClock,
+) -> None:
+    """E: else, with the set fresh, nothing would retry and a new key stayed unknown (keys
+    unavailable) until max-age."""
+    with jwks_peer(Answer(body=key_set(ES.jwk()), cache_control="max-age=3600")) as peer:
+        cache = KeySetCache(Client(peer.url, timeout=5), clock=clock, unknown_kid_cooldown=0)
+        cache.key("es-1")
+        peer.answer = Answer(status=503, cache_control=None)
+        with pytest.raises(KeysUnavailableError):
+            cache.key("ed-1")  # its refresh failed
+        with pytest.raises(KeysUnavailableError):
+            cache.key("ed-1")  # within the backoff: at once, no request
+        assert peer.count() == 2
+        peer.answer = Answer(body=key_set(ES.jwk(), ED.jwk()), cache_control="max-age=3600")
+        clock.advance(2)  # past the 1 s backoff; the set is still fresh
+        with pytest.raises(KeysUnavailableError):
+            cache.key("ed-1")  # answered at once, while the retry it started runs
+        assert key_once_refreshed(cache, "ed-1").kid == "ed-1"
+        assert peer.count() == 3
+
+
 def tls_peer_context(directory: Path) -> tuple[ssl.SSLContext, Path]:
     """A server context whose certificate a test CA signs, and that CA's file."""
     ca_file, cert_file, key_file = _certificate(directory)
@@ -747,12 +769,20 @@ CACHE_CONTROL_TABLE = [
     ("max-age=60, stale-if-error=99999999999", 60, 0, 31536000),
     (None, D, 0, 0),
 ]
+# Beyond the shared table (the TypeScript SDK tests the same ones).
+CACHE_CONTROL_MORE = [
+    ("max-age=60, proxy-revalidate, stale-if-error=600, stale-while-revalidate=30", 60, 0, 0),
+    ('no-cache="set-cookie", max-age=60, stale-if-error=600', 0, 0, 0),
+    ("  max-age=60 ,\tstale-if-error=10  ", 60, 0, 10),
+    ('max-age="60', D, 0, 0),
+    ("max-age=x, max-age=60", D, 0, 0),
+]
 
 
 @pytest.mark.parametrize(
     ("value", "max_age", "swr", "sie"),
-    CACHE_CONTROL_TABLE,
-    ids=[str(r[0]) for r in CACHE_CONTROL_TABLE],
+    CACHE_CONTROL_TABLE + CACHE_CONTROL_MORE,
+    ids=[str(r[0]) for r in CACHE_CONTROL_TABLE + CACHE_CONTROL_MORE],
 )
 def test_cache_control_table(value: str | None, max_age: int, swr: int, sie: int) -> None:
     fresh, present = parse_cache_control([] if value is None else [value])

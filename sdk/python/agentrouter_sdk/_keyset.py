@@ -451,6 +451,9 @@ class KeySetCache:
             if self._failing:
                 # The kid may be a new key the cache cannot fetch now: retry later, at once,
                 # never held for a retry in flight (a hung server would hold every such caller).
+                # Past the backoff, a retry starts in the background (a fresh set starts none).
+                if self._may_retry(self._monotonic()):
+                    self._start()
                 raise KeysUnavailableError(
                     f"the token's kid is not in the cached set, and the set could not be "
                     f"refreshed: {self._last_error}"

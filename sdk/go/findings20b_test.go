@@ -117,6 +117,32 @@ func TestCacheUnknownKidWhileRefreshesFailIsKeysUnavailableAtOnce(t *testing.T) 
 	}
 }
 
+// E. While refreshes fail and the set is still fresh, an unknown kid past the backoff starts a
+// retry in the background (it answers keys unavailable at once): without it, a new key would
+// stay unknown until the set's max-age ran out.
+func TestCacheUnknownKidPastTheBackoffOfAFreshSetStartsARetry(t *testing.T) {
+	t.Parallel()
+	key, next := newSigningKey(t, "ES256"), newSigningKey(t, "ES256")
+	o := newOrigin(t, key)
+	o.set(func() { o.cacheControl = "max-age=60" })
+	clock := newFakeClock()
+	cache := o.cache(t, clock)
+	mustKey(t, cache, key.kid)
+	o.set(func() { o.status, o.body = http.StatusServiceUnavailable, []byte("down") })
+	// The set is fresh: an unknown kid refreshes (the cooldown allows one), which fails.
+	if _, err := cache.Key(context.Background(), next.kid); !errors.Is(err, agentrouter.ErrKeysUnavailable) {
+		t.Fatalf("unknown kid, refresh failing: %v, want ErrKeysUnavailable", err)
+	}
+	waitFor(t, "the refresh ends", cache.Idle)
+	o.publish(t, key, next)        // the server answers again, with the new key
+	clock.Advance(5 * time.Second) // past the backoff, within max-age and the unknown-kid cooldown
+	if _, err := cache.Key(context.Background(), next.kid); !errors.Is(err, agentrouter.ErrKeysUnavailable) {
+		t.Errorf("unknown kid while failing: %v, want ErrKeysUnavailable at once", err)
+	}
+	waitFor(t, "a retry in the background", func() bool { return o.requests.Load() == 3 && cache.Idle() })
+	mustKey(t, cache, next.kid) // the retry brought the new key
+}
+
 // A. One malformed key is skipped, never the whole set: an RSA key with n "A" beside a good one.
 func TestCacheMalformedRSAKeyDoesNotSpoilTheSet(t *testing.T) {
 	t.Parallel()

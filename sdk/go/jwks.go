@@ -34,12 +34,17 @@ type freshness struct {
 func parseCacheControl(lines []string) (fresh freshness, present bool) {
 	maxAge, swr, sie := time.Duration(-1), time.Duration(-1), time.Duration(-1)
 	noCache, noStale := false, false
+	seen := map[*time.Duration]bool{} // the first occurrence of a directive counts, valid or not
 	for _, line := range lines {
 		for _, part := range splitList(line) {
 			name, value, _ := strings.Cut(strings.TrimSpace(part), "=")
 			value, ok := unquote(strings.TrimSpace(value))
 			first := func(into *time.Duration) {
-				if seconds, valid := parseSeconds(value); ok && valid && *into < 0 {
+				if seen[into] {
+					return
+				}
+				seen[into] = true
+				if seconds, valid := parseSeconds(value); ok && valid {
 					*into = seconds
 				}
 			}

@@ -214,7 +214,11 @@ func (c *KeySetCache) Key(ctx context.Context, kid string) (PublicKey, error) {
 	if c.failing {
 		// The last refresh failed: the kid may be a new key the cache cannot fetch now. "Keys
 		// unavailable" at once (the caller may retry later); never wait for a retry, which may
-		// hang for the client's whole timeout.
+		// hang for the client's whole timeout. Past the backoff it starts one in the
+		// background: while the set is fresh nothing else would, and the kid may be new.
+		if c.flight == nil && c.mayRetryLocked(c.now()) {
+			c.startLocked()
+		}
 		err := c.lastErr
 		c.mu.Unlock()
 		return PublicKey{}, fmt.Errorf("%w: the token's kid is not in the cached set, and the set could not be refreshed: %w", ErrKeysUnavailable, err)

@@ -763,6 +763,8 @@ CACHE_CONTROL_TABLE = [
     ("no-store, stale-while-revalidate=86400", 0, 0, 0),
     ("no-cache, stale-if-error=86400", 0, 0, 0),
     ("MAX-AGE=60, Stale-If-Error=10", 60, 0, 10),
+    ("max-age=x, max-age=60", 300, 0, 0),
+    ("max-age = 60", 60, 0, 0),
     ("max-age=-1", D, 0, 0),
     ("max-age=99999999999999999999999", 86400, 0, 0),
     ('ext="a, max-age=86400", max-age=5', 5, 0, 0),

@@ -510,8 +510,8 @@ function cacheDirectives(header: string): [string, string][] {
     i++; // the comma
     const text = element.trim();
     const eq = text.indexOf("=");
-    const name = eq < 0 ? text : text.slice(0, eq);
-    const value = quoted ?? (eq < 0 ? "" : text.slice(eq + 1));
+    const name = eq < 0 ? text : text.slice(0, eq).trimEnd(); // whitespace around "=" tolerated
+    const value = quoted ?? (eq < 0 ? "" : text.slice(eq + 1).trimStart());
     if (malformed || !TOKEN.test(name) || (eq >= 0 && quoted === undefined && !TOKEN.test(value))) {
       continue;
     }

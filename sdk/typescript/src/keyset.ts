@@ -440,17 +440,26 @@ function networkReason(err: unknown): string {
 
 /**
  * @internal Reads the directives this cache follows from a Cache-Control header, in
- * milliseconds. The first occurrence of each directive wins. max-age is capped at 24 h and is
+ * milliseconds, by the grammar the three SDKs share (README, Client SDKs). The header is either
+ * its field lines, each parsed alone and their directives taken in order, or one string: what
+ * fetch's `Headers.get` returns, the field lines joined with ", " (the Fetch standard's
+ * "combine"), which is read as one line. The two differ only when a line ends inside an
+ * unterminated quoted string: joined, it runs on over the lines after it.
+ *
+ * The first well-formed occurrence of each directive wins. max-age is capped at 24 h and is
  * 300 s when missing or not delta-seconds; stale-while-revalidate and stale-if-error are capped
  * at a year and are 0 when missing or not delta-seconds. no-cache and no-store make max-age 0;
  * they, must-revalidate and proxy-revalidate forbid stale use (RFC 9111 §4.2.4, §5.2.2.2): both
  * stale directives count as 0.
  */
-export function parseCacheControl(header: string | null): Freshness {
+export function parseCacheControl(header: string | readonly string[] | null): Freshness {
+  const lines = header === null ? [] : typeof header === "string" ? [header] : header;
   const first = new Map<string, string>();
-  for (const [name, value] of cacheDirectives(header ?? "")) {
-    const lower = name.toLowerCase();
-    if (!first.has(lower)) first.set(lower, value);
+  for (const line of lines) {
+    for (const [name, value] of cacheDirectives(line)) {
+      const lower = name.toLowerCase();
+      if (!first.has(lower)) first.set(lower, value);
+    }
   }
   const seconds = (name: string): number | undefined => {
     const value = first.get(name);
@@ -469,53 +478,73 @@ export function parseCacheControl(header: string | null): Freshness {
 /** RFC 9110 §5.6.2 token characters. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
+/** Only spaces and tabs are whitespace here (RFC 9110 §5.6.3 OWS, BWS). */
+const BLANKS = /^[ \t]*$/;
+
+/** The text without its leading and trailing spaces and tabs (in linear time: no regex). */
+function trimBlanks(text: string): string {
+  let start = 0;
+  let end = text.length;
+  while (start < end && (text[start] === " " || text[start] === "\t")) start++;
+  while (end > start && (text[end - 1] === " " || text[end - 1] === "\t")) end--;
+  return text.slice(start, end);
+}
+
 /**
- * The well-formed directives of a Cache-Control header by the RFC 9110 §5.6.1 list grammar:
- * elements split on commas, each `token [ "=" ( token / quoted-string ) ]` with optional
- * whitespace around it. A quoted string opens only as the whole value right after "=" (its
- * commas start no element; its quoted pairs are resolved). An element of any other form, such
- * as `max-age="60"x` or `a"b`, is skipped.
+ * The well-formed directives of one Cache-Control field line, in order (RFC 9110 §5.6.1 list,
+ * §5.6.4 quoted-string). The line splits into elements at commas outside quoted strings; a
+ * quoted string opens only when `"` is the first non-blank after an element's first "=", its
+ * backslash escapes the next character, and unterminated it runs to the end of the line. An
+ * element, trimmed of spaces and tabs, is a directive only as `name`, `name BWS "=" BWS token`
+ * or `name BWS "=" BWS quoted-string` (then only blanks after the closing quote): any other
+ * element (`max-age=`, `no-cache="`, `max-age="60"x`, `a"b`) is skipped, as if absent.
  */
-function cacheDirectives(header: string): [string, string][] {
+function cacheDirectives(line: string): [string, string][] {
   const directives: [string, string][] = [];
   let i = 0;
-  while (i < header.length) {
-    let element = "";
-    let quoted: string | undefined;
-    let malformed = false;
-    while (i < header.length && header[i] !== ",") {
-      if (header[i] === "=" && quoted === undefined && header[i + 1] === '"' && !element.includes("=")) {
-        element += "=";
-        i += 2; // past '="'
+  while (i <= line.length) {
+    const start = i;
+    let eq = -1; // where the element's first "=" is
+    let quoted: string | undefined; // a quoted value's content, escapes resolved
+    let closed = false;
+    let afterQuote = -1; // where the element's text after a closed quoted string starts
+    while (i < line.length && line[i] !== ",") {
+      if (eq < 0 && line[i] === "=") {
+        eq = i++;
+        while (i < line.length && (line[i] === " " || line[i] === "\t")) i++;
+        if (line[i] !== '"') continue;
+        i++; // past the opening quote
         quoted = "";
-        let closed = false;
-        while (i < header.length) {
-          const c = header[i++];
-          if (c === '"') {
+        while (i < line.length) {
+          const q = line.charAt(i++);
+          if (q === '"') {
             closed = true;
             break;
           }
-          if (c === "\\" && i < header.length) {
-            quoted += header[i++];
-          } else {
-            quoted += c;
-          }
+          quoted += q === "\\" && i < line.length ? line.charAt(i++) : q;
         }
-        if (!closed) malformed = true;
+        afterQuote = i;
         continue;
       }
-      if (quoted !== undefined && header[i] !== " " && header[i] !== "\t") malformed = true;
-      element += header[i++];
+      i++;
     }
-    i++; // the comma
-    const text = element.trim();
-    const eq = text.indexOf("=");
-    const name = eq < 0 ? text : text.slice(0, eq).trimEnd(); // whitespace around "=" tolerated
-    const value = quoted ?? (eq < 0 ? "" : text.slice(eq + 1).trimStart());
-    if (malformed || !TOKEN.test(name) || (eq >= 0 && quoted === undefined && !TOKEN.test(value))) {
+    const end = i;
+    i++; // past the comma
+    const element = line.slice(start, end);
+    if (BLANKS.test(element)) continue; // an empty element
+    if (eq < 0) {
+      const name = trimBlanks(element);
+      if (TOKEN.test(name)) directives.push([name, ""]);
       continue;
     }
-    directives.push([name, value]);
+    const name = trimBlanks(line.slice(start, eq));
+    if (!TOKEN.test(name)) continue;
+    if (quoted === undefined) {
+      const value = trimBlanks(line.slice(eq + 1, end));
+      if (TOKEN.test(value)) directives.push([name, value]);
+    } else if (closed && BLANKS.test(line.slice(afterQuote, end))) {
+      directives.push([name, quoted]);
+    }
   }
   return directives;
 }

@@ -404,3 +404,49 @@ test("B: beyond the shared table: proxy-revalidate allows no stale use; no-cache
     );
   }
 });
+
+// S: THE GRAMMAR of Cache-Control shared by the three SDKs, at its edges: BWS around "=" before a
+// quoted value too; a quoted string opens only as the first non-blank after the first "=" and,
+// unterminated, runs to the end of the line; a malformed element (no-cache and no-store
+// included) is skipped as if absent; only spaces and tabs are trimmed; each line alone.
+test("S: the Cache-Control grammar at its edges (malformed elements, quoted strings, whitespace, lines)", () => {
+  const cases: [string | string[], number, number, number][] = [
+    ['max-age= "60"', 60, 0, 0],
+    ['max-age =\t"60" \t, stale-if-error=5', 60, 0, 5],
+    ['no-cache= "x", max-age=60', 0, 0, 0],
+    ['no-store=", max-age=5', D, 0, 0],
+    ["no-cache=, max-age=60", 60, 0, 0],
+    ["no-store =, max-age=60", 60, 0, 0],
+    ["max-age =,,max-age=0060", 60, 0, 0],
+    ["must-revalidate =6 0, stale-if-error= 60", D, 0, 60],
+    ["max-age=60\u00a0", D, 0, 0],
+    ["\u00a0max-age=60", D, 0, 0],
+    ["max-age=60\v", D, 0, 0],
+    ["max-age=\u0661, max-age=60", 60, 0, 0],
+    ['max-age="\u0661", max-age=60', D, 0, 0],
+    ["max-age, max-age=60", D, 0, 0],
+    ['max-age="6\\0"', 60, 0, 0],
+    ['max-age="60" x, max-age=5', 5, 0, 0],
+    ['max-age="60" \t', 60, 0, 0],
+    ["max-age=a=b, max-age=60", 60, 0, 0],
+    ['max-age=6"0", max-age=7', 7, 0, 0],
+    ['ext=x "y, max-age=7', 7, 0, 0],
+    ['ext="a\\", max-age=7', D, 0, 0],
+    ['"max-age=60"', D, 0, 0],
+    ["max-age = 60 ; x", D, 0, 0],
+    ['private=", ,no-cache', D, 0, 0],
+    ['ext="a', D, 0, 0],
+    [['ext="a', "max-age=60"], 60, 0, 0],
+    [["max-age=5", "max-age=60, no-cache"], 0, 0, 0],
+    [["max-age=5, stale-if-error=7", "max-age=60, stale-if-error=9"], 5, 0, 7],
+  ];
+  const wrong: string[] = [];
+  for (const [header, maxAge, swr, sie] of cases) {
+    const got = parseCacheControl(header);
+    const seconds = [got.maxAge / 1000, got.staleWhileRevalidate / 1000, got.staleIfError / 1000];
+    if (seconds.join() !== [maxAge, swr, sie].join()) {
+      wrong.push(`${JSON.stringify(header)}: got ${seconds.join()}, want ${[maxAge, swr, sie].join()}`);
+    }
+  }
+  assert.deepEqual(wrong, []);
+});

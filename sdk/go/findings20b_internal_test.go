@@ -14,39 +14,48 @@ import (
 )
 
 // B. Cache-Control by one grammar, the same table in the three SDKs: header value → max-age,
-// stale-while-revalidate, stale-if-error in seconds (-1: the 300 s default).
+// stale-while-revalidate, stale-if-error in seconds (ccDefault: the 300 s default). TestCacheControlTable
+// and TestCacheControlOfCorpus read it.
+// ccDefault in a row's max-age: the 300 s default.
+const ccDefault = -1
+
+var cacheControlTable = []struct {
+	header           string
+	maxAge, swr, sie int64
+}{
+	{`max-age=60`, 60, 0, 0},
+	{`max-age="60"`, 60, 0, 0},
+	{`max-age="60"x`, ccDefault, 0, 0},
+	{`a"b, max-age=86400, c"d, max-age=5`, 86400, 0, 0},
+	{`max-age=60, max-age=5`, 60, 0, 0},
+	{`max-age=60, stale-while-revalidate=600, stale-while-revalidate=5`, 60, 600, 0},
+	{`max-age=60, stale-if-error=600, stale-if-error=x`, 60, 0, 600},
+	{`max-age=60, must-revalidate, stale-if-error=600, stale-while-revalidate=30`, 60, 0, 0},
+	{`no-store, stale-while-revalidate=86400`, 0, 0, 0},
+	{`no-cache, stale-if-error=86400`, 0, 0, 0},
+	{`MAX-AGE=60, Stale-If-Error=10`, 60, 0, 10},
+	{`max-age=x, max-age=60`, 300, 0, 0},
+	{`max-age = 60`, 60, 0, 0},
+	{`max-age=-1`, ccDefault, 0, 0},
+	{`max-age=99999999999999999999999`, 86400, 0, 0},
+	{`ext="a, max-age=86400", max-age=5`, 5, 0, 0},
+	{`max-age=60, stale-if-error=99999999999`, 60, 0, 31536000},
+	{"(no header)", ccDefault, 0, 0},
+}
+
+// cacheControlTableLines is a row's header as field lines: none for "(no header)".
+func cacheControlTableLines(header string) []string {
+	if header == "(no header)" {
+		return nil
+	}
+	return []string{header}
+}
+
 func TestCacheControlTable(t *testing.T) {
-	const d = -1
-	for _, tc := range []struct {
-		header           string
-		maxAge, swr, sie int64
-	}{
-		{`max-age=60`, 60, 0, 0},
-		{`max-age="60"`, 60, 0, 0},
-		{`max-age="60"x`, d, 0, 0},
-		{`a"b, max-age=86400, c"d, max-age=5`, 86400, 0, 0},
-		{`max-age=60, max-age=5`, 60, 0, 0},
-		{`max-age=60, stale-while-revalidate=600, stale-while-revalidate=5`, 60, 600, 0},
-		{`max-age=60, stale-if-error=600, stale-if-error=x`, 60, 0, 600},
-		{`max-age=60, must-revalidate, stale-if-error=600, stale-while-revalidate=30`, 60, 0, 0},
-		{`no-store, stale-while-revalidate=86400`, 0, 0, 0},
-		{`no-cache, stale-if-error=86400`, 0, 0, 0},
-		{`MAX-AGE=60, Stale-If-Error=10`, 60, 0, 10},
-		{`max-age=x, max-age=60`, 300, 0, 0},
-		{`max-age = 60`, 60, 0, 0},
-		{`max-age=-1`, d, 0, 0},
-		{`max-age=99999999999999999999999`, 86400, 0, 0},
-		{`ext="a, max-age=86400", max-age=5`, 5, 0, 0},
-		{`max-age=60, stale-if-error=99999999999`, 60, 0, 31536000},
-		{"(no header)", d, 0, 0},
-	} {
-		var lines []string
-		if tc.header != "(no header)" {
-			lines = []string{tc.header}
-		}
-		got, _ := parseCacheControl(lines)
+	for _, tc := range cacheControlTable {
+		got, _ := parseCacheControl(cacheControlTableLines(tc.header))
 		want := freshness{maxAge: time.Duration(tc.maxAge) * time.Second, staleWhileRevalidate: time.Duration(tc.swr) * time.Second, staleIfError: time.Duration(tc.sie) * time.Second}
-		if tc.maxAge == d {
+		if tc.maxAge == ccDefault {
 			want.maxAge = defaultMaxAge
 		}
 		if got != want {

@@ -25,30 +25,35 @@ type freshness struct {
 }
 
 // parseCacheControl reads the directives this cache follows from the Cache-Control header
-// lines (present: there was at least one), by the RFC 9110 §5.6 list grammar: a directive
-// whose value is malformed (`max-age="60"x`, `max-age=-1`) is ignored, and of each directive
-// the first well-formed occurrence counts. max-age is capped at 24 h, and is 300 s when
-// missing; no-cache and no-store make it 0. stale-while-revalidate and stale-if-error are 0
-// when missing, capped at a year, and 0 with no-cache, no-store, must-revalidate or
+// lines (present: there was at least one), by the grammar the three SDKs share (README, Client
+// SDKs; RFC 9110 §5.6): each line is split into elements (splitList); an element that is not a
+// well-formed directive (directive) is skipped as if absent, whatever its name. Of max-age,
+// stale-while-revalidate and stale-if-error the first well-formed occurrence counts; one whose
+// value is not delta-seconds (`max-age=x`, a bare `max-age`) makes it invalid: max-age is then
+// 300 s, a stale window 0. max-age is capped at 24 h, and is 300 s when missing; no-cache and
+// no-store (with any value) make it 0. stale-while-revalidate and stale-if-error are 0 when
+// missing, capped at a year, and 0 with no-cache, no-store, must-revalidate or
 // proxy-revalidate, which forbid serving a stale answer (RFC 9111 §4.2.4, §5.2.2.2).
 func parseCacheControl(lines []string) (fresh freshness, present bool) {
 	maxAge, swr, sie := time.Duration(-1), time.Duration(-1), time.Duration(-1)
 	noCache, noStale := false, false
-	seen := map[*time.Duration]bool{} // the first occurrence of a directive counts, valid or not
+	seen := map[*time.Duration]bool{} // the first well-formed occurrence counts, valid or not
 	for _, line := range lines {
-		for _, part := range splitList(line) {
-			name, value, _ := strings.Cut(strings.TrimSpace(part), "=")
-			value, ok := unquote(strings.TrimSpace(value))
+		for _, element := range splitList(line) {
+			name, value, ok := directive(element)
+			if !ok {
+				continue
+			}
 			first := func(into *time.Duration) {
 				if seen[into] {
 					return
 				}
 				seen[into] = true
-				if seconds, valid := parseSeconds(value); ok && valid {
+				if seconds, valid := parseSeconds(value); valid {
 					*into = seconds
 				}
 			}
-			switch strings.ToLower(strings.TrimSpace(name)) {
+			switch strings.ToLower(name) {
 			case "max-age":
 				first(&maxAge)
 			case "stale-while-revalidate":
@@ -75,56 +80,112 @@ func parseCacheControl(lines []string) (fresh freshness, present bool) {
 	return fresh, len(lines) > 0
 }
 
-// splitList splits a header line by the RFC 9110 §5.6.1 list grammar: at the commas outside
-// quoted strings. A quoted string (§5.6.4, where a backslash escapes the next byte) opens only
-// as a value, right after '='; an unterminated one runs to the end of the line.
+// splitList splits a header line into its elements at the commas outside quoted strings. A
+// quoted string (where a backslash escapes the next byte) opens only when '"' is the first byte
+// after the element's first '=' that is not a space or tab, and ends at the next unescaped '"';
+// an unterminated one runs to the end of the line. The elements are not trimmed.
 func splitList(line string) []string {
+	const (
+		name   = iota // before the element's first '='
+		equals        // after it, before anything but spaces and tabs
+		value         // in a value that is not a quoted string, or after one
+		quoted        // in a quoted string
+	)
 	var parts []string
-	start, quoted, escaped := 0, false, false
+	start, state := 0, name
 	for i := 0; i < len(line); i++ {
-		switch c := line[i]; {
-		case escaped:
-			escaped = false
-		case quoted && c == '\\':
-			escaped = true
-		case quoted && c == '"':
-			quoted = false
-		case !quoted && c == '"' && i > 0 && line[i-1] == '=':
-			quoted = true
-		case c == ',' && !quoted:
+		c := line[i]
+		switch state {
+		case quoted:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				state = value
+			}
+			continue
+		case equals:
+			if c == '"' {
+				state = quoted
+				continue
+			}
+			if c != ' ' && c != '\t' {
+				state = value
+			}
+		case name:
+			if c == '=' {
+				state = equals
+				continue
+			}
+		}
+		if c == ',' {
 			parts = append(parts, line[start:i])
-			start = i + 1
+			start, state = i+1, name
 		}
 	}
 	return append(parts, line[start:])
 }
 
-// unquote returns a directive's value without its quotes and escapes when it is one whole
-// quoted string, or as it is when it has no quote; ok is false when it is malformed (a quote
-// that does not make the whole value one quoted string).
-func unquote(value string) (string, bool) {
-	if !strings.Contains(value, `"`) {
-		return value, true
+// directive reads one element of a list: ok only when, trimmed of spaces and tabs, it is
+// `name`, `name BWS "=" BWS token` or `name BWS "=" BWS quoted-string` (RFC 9110 §5.6.2,
+// §5.6.4; name and token are one or more tchar). value is the token, or the quoted string's
+// content with its escapes resolved; "" for a bare name. Anything else (an empty element, an
+// empty value, an unterminated quoted string, a byte after the closing quote, any other
+// character) is not a directive.
+func directive(element string) (name, value string, ok bool) {
+	element = strings.Trim(element, " \t")
+	n := tcharPrefix(element)
+	name, rest := element[:n], element[n:]
+	if name == "" {
+		return "", "", false
 	}
-	if len(value) < 2 || value[0] != '"' {
-		return "", false
+	if rest == "" {
+		return name, "", true
+	}
+	rest = strings.TrimLeft(rest, " \t")
+	if rest == "" || rest[0] != '=' {
+		return "", "", false
+	}
+	rest = strings.TrimLeft(rest[1:], " \t")
+	if rest == "" {
+		return "", "", false
+	}
+	if rest[0] != '"' {
+		if tcharPrefix(rest) != len(rest) {
+			return "", "", false
+		}
+		return name, rest, true
 	}
 	var b strings.Builder
-	for i := 1; i < len(value); i++ {
-		switch value[i] {
+	for i := 1; i < len(rest); i++ {
+		switch rest[i] {
 		case '\\':
-			if i+1 >= len(value) {
-				return "", false
+			if i+1 == len(rest) {
+				return "", "", false
 			}
 			i++
-			b.WriteByte(value[i])
+			b.WriteByte(rest[i])
 		case '"':
-			return b.String(), i == len(value)-1
+			if i != len(rest)-1 { // only spaces and tabs, trimmed above, may follow
+				return "", "", false
+			}
+			return name, b.String(), true
 		default:
-			b.WriteByte(value[i])
+			b.WriteByte(rest[i])
 		}
 	}
-	return "", false
+	return "", "", false // unterminated
+}
+
+// tcharPrefix is the length of s's leading run of tchar (RFC 9110 §5.6.2): ASCII letters,
+// digits and !#$%&'*+-.^_`|~.
+func tcharPrefix(s string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return i
+		}
+	}
+	return len(s)
 }
 
 // parseSeconds reads a delta-seconds value (RFC 9111 §1.2.2): digits only; a value too large

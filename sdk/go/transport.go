@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode"
 
 	"connectrpc.com/connect"
 )
@@ -17,7 +18,8 @@ import (
 // [WithMaxResponseBytes] sets another bound.
 const DefaultMaxResponseBytes = 4 << 20
 
-// maxRedirects is net/http's own default policy: stop after 10 redirects.
+// maxRedirects is net/http's own default policy: stop after 10 redirects (the 10th is refused,
+// so at most 9 are followed).
 const maxRedirects = 10
 
 // sdkHTTPClient is a copy of the user's client (the user's stays untouched) whose redirect
@@ -40,9 +42,13 @@ func sdkHTTPClient(user *http.Client, maxBytes int64) *http.Client {
 // carries no Authorization. net/http itself drops Authorization only when the host name
 // changes, so a redirect to the same host on another port would carry it. net/http copies the
 // first request's headers into each redirect before calling the policy, so a redirect back to
-// the first origin carries it again.
+// the first origin carries it again. A Location holding a backslash, a control character or
+// whitespace is refused whatever the policy (ambiguousLocation).
 func sameOriginCredentials(policy func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
 	return func(req *http.Request, via []*http.Request) error {
+		if req.Response != nil && ambiguousLocation(req.Response.Header.Get("Location")) {
+			return fmt.Errorf("refused a redirect to %q: a backslash, control character or whitespace in its Location", req.Response.Header.Get("Location"))
+		}
 		if policy != nil {
 			if err := policy(req, via); err != nil {
 				return err
@@ -58,6 +64,22 @@ func sameOriginCredentials(policy func(*http.Request, []*http.Request) error) fu
 		}
 		return nil
 	}
+}
+
+// ambiguousLocation is whether a redirect's Location (net/http follows the first one) holds a
+// backslash, a control character (C0, DEL, C1) or whitespace (Unicode White_Space): URL parsers
+// disagree on what such a URL names (a WHATWG parser ends an http URL's authority at a
+// backslash and drops tabs, an RFC 3986 one does neither), so the origin the API key is kept
+// for could be another than the one connected to. net/url and net/http refuse some of them
+// already (a control byte, a backslash in the userinfo), not all (a backslash or a space in the
+// path, a no-break space). Bytes that are not UTF-8 are left to net/url, which escapes them.
+func ambiguousLocation(location string) bool {
+	for _, r := range location {
+		if r == '\\' || unicode.IsControl(r) || unicode.IsSpace(r) {
+			return true
+		}
+	}
+	return false
 }
 
 // origin is scheme://host:port with the scheme's default port made explicit.

@@ -45,6 +45,10 @@ const PRIVATE_MEMBERS = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
 /** RSA keys below 2048 bits are skipped (RFC 7518 §3.3). */
 const MIN_RSA_BITS = 2048;
+/** RSA keys over 4096 bits are skipped, as the Go SDK's go-jose does (MaxRSAModulusBits): no
+ * issuer uses more, and the modulus's prime test costs about 8 times more at every doubling of
+ * the size (a 16384-bit n takes seconds). */
+const MAX_RSA_BITS = 4096;
 
 /** A usable key of the set: its kid, the algorithm it declares, and the key itself. */
 export interface PublicKey {
@@ -606,7 +610,9 @@ async function parseKey(member: unknown): Promise<PublicKey | undefined> {
       const n = base64UrlMember(member["n"]);
       const e = base64UrlMember(member["e"]);
       if (n === undefined || e === undefined) return undefined;
-      if (bitLength(n) < MIN_RSA_BITS || !usableRsaExponent(e) || isProbablePrime(n)) return undefined;
+      const bits = bitLength(n);
+      if (bits < MIN_RSA_BITS || bits > MAX_RSA_BITS || !usableRsaExponent(e)) return undefined;
+      if (await isProbablePrime(n)) return undefined;
     }
     if (alg === "ES256") {
       // RFC 7518 §6.2.1.2: each coordinate is the full size of the curve's field, 32 bytes.
@@ -670,12 +676,15 @@ const MAX_PRIME_VERDICTS = 1024;
  * pseudoprime to base 2) is no modulus RSA key generation makes, so refusing it too costs
  * nothing, while every round is a modular exponentiation the size of n, on the thread that
  * verifies (in pure BigInt, as the SDK runs in browsers too). Memoized by n: the set is read
- * again at every refresh.
+ * again at every refresh. Each test not memoized first lets the event loop run (timers, I/O):
+ * a set of many fresh keys (256 × 4096 bits: seconds) never blocks it longer than one key's
+ * test (about 0.1 s at 4096 bits).
  */
-function isProbablePrime(modulus: Uint8Array): boolean {
+async function isProbablePrime(modulus: Uint8Array): Promise<boolean> {
   const key = encodeBase64Url(modulus);
   const known = primeVerdicts.get(key);
   if (known !== undefined) return known;
+  await yieldToEventLoop();
   const n = toBigInt(modulus);
   let verdict = true;
   if (n < 2n || n % 2n === 0n) {
@@ -692,6 +701,16 @@ function isProbablePrime(modulus: Uint8Array): boolean {
   if (primeVerdicts.size >= MAX_PRIME_VERDICTS) primeVerdicts.clear();
   primeVerdicts.set(key, verdict);
   return verdict;
+}
+
+/** A promise settled once the event loop has run its pending timers and I/O: setImmediate in
+ * Node.js, a zero-delay timer in browsers. */
+function yieldToEventLoop(): Promise<void> {
+  const immediate = (globalThis as { setImmediate?: (callback: () => void) => unknown }).setImmediate;
+  return new Promise((resolve) => {
+    if (immediate !== undefined) immediate(resolve);
+    else setTimeout(resolve, 0);
+  });
 }
 
 /** One Miller–Rabin round: n - 1 = d·2^r, d odd. */

@@ -6,7 +6,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createHash, generatePrimeSync } from "node:crypto";
+import { createHash, generatePrimeSync, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 
 import { GetOpenIDConfigurationResponseSchema } from "../src/gen/tars/auth/v1/auth_pb.js";
+import { parseKeySet } from "../src/keyset.js";
 import {
   Client,
   InvalidTokenError,
@@ -417,6 +418,35 @@ test("I: an RSA key whose modulus is prime is skipped; a token signed with d = e
   const token = `${input}.${bigToB64(signature, 256)}`;
   await assert.rejects(verifierOver(cache).verify(token), InvalidTokenError, "the forged token verified");
   await assert.rejects(cache.key("prime-n"), InvalidTokenError, "the prime-n key was not skipped");
+});
+
+/** An RSA JWK whose n is a fresh random odd number of exactly `bits` bits (a composite, as a
+ * hostile server would send: it costs the prime test as much as a real modulus). */
+function randomRsaJwk(kid: string, bits: number): Record<string, unknown> {
+  const bytes = randomBytes(Math.ceil(bits / 8));
+  const top = bits % 8 === 0 ? 8 : bits % 8;
+  bytes[0] = ((bytes[0] ?? 0) & ((1 << top) - 1)) | (1 << (top - 1)); // exactly `bits` bits
+  bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) | 1; // odd
+  return { kty: "RSA", kid, alg: "RS256", use: "sig", n: bytes.toString("base64url"), e: "AQAB" };
+}
+
+function jwksBody(keys: unknown[]): ArrayBuffer {
+  const bytes = Buffer.from(JSON.stringify({ keys }));
+  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+}
+
+test("R: RSA keys over 4096 bits are skipped, as in Go (go-jose MaxRSAModulusBits); a 4096-bit key is kept", async () => {
+  const keys = [randomRsaJwk("rsa-4096", 4096), randomRsaJwk("rsa-4097", 4097), randomRsaJwk("rsa-8192", 8192)];
+  assert.deepEqual([...(await parseKeySet(jwksBody(keys))).keys()], ["rsa-4096"]);
+});
+
+test("R: the event loop runs between the RSA keys' prime tests: a timer set while a set of 8 fresh 4096-bit keys is read fires before the set is read", async () => {
+  const keys = Array.from({ length: 8 }, (_, i) => randomRsaJwk(`rsa-${i}`, 4096));
+  const order: string[] = [];
+  const parsed = parseKeySet(jwksBody(keys)).then((set) => order.push(`parsed ${set.size}`));
+  const timer = new Promise<void>((resolve) => setTimeout(() => resolve(void order.push("timer")), 0));
+  await Promise.all([parsed, timer]);
+  assert.deepEqual(order, ["timer", "parsed 8"]);
 });
 
 test("J: a client timeout of 2^31 ms or more is clamped (setTimeout would fire after 1 ms)", async () => {

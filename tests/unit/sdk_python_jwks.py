@@ -101,6 +101,8 @@ class JwksPeer:
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
     answered: threading.Event = field(default_factory=threading.Event)
+    # Answers given before `answer`, one a request, in order.
+    first: list[Answer] = field(default_factory=list)
 
     def count(self) -> int:
         with self.lock:
@@ -132,7 +134,7 @@ def jwks_peer(answer: Answer, tls: ssl.SSLContext | None = None) -> Iterator[Jwk
                 peer.requests.append(
                     {"path": self.path, **{k.lower(): v for k, v in self.headers.items()}}
                 )
-                now = peer.answer
+                now = peer.first.pop(0) if peer.first else peer.answer
             if now.hold:
                 peer.release.wait(30)
             asked = self.headers.get("if-none-match")

@@ -3,7 +3,9 @@ parts, redirects, stale-while-revalidate past a failed refresh, a 304 with anoth
 server within stale-if-error, weak keys, URL queries in logs, and Cache-Control edge cases; and
 of its second pass (attack20b): a 304's tag dropped, unknown kids while refreshes fail, https
 discovery, prime moduli, strict UTF-8 JSON, key member spellings, one Cache-Control grammar,
-jwks_uri spellings and a monotonic clock for ages."""
+jwks_uri spellings and a monotonic clock for ages; and of its third (attack20c): a redirect's
+origin judged on the URL it reaches, Go's redirect limits, RSA keys of at most 4096 bits and
+the Cache-Control grammar to the letter."""
 
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ from typing import Any
 
 import jwt
 import pytest
+from connectrpc.errors import ConnectError
+from pyqwest import Headers, SyncRequest, SyncResponse
 
 from agentrouter_sdk import (
+    AgentRouterError,
     Client,
     InvalidTokenError,
     KeySetCache,
@@ -33,6 +38,7 @@ from agentrouter_sdk import (
     TokenVerifier,
 )
 from agentrouter_sdk._keyset import parse_cache_control, parse_key_set
+from agentrouter_sdk._transport import RedirectTransport, redirect_target
 from tars.auth.v1 import auth_pb2
 from tests.interop.peer import _certificate
 from tests.unit.sdk_python_jwks import (
@@ -851,3 +857,193 @@ def test_ages_follow_the_monotonic_clock_and_claims_the_wall_clock(
     with pytest.raises(InvalidTokenError, match="expired"):
         verifier.verify(ES.sign(CLAIMS))
     assert peer.count() == 2
+
+
+# Third pass (attack20c). P: a redirect's target is judged on the URL it is sent to: the API key
+# never reaches another origin, whichever parser would read the Location otherwise.
+
+KEY = "SECRETKEY"
+# {A}: the origin's port, {B}: another origin's. urllib reads the first spellings' host as A
+# where reqwest (WHATWG rules: "\" ends an http URL's authority) reads B.
+ELSEWHERE = [
+    "http://127.0.0.1:{B}\\@127.0.0.1:{A}/x",
+    "http://127.0.0.1:{B}\\\\@127.0.0.1:{A}/x",
+    "http:\\\\127.0.0.1:{B}\\@127.0.0.1:{A}/x",
+    "http://127.0.0.1:{B}\\x@127.0.0.1:{A}/x",
+    "/\\127.0.0.1:{B}/x",
+    "\\\\127.0.0.1:{B}/x",
+    "http://127.0.0.1:{B}\t/x",
+    "/\t/127.0.0.1:{B}/x",
+    "//127.0.0.1:{B}/x",
+    "http://127.0.0.1:{A}@127.0.0.1:{B}/x",
+    "http://u:p@127.0.0.1:{B}/x",
+    "http://127.0.0.1:{B}/x#@127.0.0.1:{A}",
+    "http://127.0.0.1:{B}?@127.0.0.1:{A}/",
+    "HTTP://127.0.0.1:{B}/x",
+    "http://127.1:{B}/x",
+    "http://127.0.0.1:{B} @127.0.0.1:{A}/x",
+    "http://127.0.0.1:{B}\xa0@127.0.0.1:{A}/x",
+    "http://127.0.0.1:{B}%5C@127.0.0.1:{A}/x",
+]
+
+
+def port(peer: JwksPeer) -> str:
+    return peer.url.rsplit(":", 1)[1]
+
+
+def discover_through(origin: JwksPeer) -> str:
+    """What the client's discovery call ends in: the issuer it read, or the error's code."""
+    try:
+        with Client(origin.url, api_key=KEY, timeout=5) as client:
+            return "read " + client.auth.get_open_id_configuration().issuer
+    except AgentRouterError as err:
+        return err.code
+
+
+@pytest.mark.parametrize("location", ELSEWHERE, ids=[repr(s) for s in ELSEWHERE])
+def test_a_redirect_never_carries_the_api_key_to_another_origin(location: str) -> None:
+    with jwks_peer(Answer()) as other, jwks_peer(Answer()) as origin:
+        other.answer = discovery("other", other.url + "/jwks")
+        target = location.format(A=port(origin), B=port(other))
+        origin.answer = Answer(status=302, location=target, cache_control=None)
+        discover_through(origin)
+        with other.lock:
+            sent = [seen.get("authorization") for seen in other.requests]
+        assert f"Bearer {KEY}" not in sent, f"the key reached another origin via {target!r}"
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["http://127.0.0.1:{B}\\@127.0.0.1:{A}/x", "/\\127.0.0.1:{B}/x", "/x\\y",
+     "http://127.0.0.1:{B}\t/x", "/\t/127.0.0.1:{B}/x", "/x\ty"],
+)  # fmt: skip
+def test_a_location_with_a_backslash_or_a_tab_is_refused(location: str) -> None:
+    """Q: as Go refuses it ("invalid control character in URL", "invalid userinfo")."""
+    with jwks_peer(Answer()) as other, jwks_peer(Answer()) as origin:
+        target = location.format(A=port(origin), B=port(other))
+        origin.answer = Answer(status=302, location=target, cache_control=None)
+        assert discover_through(origin) == "unavailable"
+        assert (origin.count(), other.count()) == (1, 0)
+
+
+@pytest.mark.parametrize("location", ["http://h/a\rb", "http://h/a\nb", "/a\x00b", "/a\x7fb"])
+def test_a_location_with_a_control_character_is_refused(location: str) -> None:
+    """CR and LF cannot reach a Location through pyqwest's headers: the check itself."""
+    with pytest.raises(ConnectError, match="redirect"):
+        redirect_target("http://127.0.0.1:1/p", location)
+
+
+class Recording:
+    """A transport answering from a list, recording the requests it is sent."""
+
+    def __init__(self, *answers: SyncResponse) -> None:
+        self.answers = list(answers)
+        self.sent: list[SyncRequest] = []
+
+    def execute_sync(self, request: SyncRequest) -> SyncResponse:
+        self.sent.append(request)
+        return self.answers.pop(0)
+
+
+def redirect_to(location: str) -> SyncResponse:
+    return SyncResponse(status=302, headers=Headers([("location", location)]), content=b"")
+
+
+def test_a_redirect_is_sent_to_the_url_its_origin_was_judged_on() -> None:
+    """The URL rebuilt from the one parse compared: no userinfo, no fragment, the key only to
+    the same origin (a default port spelled or not is the same origin)."""
+    inner = Recording(
+        redirect_to("http://u:p@127.0.0.1:2/q?r=1#f"),
+        SyncResponse(status=200, content=b""),
+    )
+    first = SyncRequest("GET", "http://127.0.0.1:1/p", Headers([("authorization", "k")]), b"")
+    assert RedirectTransport(inner).execute_sync(first).status == 200
+    assert inner.sent[1].url == "http://127.0.0.1:2/q?r=1"
+    assert inner.sent[1].headers.get("authorization") is None
+    inner = Recording(redirect_to("http://H:80/q"), SyncResponse(status=200, content=b""))
+    first = SyncRequest("GET", "http://h/p", Headers([("authorization", "k")]), b"")
+    RedirectTransport(inner).execute_sync(first)
+    assert (inner.sent[1].url, inner.sent[1].headers.get("authorization")) == ("http://h/q", "k")
+
+
+# Q: redirects followed as Go follows them.
+
+
+def redirect_chain(origin: JwksPeer, hops: int) -> None:
+    """`hops` redirects of the origin to itself, then its discovery document."""
+    origin.first = [
+        Answer(status=302, location=f"/hop/{n}", cache_control=None) for n in range(1, hops + 1)
+    ]
+    origin.answer = discovery("origin", origin.url + "/jwks")
+
+
+def test_nine_redirects_are_followed() -> None:
+    with jwks_peer(Answer()) as origin:
+        redirect_chain(origin, 9)
+        assert discover_through(origin) == "read origin"
+        assert origin.count() == 10
+
+
+def test_a_tenth_redirect_is_not_followed() -> None:
+    """Go's `len(via) >= 10`: ten requests at most."""
+    with jwks_peer(Answer()) as origin:
+        redirect_chain(origin, 10)
+        assert discover_through(origin) == "unavailable"
+        assert origin.count() == 10
+
+
+def test_an_empty_location_is_answered_as_it_is() -> None:
+    """As Go does: the 3xx is the answer (an error of the call), not a redirect to itself."""
+    with jwks_peer(Answer(status=302, location="", cache_control=None)) as origin:
+        assert discover_through(origin) == "unknown"
+        assert origin.count() == 1
+
+
+# R: RSA keys over 4096 bits are skipped (go-jose's MaxRSAModulusBits), so no key's primality
+# test costs more than a 4096-bit one's.
+
+
+@pytest.mark.parametrize(("bits", "kept"), [(4096, True), (4097, False), (8192, False)])
+def test_rsa_keys_over_4096_bits_are_skipped(bits: int, kept: bool) -> None:
+    n = (1 << (bits - 1)) + 1
+    while n % 3:
+        n += 2  # `bits` bits, odd, a multiple of 3: not a prime
+    assert n.bit_length() == bits
+    expected = ["weak", "es-1"] if kept else ["es-1"]
+    assert list(parse_key_set(key_set(rsa_member(n, 65537), ES.jwk()))) == expected
+
+
+# S: Cache-Control by the one grammar (README, Client SDKs).
+
+
+@pytest.mark.parametrize(
+    ("value", "max_age", "swr", "sie"),
+    [
+        ('ext="unterminated, max-age=86400', D, 0, 0),
+        ('private=", ,no-cache', D, 0, 0),
+        ('no-store=", max-age=5', D, 0, 0),
+        ('max-age=60, ext="a\\", no-cache', 60, 0, 0),
+        ("max-age=\u0661", D, 0, 0),
+        ("max-age=6\u0660", D, 0, 0),
+        ("stale-if-error=\u00b9", 300, 0, 0),
+        ('max-age= "60"', 60, 0, 0),
+        ('no-cache= "x"', 0, 0, 0),
+        ("no-cache=", D, 0, 0),
+        ("max-age =,,max-age=0060", 60, 0, 0),
+        ('ext=a"b, max-age=5', 5, 0, 0),
+        ('max-age="6\\0"', 60, 0, 0),
+        ('max-age="60" , stale-if-error="5"\t', 60, 0, 5),
+        ('max-age="60" x, max-age=5', 5, 0, 0),
+    ],
+)
+def test_cache_control_by_the_grammar(value: str, max_age: int, swr: int, sie: int) -> None:
+    fresh, _ = parse_cache_control([value])
+    assert (fresh.max_age, fresh.stale_while_revalidate, fresh.stale_if_error) == (
+        max_age, swr, sie,
+    )  # fmt: skip
+
+
+def test_cache_control_lines_are_parsed_each_alone_in_order() -> None:
+    """An unterminated quote ends with its line; the first line's directives come first."""
+    fresh, _ = parse_cache_control(['ext="open, max-age=1', "max-age=60, max-age=2"])
+    assert fresh.max_age == 60

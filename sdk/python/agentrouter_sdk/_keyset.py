@@ -52,8 +52,11 @@ ALLOWED_KEYS: dict[str, tuple[str, str | None]] = {
 }
 # The JWK members of a private or symmetric key (RFC 7518 §6).
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
-# RSA keys below 2048 bits are refused (RFC 7518 §3.3).
+# RSA keys below 2048 bits are refused (RFC 7518 §3.3), and above 4096 (go-jose's
+# MaxRSAModulusBits, as the Go SDK): the primality test of a modulus grows as its size cubed,
+# 137 ms for 4096 bits, 1 s for 8192 and a minute for 32768, while holding the GIL.
 _MIN_RSA_BITS = 2048
+_MAX_RSA_BITS = 4096
 
 _LOG = logging.getLogger("agentrouter_sdk")
 # What no jwks_uri may hold: urlsplit would drop or keep it where another parser does not.
@@ -101,10 +104,11 @@ class Freshness:
 
 def parse_cache_control(lines: Iterable[str]) -> tuple[Freshness, bool]:
     """The directives the cache follows, and whether there was a Cache-Control at all. The
-    first occurrence of each directive wins. max-age is capped at 24 h and is 300 s when
-    missing or not delta-seconds; stale-while-revalidate and stale-if-error are capped at a
-    year and are 0 when missing or not delta-seconds. no-cache and no-store make all three 0;
-    must-revalidate and proxy-revalidate make the two stale ones 0 (RFC 9111 §4.2.4, §5.2.2)."""
+    first well-formed occurrence of each directive wins (see _directives). max-age is capped
+    at 24 h and is 300 s when missing or not delta-seconds; stale-while-revalidate and
+    stale-if-error are capped at a year and are 0 when missing or not delta-seconds. no-cache
+    and no-store make all three 0; must-revalidate and proxy-revalidate make the two stale ones
+    0 (RFC 9111 §4.2.4, §5.2.2)."""
     seen: dict[str, str] = {}
     present = False
     for line in lines:
@@ -123,44 +127,86 @@ def parse_cache_control(lines: Iterable[str]) -> tuple[Freshness, bool]:
     return Freshness(min(max_age, _MAX_MAX_AGE), swr, sie), present
 
 
-# A token (RFC 9110 §5.6.2), and a directive's value spelled as one or as a quoted-string.
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE = re.compile(r'[ \t]*(?:([!#$%&\'*+.^_`|~0-9A-Za-z-]+)|"((?:[^"\\]|\\.)*)")[ \t]*(?=,|$)')
+# Delta-seconds (RFC 9111 §1.2.2), in ASCII digits only.
+_DIGITS = re.compile(r"[0-9]+")
+# An element well-formed by the grammar (the README's, the same in the three SDKs), trimmed:
+# `name`, `name BWS "=" BWS token` or `name BWS "=" BWS quoted-string`, where a name or a
+# token is 1+ tchar (RFC 9110 §5.6.2) and a backslash quotes any character in the string.
+_DIRECTIVE = re.compile(
+    r"""([!#$%&'*+.^_`|~0-9A-Za-z-]+)"""
+    r"""(?:[ \t]*=[ \t]*(?:([!#$%&'*+.^_`|~0-9A-Za-z-]+)|"((?:[^"\\]|\\.)*)"))?""",
+    re.DOTALL,
+)
 
 
 def _directives(line: str) -> Iterator[tuple[str, str]]:
     """The well-formed directives of one Cache-Control field line, as (lowercase name, value),
-    by the list grammar of RFC 9110 §5.6.1: `token [ "=" ( token / quoted-string ) ]`, a
-    quoted-string only as the whole value right after "=" (a comma inside it does not split;
-    a backslash quotes the character after it). A malformed directive (a name that is not a
-    token, `max-age="60"x`, an unterminated quote) is skipped up to the next comma."""
-    i, size = 0, len(line)
+    by the grammar the three SDKs share (README, Client SDKs): the line is split at the commas
+    outside quoted strings, a quoted string opening only as the value, right after an
+    element's first "=" (a backslash quotes the character after it; unterminated, it runs to
+    the end of the line); an element that is not `token [ "=" ( token / quoted-string ) ]`
+    (spaces or tabs around "=" allowed) is skipped as if absent."""
+    for element in _elements(line):
+        found = _DIRECTIVE.fullmatch(element)
+        if found is None:
+            continue
+        name, token, quoted = found.group(1, 2, 3)
+        if token is not None:
+            value = token
+        elif quoted is not None:
+            value = re.sub(r"\\(.)", r"\1", quoted, flags=re.DOTALL)
+        else:
+            value = ""
+        yield name.lower(), value
+
+
+def _elements(line: str) -> Iterator[str]:
+    """The elements of a line: split at the commas outside a quoted string, trimmed of spaces
+    and tabs, the empty ones dropped."""
+    start, size, i = 0, len(line), 0
+    after_equals = False  # only spaces and tabs since the element's first "="
+    seen_equals = False
     while i < size:
-        end = i
-        while end < size and line[end] not in ",=":
-            end += 1
-        name = line[i:end].strip(" \t")
-        value: str | None = ""
-        i = end
-        if i < size and line[i] == "=":
-            found = _VALUE.match(line, i + 1)
-            if found is None:
-                value = None
-                i = line.find(",", i)
-                i = size if i < 0 else i
-            else:
-                token, quoted = found.group(1, 2)
-                value = token if token is not None else re.sub(r"\\(.)", r"\1", quoted)
-                i = found.end()
-        i += 1  # the comma
-        if value is not None and _TOKEN.fullmatch(name):
-            yield name.lower(), value
+        char = line[i]
+        if char == ",":
+            yield from _trimmed(line[start:i])
+            start, after_equals, seen_equals = i + 1, False, False
+        elif char == "=" and not seen_equals:
+            seen_equals = after_equals = True
+        elif after_equals and char == '"':
+            i = _quoted_end(line, i)
+            after_equals = False
+            continue
+        elif char not in " \t":
+            after_equals = False
+        i += 1
+    yield from _trimmed(line[start:])
+
+
+def _quoted_end(line: str, i: int) -> int:
+    """Where the quoted string opening at line[i] ends (the index after its closing quote), or
+    the line's length when it is unterminated."""
+    i += 1
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+        elif line[i] == '"':
+            return i + 1
+        else:
+            i += 1
+    return len(line)
+
+
+def _trimmed(element: str) -> Iterator[str]:
+    element = element.strip(" \t")
+    if element:
+        yield element
 
 
 def _delta_seconds(value: str) -> float | None:
-    """A delta-seconds value (RFC 9111 §1.2.2): digits only, any number of them; one larger
-    than a year (however many digits) is taken as a year."""
-    if not value or not value.isascii() or not value.isdigit():
+    """A delta-seconds value (RFC 9111 §1.2.2): ASCII digits only, any number of them; one
+    larger than a year (however many digits) is taken as a year."""
+    if not _DIGITS.fullmatch(value):
         return None
     digits = value.lstrip("0") or "0"
     if len(digits) > 12:
@@ -198,9 +244,9 @@ def parse_key_set(body: bytes) -> dict[str, PublicKey]:
 
 def _usable_key(member: object) -> PublicKey | None:
     """The key `member` is, if usable: a kid, no private member, an algorithm of the allow-list
-    with its key type and curve, no `use` or use "sig", its numbers in unpadded base64url (EC
-    coordinates and the Ed25519 x of the curve's size), a valid public key. Certificate members
-    (x5c, x5t, ...) are not read."""
+    with its key type and curve (RSA of 2048 to 4096 bits), no `use` or use "sig", its numbers
+    in unpadded base64url (EC coordinates and the Ed25519 x of the curve's size), a valid
+    public key. Certificate members (x5c, x5t, ...) are not read."""
     if not isinstance(member, dict) or any(name in member for name in _PRIVATE_MEMBERS):
         return None
     texts = {name: member.get(name) for name in ("kid", "kty", "crv", "alg")}
@@ -249,9 +295,11 @@ def _members_spelled_right(member: dict[str, Any], alg: str) -> bool:
 
 
 def _strong_rsa(key: object) -> bool:
-    """An RSA public key of at least 2048 bits whose exponent is odd and at least 3, and whose
+    """An RSA public key of 2048 to 4096 bits whose exponent is odd and at least 3, and whose
     modulus is not a prime (with n prime, phi(n) = n - 1 and anyone computes d)."""
-    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < _MIN_RSA_BITS:
+    if not isinstance(key, rsa.RSAPublicKey):
+        return False
+    if not _MIN_RSA_BITS <= key.key_size <= _MAX_RSA_BITS:
         return False
     numbers = key.public_numbers()
     return numbers.e >= 3 and numbers.e % 2 == 1 and not _probably_prime(numbers.n)
@@ -259,10 +307,11 @@ def _strong_rsa(key: object) -> bool:
 
 @functools.lru_cache(maxsize=2 * MAX_JWKS_KEYS)
 def _probably_prime(n: int) -> bool:
-    """Miller-Rabin with the first prime bases: a prime always passes, so a prime modulus is
-    always refused; an RSA modulus (p·q) fails at the first base but for a negligible chance.
-    Memoized by n: one round costs about 35 ms for 2,048 bits, 170 ms for 4,096 (Python's
-    pow), and a set's keys are read again on every refresh that brings it."""
+    """Miller-Rabin with the first prime bases, stopping at the first base n fails: a prime
+    always passes, so a prime modulus is always refused; an RSA modulus (p·q) fails at base 2
+    but for a negligible chance, so it costs one round: about 20 ms for 2,048 bits, 140 ms for
+    4,096 (Python's pow; measured). Memoized by n: a set's keys are read again on every
+    refresh that brings it."""
     if n % 2 == 0:
         return n == 2
     d, s = n - 1, 0

@@ -84,11 +84,7 @@ func TestCacheRetriesInTheBackgroundWithinStaleIfError(t *testing.T) {
 	key := newSigningKey(t, "ES256")
 	o := newOrigin(t, key)
 	clock := newFakeClock()
-	client := o.client(t, agentrouter.WithTimeout(time.Hour))
-	cache, err := agentrouter.NewKeySetCache(client, agentrouter.WithClock(clock.Now), quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cache := cacheAt(t, o.server.URL, clock, agentrouter.WithTimeout(time.Hour))
 	mustKey(t, cache, key.kid)
 	o.set(func() { o.status, o.body = http.StatusServiceUnavailable, []byte("down") })
 	clock.Advance(31 * time.Second) // beyond max-age 10 + stale-while-revalidate 20
@@ -156,15 +152,8 @@ func TestCache304MatchesTheCachedTagWeakly(t *testing.T) {
 			w.Header().Set("ETag", tags[1])
 			w.WriteHeader(http.StatusNotModified)
 		}))
-		client, err := agentrouter.New(context.Background(), agentrouter.WithBaseURL(server.URL))
-		if err != nil {
-			t.Fatal(err)
-		}
 		clock := newFakeClock()
-		cache, err := agentrouter.NewKeySetCache(client, agentrouter.WithClock(clock.Now), quiet)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cache := cacheAt(t, server.URL, clock)
 		mustKey(t, cache, key.kid)
 		clock.Advance(11 * time.Second) // stale, no stale-if-error: only a renewal answers
 		mustKey(t, cache, key.kid)

@@ -47,15 +47,8 @@ func TestCache304WithAnotherTagRetriesUnconditionally(t *testing.T) {
 		_, _ = w.Write(body)
 	}))
 	t.Cleanup(server.Close)
-	client, err := agentrouter.New(context.Background(), agentrouter.WithBaseURL(server.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
 	clock := newFakeClock()
-	cache, err := agentrouter.NewKeySetCache(client, agentrouter.WithClock(clock.Now), quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cache := cacheAt(t, server.URL, clock)
 	mustKey(t, cache, key.kid)
 	clock.Advance(11 * time.Second) // stale: the conditional GET gets a 304 of another tag
 	mustKey(t, cache, key.kid)      // a failed refresh, within stale-if-error
@@ -81,11 +74,7 @@ func TestCacheUnknownKidWhileRefreshesFailIsKeysUnavailableAtOnce(t *testing.T) 
 	o := newOrigin(t, key)
 	o.set(func() { o.cacheControl = "max-age=10, stale-if-error=100" })
 	clock := newFakeClock()
-	client := o.client(t, agentrouter.WithTimeout(time.Hour))
-	cache, err := agentrouter.NewKeySetCache(client, agentrouter.WithClock(clock.Now), quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cache := cacheAt(t, o.server.URL, clock, agentrouter.WithTimeout(time.Hour))
 	mustKey(t, cache, key.kid)
 	o.set(func() { o.status, o.body = http.StatusServiceUnavailable, []byte("down") })
 	clock.Advance(11 * time.Second)

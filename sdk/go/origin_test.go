@@ -317,3 +317,18 @@ func jsonMarshal(t *testing.T, v any) []byte {
 func jsonUnmarshal(raw []byte, v any) error {
 	return json.Unmarshal(raw, v)
 }
+
+// cacheAt is a key cache over the GetJWKS of a client of baseURL (with opts), on clock, logging
+// nothing.
+func cacheAt(t *testing.T, baseURL string, clock *fakeClock, opts ...agentrouter.Option) *agentrouter.KeySetCache {
+	t.Helper()
+	client, err := agentrouter.New(context.Background(), append([]agentrouter.Option{agentrouter.WithBaseURL(baseURL)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := agentrouter.NewKeySetCache(client, agentrouter.WithClock(clock.Now), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cache
+}

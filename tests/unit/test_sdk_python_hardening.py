@@ -4,8 +4,9 @@ server within stale-if-error, weak keys, URL queries in logs, and Cache-Control 
 of its second pass (attack20b): a 304's tag dropped, unknown kids while refreshes fail, https
 discovery, prime moduli, strict UTF-8 JSON, key member spellings, one Cache-Control grammar,
 jwks_uri spellings and a monotonic clock for ages; and of its third (attack20c): a redirect's
-origin judged on the URL it reaches, Go's redirect limits, RSA keys of at most 4096 bits and
-the Cache-Control grammar to the letter."""
+origin judged on the URL it reaches, Go's redirect limits, RSA keys of at most 4096 bits, an
+RSA modulus vetted when a token first names its key (not while a set is read) and the
+Cache-Control grammar to the letter."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import ssl
 import subprocess
 import sys
@@ -36,6 +38,7 @@ from agentrouter_sdk import (
     KeysUnavailableError,
     PublicKey,
     TokenVerifier,
+    _keyset,
 )
 from agentrouter_sdk._keyset import parse_cache_control, parse_key_set
 from agentrouter_sdk._transport import RedirectTransport, redirect_target
@@ -612,14 +615,22 @@ def prime_signed(claims: dict[str, Any]) -> str:
     return f"{signing_input.decode()}.{b64(signature)}"
 
 
-def test_an_rsa_key_whose_modulus_is_prime_is_refused(clock: FakeClock) -> None:
-    assert list(parse_key_set(key_set(rsa_member(PRIME_N, 65537), ES.jwk()))) == ["es-1"]
-    body = key_set(rsa_member(PRIME_N, 65537), ES.jwk())
+def test_an_rsa_key_whose_modulus_is_prime_is_refused_when_a_token_names_it(
+    clock: FakeClock,
+) -> None:
+    """The set is read whole (the prime key kept, unvetted); the token naming it is refused,
+    and the other keys' tokens verify."""
+    rs = new_key("rs-1", "RS256")
+    body = key_set(rsa_member(PRIME_N, 65537), ES.jwk(), rs.jwk())
+    assert list(parse_key_set(body)) == ["weak", "es-1", "rs-1"]
+    assert list(parse_key_set(key_set(rsa_member(PRIME_N, 65537)))) == ["weak"]
     with jwks_peer(Answer(body=body, cache_control="max-age=60")) as peer:
         verifier = verifier_over(peer, clock)
-        with pytest.raises(InvalidTokenError):
-            verifier.verify(prime_signed(CLAIMS))
+        for _ in range(2):  # the second time from the memo
+            with pytest.raises(InvalidTokenError, match="its RSA modulus is prime"):
+                verifier.verify(prime_signed(CLAIMS))
         assert verifier.verify(ES.sign(CLAIMS))["sub"] == "user-1"
+        assert verifier.verify(rs.sign(CLAIMS))["sub"] == "user-1"
 
 
 def test_an_rsa_key_of_two_primes_is_kept() -> None:
@@ -1011,6 +1022,65 @@ def test_rsa_keys_over_4096_bits_are_skipped(bits: int, kept: bool) -> None:
     assert n.bit_length() == bits
     expected = ["weak", "es-1"] if kept else ["es-1"]
     assert list(parse_key_set(key_set(rsa_member(n, 65537), ES.jwk()))) == expected
+
+
+# R (the vetting): a set is read with no primality test; an RSA modulus is vetted when a token
+# first names its key, once per modulus in the process (a hostile set of 256 fresh 4096-bit
+# moduli cost 35-55 s of CPU, GIL held, on each fetch).
+
+
+def random_moduli_set(count: int) -> tuple[bytes, list[int]]:
+    """A set of `count` RSA keys k0, k1, ... of fresh random odd 4096-bit moduli (as
+    attack20c's generator), and the moduli: composite but for a negligible chance, unknown to
+    the memo."""
+    moduli = [secrets.randbits(4096) | (1 << 4095) | 1 for _ in range(count)]
+    members = ({**rsa_member(n, 65537), "kid": f"k{i}"} for i, n in enumerate(moduli))
+    return key_set(*members), moduli
+
+
+@pytest.fixture
+def primality_tests(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The moduli the SDK runs its primality test on, in order (a spy)."""
+    seen: list[int] = []
+    real = _keyset._probably_prime
+
+    def spy(n: int) -> bool:
+        seen.append(n)
+        return real(n)
+
+    monkeypatch.setattr(_keyset, "_probably_prime", spy)
+    return seen
+
+
+def test_reading_a_set_runs_no_primality_test(primality_tests: list[int]) -> None:
+    body, moduli = random_moduli_set(64)
+    keys = parse_key_set(body)
+    assert len(keys) == 64
+    assert primality_tests == []
+    assert [key.unvetted_modulus for key in keys.values()] == moduli
+
+
+def test_a_token_naming_an_unvetted_key_runs_one_primality_test_and_the_next_none(
+    clock: FakeClock, primality_tests: list[int]
+) -> None:
+    body, moduli = random_moduli_set(64)
+    token = f"{b64({'alg': 'RS256', 'kid': 'k7'})}.{b64(CLAIMS)}.{b64(b'x' * 512)}"
+    with jwks_peer(Answer(body=body, cache_control="max-age=60")) as peer:
+        verifier = verifier_over(peer, clock)
+        assert len(verifier.cache.kids()) == 64  # fetched and read
+        assert primality_tests == []
+        with pytest.raises(InvalidTokenError, match="signature does not verify"):
+            verifier.verify(token)  # a composite modulus: the key is used
+        assert primality_tests == [moduli[7]]
+        with pytest.raises(InvalidTokenError, match="signature does not verify"):
+            verifier.verify(token)
+        assert verifier.cache.key("k7").kid == "k7"
+        assert primality_tests == [moduli[7]]  # memoized
+        # another cache of the process, and a set read again, know it too
+        assert parse_key_set(body)["k7"].unvetted_modulus is None
+        other = KeySetCache(Client(peer.url, timeout=5), clock=clock)
+        assert other.key("k7").kid == "k7"
+        assert primality_tests == [moduli[7]]
 
 
 # S: Cache-Control by the one grammar (README, Client SDKs).

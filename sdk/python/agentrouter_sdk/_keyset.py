@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -54,7 +54,8 @@ ALLOWED_KEYS: dict[str, tuple[str, str | None]] = {
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 # RSA keys below 2048 bits are refused (RFC 7518 §3.3), and above 4096 (go-jose's
 # MaxRSAModulusBits, as the Go SDK): the primality test of a modulus grows as its size cubed,
-# 137 ms for 4096 bits, 1 s for 8192 and a minute for 32768, while holding the GIL.
+# 137 ms for 4096 bits, 1 s for 8192 and a minute for 32768, while holding the GIL. It runs
+# when a token first names the key, never while a set is read (see _modulus_is_prime).
 _MIN_RSA_BITS = 2048
 _MAX_RSA_BITS = 4096
 
@@ -86,11 +87,14 @@ class KeysUnavailableError(AgentRouterError):
 @dataclass(frozen=True)
 class PublicKey:
     """A usable key of the set: its kid, the algorithm it declares (ES256, RS256 or EdDSA) and
-    the key (PyJWT's PyJWK)."""
+    the key (PyJWT's PyJWK). `unvetted_modulus` is an RSA key's modulus when it is still to be
+    tested not to be a prime, which KeySetCache.key does when a token first names the key
+    (None: nothing to test)."""
 
     kid: str
     alg: str
     jwk: jwt.PyJWK
+    unvetted_modulus: int | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -218,8 +222,10 @@ def parse_key_set(body: bytes) -> dict[str, PublicKey]:
     """The usable keys of an RFC 7517 JWK Set, by kid. ValueError when the body is not one (not
     JSON in strict UTF-8 without a BOM, no "keys" array), holds more than MAX_JWKS_KEYS keys, or
     has no usable key. Unusable keys are skipped; the first of two keys with one kid is kept; of
-    a member named twice in one object, the last is read (as json does). Errors never quote
-    the body."""
+    a member named twice in one object, the last is read (as json does). No RSA modulus is
+    tested for primality here: a key whose modulus the process has not vetted yet is kept,
+    marked (PublicKey.unvetted_modulus), and KeySetCache.key vets it when a token names it.
+    Errors never quote the body."""
     try:  # strict UTF-8 (RFC 8259 §8.1): no BOM, no UTF-16; deep nesting is an error too
         document = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
@@ -244,9 +250,10 @@ def parse_key_set(body: bytes) -> dict[str, PublicKey]:
 
 def _usable_key(member: object) -> PublicKey | None:
     """The key `member` is, if usable: a kid, no private member, an algorithm of the allow-list
-    with its key type and curve (RSA of 2048 to 4096 bits), no `use` or use "sig", its numbers
-    in unpadded base64url (EC coordinates and the Ed25519 x of the curve's size), a valid
-    public key. Certificate members (x5c, x5t, ...) are not read."""
+    with its key type and curve (RSA of 2048 to 4096 bits, e odd and at least 3), no `use` or
+    use "sig", its numbers in unpadded base64url (EC coordinates and the Ed25519 x of the
+    curve's size), a valid public key. Certificate members (x5c, x5t, ...) are not read. An
+    RSA modulus is marked unvetted unless the memo knows it is not a prime."""
     if not isinstance(member, dict) or any(name in member for name in _PRIVATE_MEMBERS):
         return None
     texts = {name: member.get(name) for name in ("kid", "kty", "crv", "alg")}
@@ -265,11 +272,16 @@ def _usable_key(member: object) -> PublicKey | None:
         jwk = jwt.PyJWK(member, algorithm=alg)
     except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
         return None
-    if alg == "RS256" and not _strong_rsa(jwk.key):
-        return None
+    unvetted: int | None = None
+    if alg == "RS256":
+        n = _rsa_modulus(jwk.key)
+        if n is None:
+            return None
+        if _known_prime(n) is not False:
+            unvetted = n
     if alg == "EdDSA" and not _strong_ed25519(member.get("x")):
         return None
-    return PublicKey(kid, alg, jwk)
+    return PublicKey(kid, alg, jwk, unvetted)
 
 
 # A JWK's number: base64url without padding (RFC 7518 §6), of a length some bytes can have.
@@ -294,24 +306,54 @@ def _members_spelled_right(member: dict[str, Any], alg: str) -> bool:
     return True
 
 
-def _strong_rsa(key: object) -> bool:
-    """An RSA public key of 2048 to 4096 bits whose exponent is odd and at least 3, and whose
-    modulus is not a prime (with n prime, phi(n) = n - 1 and anyone computes d)."""
+def _rsa_modulus(key: object) -> int | None:
+    """The modulus of an RSA public key of 2048 to 4096 bits whose exponent is odd and at least
+    3, or None. Whether the modulus is a prime is not tested here (see _modulus_is_prime)."""
     if not isinstance(key, rsa.RSAPublicKey):
-        return False
+        return None
     if not _MIN_RSA_BITS <= key.key_size <= _MAX_RSA_BITS:
-        return False
+        return None
     numbers = key.public_numbers()
-    return numbers.e >= 3 and numbers.e % 2 == 1 and not _probably_prime(numbers.n)
+    return numbers.n if numbers.e >= 3 and numbers.e % 2 == 1 else None
 
 
-@functools.lru_cache(maxsize=2 * MAX_JWKS_KEYS)
+# Whether each modulus vetted so far is a prime, by n: the least recently used are dropped past
+# twice a set's size. Shared by every cache of the process.
+_PRIME_MEMO_SIZE = 2 * MAX_JWKS_KEYS
+_prime_memo: OrderedDict[int, bool] = OrderedDict()
+_prime_memo_lock = threading.Lock()
+
+
+def _known_prime(n: int) -> bool | None:
+    """Whether the memo knows `n` to be a prime (True) or not (False); None: not vetted yet."""
+    with _prime_memo_lock:
+        known = _prime_memo.get(n)
+        if known is not None:
+            _prime_memo.move_to_end(n)
+        return known
+
+
+def _modulus_is_prime(n: int) -> bool:
+    """Whether the RSA modulus `n` is a prime (with n prime, phi(n) = n - 1 and anyone computes
+    d = e^-1 mod (n - 1)): from the memo, else tested and remembered. The test runs outside the
+    memo's lock, so two first callers may both run it; a caller runs it at most once."""
+    known = _known_prime(n)
+    if known is not None:
+        return known
+    prime = _probably_prime(n)
+    with _prime_memo_lock:
+        _prime_memo[n] = prime
+        _prime_memo.move_to_end(n)
+        while len(_prime_memo) > _PRIME_MEMO_SIZE:
+            _prime_memo.popitem(last=False)
+    return prime
+
+
 def _probably_prime(n: int) -> bool:
     """Miller-Rabin with the first prime bases, stopping at the first base n fails: a prime
     always passes, so a prime modulus is always refused; an RSA modulus (p·q) fails at base 2
     but for a negligible chance, so it costs one round: about 20 ms for 2,048 bits, 140 ms for
-    4,096 (Python's pow; measured). Memoized by n: a set's keys are read again on every
-    refresh that brings it."""
+    4,096 (Python's pow; measured), holding the GIL. Not memoized: _modulus_is_prime is."""
     if n % 2 == 0:
         return n == 2
     d, s = n - 1, 0
@@ -489,7 +531,19 @@ class KeySetCache:
         """The key whose kid is `kid`. A kid the cached set lacks waits for a refresh in flight,
         or causes one (at most one per cooldown); a kid still unknown is an InvalidTokenError.
         KeysUnavailableError when no usable set can be had, and at once for a kid the set lacks
-        while refreshes are failing."""
+        while refreshes are failing. An RSA key's modulus is vetted the first time the process
+        looks the key up (in the calling thread, holding no lock of the cache; memoized by n):
+        a prime modulus is an InvalidTokenError, and the key is never returned."""
+        found = self._find(kid)
+        n = found.unvetted_modulus
+        if n is not None and _modulus_is_prime(n):
+            raise InvalidTokenError(
+                "the key of the token's kid is not usable: its RSA modulus is prime"
+            )
+        return found
+
+    def _find(self, kid: str) -> PublicKey:
+        """The key whose kid is `kid`, as key() finds it, its modulus not vetted."""
         keys, refreshed = self._current()
         found = keys.get(kid)
         if found is not None:

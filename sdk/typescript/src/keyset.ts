@@ -206,12 +206,14 @@ export class KeySetCache {
   /**
    * The key whose kid is `kid`. A kid the cached set lacks causes one refresh (shared with
    * every concurrent caller, at most one per cooldown); a kid still unknown rejects with an
-   * `InvalidTokenError`. When no usable set can be had, a `KeysUnavailableError`.
+   * `InvalidTokenError`, as does an RSA key whose modulus is prime (tested here, the first time
+   * a token names the key, not when the set is read). When no usable set can be had, a
+   * `KeysUnavailableError`.
    */
   async key(kid: string): Promise<PublicKey> {
     const [keys, refreshed] = await this.#current();
     const found = keys.get(kid);
-    if (found !== undefined) return found;
+    if (found !== undefined) return vetted(found);
     if (refreshed) throw unknownKid();
     if (this.#failing) {
       // The last refresh failed: the kid may be a new key this cache cannot fetch now. Retry
@@ -236,7 +238,7 @@ export class KeySetCache {
     }
     const error = await wait;
     const after = this.#keys?.get(kid);
-    if (after !== undefined) return after;
+    if (after !== undefined) return vetted(after);
     if (error !== undefined) {
       throw new KeysUnavailableError(
         `the token's kid is not in the cached set, and the set could not be refreshed: ${error}`,
@@ -563,7 +565,7 @@ function parseSeconds(value: string): number | undefined {
 /**
  * @internal Reads an RFC 7517 JWK Set: an error when it is not one (not JSON, no "keys" array),
  * holds more than MAX_JWKS_KEYS keys, or has no usable key. Unusable keys are skipped. The
- * error never quotes the body.
+ * error never quotes the body. No RSA modulus is tested for primality here (see `vetted`).
  */
 export async function parseKeySet(body: ArrayBuffer): Promise<Map<string, PublicKey>> {
   let document: unknown;
@@ -606,13 +608,14 @@ async function parseKey(member: unknown): Promise<PublicKey | undefined> {
     if (use !== undefined && use !== "sig") return undefined; // null included
     const want = ALLOWED_KEYS[alg];
     if (want === undefined || kty !== want.kty || crv !== want.crv) return undefined;
+    let modulus: Uint8Array | undefined;
     if (alg === "RS256") {
       const n = base64UrlMember(member["n"]);
       const e = base64UrlMember(member["e"]);
       if (n === undefined || e === undefined) return undefined;
       const bits = bitLength(n);
       if (bits < MIN_RSA_BITS || bits > MAX_RSA_BITS || !usableRsaExponent(e)) return undefined;
-      if (await isProbablePrime(n)) return undefined;
+      modulus = n; // tested for primality when a token names the key (see vetted)
     }
     if (alg === "ES256") {
       // RFC 7518 §6.2.1.2: each coordinate is the full size of the curve's field, 32 bytes.
@@ -621,8 +624,12 @@ async function parseKey(member: unknown): Promise<PublicKey | undefined> {
       }
     }
     if (alg === "EdDSA" && !usableEd25519(base64UrlMember(member["x"]))) return undefined;
-    const key = await importJWK(publicMembers(member) as JoseJWK, alg);
-    return { kid, alg, key };
+    const key: PublicKey = { kid, alg, key: await importJWK(publicMembers(member) as JoseJWK, alg) };
+    if (modulus !== undefined) {
+      const known = primeVerdicts.get(encodeBase64Url(modulus));
+      if (known !== false) unvetted.set(key, known === true ? PRIME : modulus);
+    }
+    return key;
   } catch {
     return undefined;
   }
@@ -664,27 +671,59 @@ function toBigInt(bytes: Uint8Array): bigint {
   return hex === "" ? 0n : BigInt(`0x${hex}`);
 }
 
-/** What isProbablePrime found for the moduli it was asked about (a key set is read again at
- * every refresh; a modulus is tested once). Bounded: cleared when full. */
+/** What isProbablePrime found for the moduli it was asked about, shared by every cache of the
+ * process (a key set is read again at every refresh; a modulus is tested once). Bounded:
+ * cleared when full. */
 const primeVerdicts = new Map<string, boolean>();
 const MAX_PRIME_VERDICTS = 1024;
 
+/** How many moduli isProbablePrime has tested (memoized answers not counted). */
+let primalityTestCount = 0;
+
+/** @internal How many RSA moduli have been tested for primality in this process: a test's spy. */
+export function primalityTests(): number {
+  return primalityTestCount;
+}
+
+/** A key whose modulus is known to be prime. */
+const PRIME = "prime";
+
+/** The RSA keys of the sets read whose modulus is not known to be composite: its bytes until it
+ * is tested, PRIME once it is known prime. A key not here is usable as it is. */
+const unvetted = new WeakMap<PublicKey, Uint8Array | typeof PRIME>();
+
+/**
+ * The key, once its RSA modulus is known not to be prime: a prime n has phi(n) = n - 1, so
+ * anyone computes the private exponent from the published key and forges its tokens. Reading a
+ * set tests no modulus (a hostile set of 256 fresh 4096-bit keys cost about 22 s of the event
+ * loop at every refresh); the modulus of the key a token names is tested here, once (the
+ * verdict is kept on the key and memoized by n), blocking the event loop for one test at most
+ * (about 0.1 s at 4096 bits) and holding nothing another caller waits for. A prime modulus is
+ * an `InvalidTokenError`, and the key is never used.
+ */
+function vetted(key: PublicKey): PublicKey {
+  const modulus = unvetted.get(key);
+  if (modulus === undefined) return key;
+  if (modulus === PRIME || isProbablePrime(modulus)) {
+    unvetted.set(key, PRIME);
+    throw new InvalidTokenError("the key of the token's kid is not usable: its RSA modulus is prime");
+  }
+  unvetted.delete(key);
+  return key;
+}
+
 /**
  * Whether an RSA modulus is a probable prime: a strong probable prime to base 2 (one
- * Miller–Rabin round). A prime n has phi(n) = n - 1, so anyone computes the private exponent
- * from the published key. One round is enough to refuse: a composite that passes it (a strong
+ * Miller–Rabin round). One round is enough to refuse: a composite that passes it (a strong
  * pseudoprime to base 2) is no modulus RSA key generation makes, so refusing it too costs
  * nothing, while every round is a modular exponentiation the size of n, on the thread that
- * verifies (in pure BigInt, as the SDK runs in browsers too). Memoized by n: the set is read
- * again at every refresh. Each test not memoized first lets the event loop run (timers, I/O):
- * a set of many fresh keys (256 × 4096 bits: seconds) never blocks it longer than one key's
- * test (about 0.1 s at 4096 bits).
+ * verifies (in pure BigInt, as the SDK runs in browsers too). Memoized by n.
  */
-async function isProbablePrime(modulus: Uint8Array): Promise<boolean> {
+function isProbablePrime(modulus: Uint8Array): boolean {
   const key = encodeBase64Url(modulus);
   const known = primeVerdicts.get(key);
   if (known !== undefined) return known;
-  await yieldToEventLoop();
+  primalityTestCount++;
   const n = toBigInt(modulus);
   let verdict = true;
   if (n < 2n || n % 2n === 0n) {
@@ -701,16 +740,6 @@ async function isProbablePrime(modulus: Uint8Array): Promise<boolean> {
   if (primeVerdicts.size >= MAX_PRIME_VERDICTS) primeVerdicts.clear();
   primeVerdicts.set(key, verdict);
   return verdict;
-}
-
-/** A promise settled once the event loop has run its pending timers and I/O: setImmediate in
- * Node.js, a zero-delay timer in browsers. */
-function yieldToEventLoop(): Promise<void> {
-  const immediate = (globalThis as { setImmediate?: (callback: () => void) => unknown }).setImmediate;
-  return new Promise((resolve) => {
-    if (immediate !== undefined) immediate(resolve);
-    else setTimeout(resolve, 0);
-  });
 }
 
 /** One Miller–Rabin round: n - 1 = d·2^r, d odd. */

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 
 import { GetOpenIDConfigurationResponseSchema } from "../src/gen/tars/auth/v1/auth_pb.js";
-import { parseKeySet } from "../src/keyset.js";
+import { parseKeySet, primalityTests } from "../src/keyset.js";
 import {
   Client,
   InvalidTokenError,
@@ -398,7 +398,7 @@ test("G/H: a jwks_uri with whitespace, control characters, backslashes or no hos
   assert.equal(o.requests, 0);
 });
 
-test("I: an RSA key whose modulus is prime is skipped; a token signed with d = e^-1 mod (n-1) does not verify", { timeout: 60_000 }, async () => {
+test("I: an RSA key whose modulus is prime is kept in the set but refused when a token names it; a token signed with d = e^-1 mod (n-1) is invalid", { timeout: 60_000 }, async () => {
   const good = new SigningKey("ES256");
   const e = 65537n;
   let n = 0n;
@@ -409,15 +409,27 @@ test("I: an RSA key whose modulus is prime is skipped; a token signed with d = e
   o.setBody(Buffer.from(JSON.stringify({ keys: [good.jwk(), prime] })));
   const clock = new FakeClock();
   const cache = o.cache(clock, { unknownKidCooldownMs: 3_600_000 });
-  await cache.key(good.kid);
+  const verifier = verifierOver(cache);
+  assert.equal((await verifier.verify(good.sign(claimsFor(clock.now())))).sub, "svc");
   const input = `${b64({ alg: "RS256", kid: "prime-n" })}.${b64({ ...claimsFor(clock.now()), sub: "forged-prime" })}`;
   const digest = createHash("sha256").update(input).digest();
   const prefix = Buffer.from("3031300d060960864801650304020105000420", "hex");
   const em = Buffer.concat([Buffer.from([0, 1]), Buffer.alloc(256 - 3 - prefix.length - 32, 0xff), Buffer.from([0]), prefix, digest]);
   const signature = modPow(BigInt(`0x${em.toString("hex")}`), d, n);
   const token = `${input}.${bigToB64(signature, 256)}`;
-  await assert.rejects(verifierOver(cache).verify(token), InvalidTokenError, "the forged token verified");
-  await assert.rejects(cache.key("prime-n"), InvalidTokenError, "the prime-n key was not skipped");
+  const primeRefused = (err: unknown): boolean => {
+    assert.ok(err instanceof InvalidTokenError, String(err));
+    assert.equal(err.message, "invalid token: the key of the token's kid is not usable: its RSA modulus is prime");
+    return true;
+  };
+  await assert.rejects(verifier.verify(token), primeRefused, "the forged token verified");
+  await assert.rejects(verifier.verify(token), primeRefused, "the forged token verified the second time");
+  await assert.rejects(cache.key("prime-n"), primeRefused, "the prime-n key was used");
+  assert.equal((await verifier.verify(good.sign(claimsFor(clock.now())))).sub, "svc");
+  assert.equal(o.requests, 1, "a token naming the prime key refreshed the set");
+  // A set whose only key has a prime modulus is a set: its tokens are invalid, not the set.
+  o.setBody(Buffer.from(JSON.stringify({ keys: [prime] })));
+  await assert.rejects(o.cache(new FakeClock()).key("prime-n"), primeRefused);
 });
 
 /** An RSA JWK whose n is a fresh random odd number of exactly `bits` bits (a composite, as a
@@ -440,13 +452,27 @@ test("R: RSA keys over 4096 bits are skipped, as in Go (go-jose MaxRSAModulusBit
   assert.deepEqual([...(await parseKeySet(jwksBody(keys))).keys()], ["rsa-4096"]);
 });
 
-test("R: the event loop runs between the RSA keys' prime tests: a timer set while a set of 8 fresh 4096-bit keys is read fires before the set is read", async () => {
-  const keys = Array.from({ length: 8 }, (_, i) => randomRsaJwk(`rsa-${i}`, 4096));
-  const order: string[] = [];
-  const parsed = parseKeySet(jwksBody(keys)).then((set) => order.push(`parsed ${set.size}`));
-  const timer = new Promise<void>((resolve) => setTimeout(() => resolve(void order.push("timer")), 0));
-  await Promise.all([parsed, timer]);
-  assert.deepEqual(order, ["timer", "parsed 8"]);
+test("R: reading a set of 64 fresh 4096-bit RSA keys tests no modulus for primality; a token naming one tests that one, once, for every cache", { timeout: 60_000 }, async () => {
+  const keys = Array.from({ length: 64 }, (_, i) => randomRsaJwk(`rsa-${i}`, 4096));
+  const before = primalityTests();
+  assert.equal((await parseKeySet(jwksBody(keys))).size, 64);
+  assert.equal(primalityTests() - before, 0, "reading the set tested moduli for primality");
+  const o = await new Origin().start();
+  o.setBody(Buffer.from(JSON.stringify({ keys })));
+  const clock = new FakeClock();
+  const verifier = verifierOver(o.cache(clock));
+  const token = `${b64({ alg: "RS256", kid: "rsa-7" })}.${b64(claimsFor(clock.now()))}.${Buffer.alloc(512).toString("base64url")}`;
+  const signatureRefused = (err: unknown): boolean => {
+    assert.ok(err instanceof InvalidTokenError, String(err));
+    assert.match(err.message, /signature does not verify/);
+    return true;
+  };
+  await assert.rejects(verifier.verify(token), signatureRefused);
+  assert.equal(primalityTests() - before, 1, "the token's key was not tested exactly once");
+  // The verdict is memoized by n, for every cache of the process.
+  await assert.rejects(verifier.verify(token), signatureRefused);
+  await assert.rejects(verifierOver(o.cache(new FakeClock())).verify(token), signatureRefused);
+  assert.equal(primalityTests() - before, 1, "a second lookup of the key tested it again");
 });
 
 test("J: a client timeout of 2^31 ms or more is clamped (setTimeout would fire after 1 ms)", async () => {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -217,8 +218,9 @@ const minRSABits = 2048
 
 // parseKeySet reads an RFC 7517 JWK Set: an error when it is not one (not JSON, no "keys"
 // array) or holds more than MaxJWKSKeys keys, or when no key of it is usable. Unusable keys are
-// skipped. The error never quotes the body.
-func parseKeySet(body []byte) (map[string]PublicKey, error) {
+// skipped. It runs no primality test: an RSA key's modulus is vetted when a token first names
+// it (setKey.usable). The error never quotes the body.
+func parseKeySet(body []byte) (map[string]*setKey, error) {
 	// Strict UTF-8 (RFC 8259 §8.1): encoding/json would replace invalid bytes silently; a BOM
 	// or UTF-16 is not JSON to it.
 	if !utf8.Valid(body) {
@@ -239,11 +241,11 @@ func parseKeySet(body []byte) (map[string]PublicKey, error) {
 	if len(*doc.Keys) > MaxJWKSKeys {
 		return nil, fmt.Errorf("the set holds %d keys, more than %d", len(*doc.Keys), MaxJWKSKeys)
 	}
-	keys := make(map[string]PublicKey, len(*doc.Keys))
+	keys := make(map[string]*setKey, len(*doc.Keys))
 	for _, raw := range *doc.Keys {
 		key, ok := parseKey(raw)
 		if _, seen := keys[key.Kid]; ok && !seen {
-			keys[key.Kid] = key
+			keys[key.Kid] = newSetKey(key)
 		}
 	}
 	if len(keys) == 0 {
@@ -320,18 +322,74 @@ func parseKey(raw json.RawMessage) (PublicKey, bool) {
 	if jwk.UnmarshalJSON(clean) != nil || !jwk.IsPublic() || !jwk.Valid() {
 		return PublicKey{}, false
 	}
-	// An RSA key of fewer than 2048 bits, whose e is below 3 or even (no valid RSA key has an
-	// even e; e=1 lets anyone forge a signature), or whose n is prime (then phi(n) = n-1, and
-	// anyone computes d from the published key), is refused.
-	if rsaKey, isRSA := jwk.Key.(*rsa.PublicKey); isRSA && (rsaKey.N.BitLen() < minRSABits || rsaKey.E < 3 || rsaKey.E%2 == 0 || primeModulus(rsaKey.N)) {
+	// An RSA key of fewer than 2048 bits (go-jose refuses more than 4096), or whose e is below
+	// 3 or even (no valid RSA key has an even e; e=1 lets anyone forge a signature), is
+	// refused. Whether n is prime is not tested here, but when a token names the key.
+	if rsaKey, isRSA := jwk.Key.(*rsa.PublicKey); isRSA && (rsaKey.N.BitLen() < minRSABits || rsaKey.E < 3 || rsaKey.E%2 == 0) {
 		return PublicKey{}, false
 	}
 	return PublicKey{Kid: kid, Alg: alg, Key: jwk.Key}, true
 }
 
-// primes remembers which moduli were tested, so a set fetched again (each max-age) costs no
-// new test: ProbablyPrime's first Miller-Rabin round, which a real modulus fails, is one
-// modular exponentiation (measured 5 ms for 2048 bits, 44 ms for 4096, on a loaded machine).
+// What is known of a key's RSA modulus (setKey.modulus).
+const (
+	modulusNotVetted uint32 = iota // an RSA key whose n was not tested yet
+	modulusUsable                  // n is composite, or the key is not an RSA key
+	modulusPrime                   // n is prime: the key is never used
+)
+
+// setKey is a key of a fetched set, with what is known of its RSA modulus. A set's keys are
+// shared by every caller of its cache: modulus is set once the modulus was vetted.
+type setKey struct {
+	PublicKey
+	modulus atomic.Uint32
+}
+
+// newSetKey returns key as a key of a set: an RSA key is not vetted yet, unless the memory of
+// tested moduli already knows its n.
+func newSetKey(key PublicKey) *setKey {
+	k := &setKey{PublicKey: key}
+	state := modulusUsable
+	if rsaKey, isRSA := key.Key.(*rsa.PublicKey); isRSA {
+		state = modulusNotVetted
+		if prime, known := testedModulus(rsaKey.N); known {
+			state = modulusUsable
+			if prime {
+				state = modulusPrime
+			}
+		}
+	}
+	k.modulus.Store(state)
+	return k
+}
+
+// errPrimeModulus is the error of a token whose kid names an RSA key whose modulus is prime.
+var errPrimeModulus = fmt.Errorf("%w: the key of the token's kid is not usable: its RSA modulus is prime", ErrInvalidToken)
+
+// usable returns the key, once its RSA modulus is known to be composite: a prime n (then
+// phi(n) = n-1, and anyone computes d from the published key) makes the key unusable, an
+// [ErrInvalidToken]. The first lookup of a key not yet vetted tests n (one primality test,
+// memoized by n for every cache of the process); it holds no lock but the memory's, which
+// is never held during a test. Concurrent first lookups may each test it.
+func (k *setKey) usable() (PublicKey, error) {
+	state := k.modulus.Load()
+	if state == modulusNotVetted {
+		state = modulusUsable
+		if primeModulus(k.Key.(*rsa.PublicKey).N) {
+			state = modulusPrime
+		}
+		k.modulus.Store(state)
+	}
+	if state == modulusPrime {
+		return PublicKey{}, errPrimeModulus
+	}
+	return k.PublicKey, nil
+}
+
+// primes remembers which moduli were tested, so a key named again, in this set or in another
+// set of any cache, costs no new test: ProbablyPrime's first Miller-Rabin round, which a real
+// modulus fails, is one modular exponentiation (measured 5 ms for 2048 bits, 44 ms for 4096,
+// on a loaded machine).
 var primes = struct {
 	sync.Mutex
 	tested map[string]bool
@@ -340,22 +398,34 @@ var primes = struct {
 // maxTestedModuli bounds primes: past it, the memory starts again empty.
 const maxTestedModuli = 4 * MaxJWKSKeys
 
+// testedModulus says what the memory of tested moduli knows of n, running no test.
+func testedModulus(n *big.Int) (prime, known bool) {
+	key := string(n.Bytes())
+	primes.Lock()
+	defer primes.Unlock()
+	prime, known = primes.tested[key]
+	return prime, known
+}
+
+// onPrimalityTest, when set (by the tests, before any runs), is told of each primality test
+// primeModulus runs.
+var onPrimalityTest func(n *big.Int)
+
 // primeModulus says whether n is (probably: a composite passes with a probability below
 // 4^-20) prime.
 func primeModulus(n *big.Int) bool {
-	key := string(n.Bytes())
-	primes.Lock()
-	prime, ok := primes.tested[key]
-	primes.Unlock()
-	if ok {
+	if prime, known := testedModulus(n); known {
 		return prime
 	}
-	prime = n.ProbablyPrime(20)
+	if onPrimalityTest != nil {
+		onPrimalityTest(n)
+	}
+	prime := n.ProbablyPrime(20)
 	primes.Lock()
 	defer primes.Unlock()
 	if len(primes.tested) >= maxTestedModuli {
 		clear(primes.tested)
 	}
-	primes.tested[key] = prime
+	primes.tested[string(n.Bytes())] = prime
 	return prime
 }

@@ -120,7 +120,7 @@ type KeySetCache struct {
 	logger   *slog.Logger
 
 	mu          sync.Mutex
-	keys        map[string]PublicKey // nil until a set was fetched
+	keys        map[string]*setKey // nil until a set was fetched
 	etag        string
 	fetched     time.Time // when the set's age started: its answer, or the last 304
 	fresh       freshness
@@ -199,13 +199,16 @@ func NewKeySetCache(client *Client, opts ...CacheOption) (*KeySetCache, error) {
 // still unknown is an [ErrInvalidToken]. While refreshes are failing (the last one failed), a
 // kid the set lacks is an [ErrKeysUnavailable] at once: it may be a new key, and the caller
 // never waits for a retry. When no usable set can be had, the error is an [ErrKeysUnavailable].
+// An RSA key's modulus is vetted when a kid first names it (one primality test, remembered by
+// modulus for every cache of the process; reading a set runs none): a prime modulus makes the
+// key unusable, an [ErrInvalidToken] saying so, and it is never returned.
 func (c *KeySetCache) Key(ctx context.Context, kid string) (PublicKey, error) {
 	keys, refreshed, err := c.current(ctx)
 	if err != nil {
 		return PublicKey{}, err
 	}
 	if key, ok := keys[kid]; ok {
-		return key, nil
+		return key.usable()
 	}
 	if refreshed {
 		return PublicKey{}, errUnknownKid
@@ -241,7 +244,7 @@ func (c *KeySetCache) Key(ctx context.Context, kid string) (PublicKey, error) {
 	key, ok := c.keys[kid]
 	c.mu.Unlock()
 	if ok {
-		return key, nil
+		return key.usable()
 	}
 	if wait.err != nil {
 		return PublicKey{}, fmt.Errorf("%w: the token's kid is not in the cached set, and the set could not be refreshed: %w", ErrKeysUnavailable, wait.err)
@@ -254,7 +257,7 @@ var errUnknownKid = fmt.Errorf("%w: no key of the set has the token's kid", ErrI
 
 // current returns the set to use now, after a refresh if it needs one (refreshed: this call
 // waited for a refresh that succeeded).
-func (c *KeySetCache) current(ctx context.Context) (map[string]PublicKey, bool, error) {
+func (c *KeySetCache) current(ctx context.Context) (map[string]*setKey, bool, error) {
 	c.mu.Lock()
 	now := c.now()
 	if c.keys == nil {
@@ -306,7 +309,7 @@ func (c *KeySetCache) current(ctx context.Context) (map[string]PublicKey, bool, 
 
 // staleLocked returns the cached set if it may still be used after a failure (within
 // stale-if-error after max-age), or ErrKeysUnavailable.
-func (c *KeySetCache) staleLocked(now time.Time) (map[string]PublicKey, error) {
+func (c *KeySetCache) staleLocked(now time.Time) (map[string]*setKey, error) {
 	if c.keys != nil && now.Sub(c.fetched) < c.fresh.maxAge+c.fresh.staleIfError {
 		return c.keys, nil
 	}
@@ -398,7 +401,7 @@ func (c *KeySetCache) run(f *flight, etag string) {
 // answer is what one request brought: a new set, or a 304.
 type answer struct {
 	notModified  bool
-	keys         map[string]PublicKey
+	keys         map[string]*setKey
 	etag         string
 	fresh        freshness
 	cacheControl bool // the answer had a Cache-Control header

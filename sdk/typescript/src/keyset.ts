@@ -174,7 +174,7 @@ export class KeySetCache {
         // As written, not as URL repairs it: WHATWG URL drops leading and trailing spaces, tabs
         // and newlines, reads "\\" as "/", and makes "http:h/x" and "http:///x" "http://h/x".
         !/^https?:\/\/[^/?#]/i.test(options.jwksUri) ||
-        /[\u0000-\u0020\u007f-\u00a0\\]/.test(options.jwksUri) ||
+        /[\u0000-\u0020\u007f-\u00a0\\\s]/.test(options.jwksUri) ||
         parsed === undefined ||
         (parsed.protocol !== "http:" && parsed.protocol !== "https:") ||
         parsed.hostname === "" ||

@@ -243,7 +243,7 @@ async function within<T>(ms: number, what: string, promise: Promise<T>): Promise
   }
 }
 
-test("A: one malformed key (RSA n \"A\") is skipped; the set's good key verifies", async () => {
+test("one malformed key (RSA n \"A\") is skipped; the set's good key verifies", async () => {
   const good = new SigningKey("ES256");
   const o = await new Origin().start();
   const junk = { kty: "RSA", n: "A", e: "AQAB", kid: "junk", alg: "RS256" };
@@ -257,7 +257,7 @@ test("A: one malformed key (RSA n \"A\") is skipped; the set's good key verifies
   await assert.rejects(cache.key("junk-e"), InvalidTokenError);
 });
 
-test("D: a 304 with another ETag drops the cached ETag: the first retry is unconditional and recovers", async () => {
+test("a 304 with another ETag drops the cached ETag: the first retry is unconditional and recovers", async () => {
   const a = new SigningKey("ES256");
   const body = JSON.stringify({ keys: [a.jwk()] });
   const s = await server((_n, res) => {
@@ -283,7 +283,7 @@ test("D: a 304 with another ETag drops the cached ETag: the first retry is uncon
   assert.equal(s.inm.length, 3);
 });
 
-test("E: while refreshes fail, an unknown kid is keys-unavailable at once, never waiting for a retry in flight", { timeout: 30_000 }, async () => {
+test("while refreshes fail, an unknown kid is keys-unavailable at once, never waiting for a retry in flight", { timeout: 30_000 }, async () => {
   const key = new SigningKey("ES256");
   const body = JSON.stringify({ keys: [key.jwk()] });
   const hung: ServerResponse[] = [];
@@ -315,7 +315,7 @@ test("E: while refreshes fail, an unknown kid is keys-unavailable at once, never
   assert.equal(s.inm.length, 3, "an unknown kid sent a request");
 });
 
-test("E: while a fresh set's refreshes fail, an unknown kid past the backoff starts a background retry; its key is found once it succeeds", async () => {
+test("while a fresh set's refreshes fail, an unknown kid past the backoff starts a background retry; its key is found once it succeeds", async () => {
   const key = new SigningKey("ES256");
   const added = new SigningKey("EdDSA");
   const o = await origin(key);
@@ -335,7 +335,7 @@ test("E: while a fresh set's refreshes fail, an unknown kid past the backoff sta
   assert.equal(logs.infos.length, 1);
 });
 
-test("F: an https issuer whose discovery document names an http:// jwks_uri is refused", async () => {
+test("an https issuer whose discovery document names an http:// jwks_uri is refused", async () => {
   const d = await discovery(() => ({ issuer: "https://issuer.example", jwksUri: "http://127.0.0.1:1/jwks" }));
   await assert.rejects(
     TokenVerifier.fromIssuer(new Client({ baseUrl: d.url, timeoutMs: 5000 }), "https://issuer.example", { audience: "api" }),
@@ -351,7 +351,7 @@ test("F: an https issuer whose discovery document names an http:// jwks_uri is r
   }
 });
 
-test("F: the client follows no redirect from https to http (discovery included)", async (t) => {
+test("the client follows no redirect from https to http (discovery included)", async (t) => {
   const tls = selfSignedCert(t.name);
   const plain = await discovery(() => ({ issuer: "iss", jwksUri: "http://127.0.0.1:1/jwks" }));
   const s = createHttpsServer({ key: tls.key, cert: tls.cert }, (req, res) => {
@@ -403,7 +403,7 @@ test("a jwks_uri with whitespace, control characters, backslashes or no host is 
   assert.equal(o.requests, 0);
 });
 
-test("I: an RSA key whose modulus is prime is kept in the set but refused when a token names it; a token signed with d = e^-1 mod (n-1) is invalid", { timeout: 60_000 }, async () => {
+test("an RSA key whose modulus is prime is kept in the set but refused when a token names it; a token signed with d = e^-1 mod (n-1) is invalid", { timeout: 60_000 }, async () => {
   const good = new SigningKey("ES256");
   const e = 65537n;
   let n = 0n;
@@ -452,12 +452,12 @@ function jwksBody(keys: unknown[]): ArrayBuffer {
   return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
 }
 
-test("R: RSA keys over 4096 bits are skipped, as in Go (go-jose MaxRSAModulusBits); a 4096-bit key is kept", async () => {
+test("RSA keys over 4096 bits are skipped, as in Go (go-jose MaxRSAModulusBits); a 4096-bit key is kept", async () => {
   const keys = [randomRsaJwk("rsa-4096", 4096), randomRsaJwk("rsa-4097", 4097), randomRsaJwk("rsa-8192", 8192)];
   assert.deepEqual([...(await parseKeySet(jwksBody(keys))).keys()], ["rsa-4096"]);
 });
 
-test("R: reading a set of 64 fresh 4096-bit RSA keys tests no modulus for primality; a token naming one tests that one, once, for every cache", { timeout: 60_000 }, async () => {
+test("reading a set of 64 fresh 4096-bit RSA keys tests no modulus for primality; a token naming one tests that one, once, for every cache", { timeout: 60_000 }, async () => {
   const keys = Array.from({ length: 64 }, (_, i) => randomRsaJwk(`rsa-${i}`, 4096));
   const before = primalityTests();
   assert.equal((await parseKeySet(jwksBody(keys))).size, 64);
@@ -495,7 +495,7 @@ test("a client timeout of 2^31 ms or more is clamped (setTimeout would fire afte
   assert.equal((await other.auth.getOpenIDConfiguration({}, { timeoutMs: 2 ** 40 })).issuer, "iss");
 });
 
-test("L/O: a key set body with a UTF-8 BOM is refused whole", async () => {
+test("a key set body with a UTF-8 BOM is refused whole", async () => {
   const key = new SigningKey("ES256");
   const o = await new Origin().start();
   o.setBody(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify({ keys: [key.jwk()] }))]));
@@ -506,7 +506,7 @@ test("L/O: a key set body with a UTF-8 BOM is refused whole", async () => {
   });
 });
 
-test("L/O: members padded, in the standard alphabet or of the wrong length, and use null, skip the key; x5c is not used", async () => {
+test("members padded, in the standard alphabet or of the wrong length, and use null, skip the key; x5c is not used", async () => {
   const good = new SigningKey("EdDSA");
   const withChar = (alg: "ES256" | "EdDSA" | "RS256", re: RegExp, member: string): Record<string, unknown> => {
     for (;;) {
@@ -550,7 +550,7 @@ test("L/O: members padded, in the standard alphabet or of the wrong length, and 
   }
 });
 
-test("L/O: deep nesting in the key set is an error of the fetch, never a crash", async () => {
+test("deep nesting in the key set is an error of the fetch, never a crash", async () => {
   const key = new SigningKey("ES256");
   const o = await new Origin().start();
   const deep = `${"[".repeat(1_000_000)}${"]".repeat(1_000_000)}`;
@@ -560,7 +560,7 @@ test("L/O: deep nesting in the key set is an error of the fetch, never a crash",
   await cache.key(key.kid).catch((err: unknown) => assert.ok(err instanceof KeysUnavailableError, String(err)));
 });
 
-test("M: the set's age is measured on a monotonic clock: a wall-clock step leaves it fresh", async () => {
+test("the set's age is measured on a monotonic clock: a wall-clock step leaves it fresh", async () => {
   const key = new SigningKey("ES256");
   const o = await origin(key);
   o.cacheControl = "max-age=60";

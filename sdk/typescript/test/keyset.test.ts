@@ -375,7 +375,7 @@ const cacheControlTable: [string | null, number, number, number][] = [
   [null, D, 0, 0],
 ];
 
-test("B: the Cache-Control table shared by the three SDKs", () => {
+test("the Cache-Control table shared by the three SDKs", () => {
   const wrong: string[] = [];
   for (const [header, maxAge, swr, sie] of cacheControlTable) {
     const got = parseCacheControl(header);
@@ -387,7 +387,7 @@ test("B: the Cache-Control table shared by the three SDKs", () => {
   assert.deepEqual(wrong, []);
 });
 
-test("B: beyond the shared table: proxy-revalidate allows no stale use; no-cache with a field list; whitespace around a directive", () => {
+test("beyond the shared table: proxy-revalidate allows no stale use; no-cache with a field list; whitespace around a directive", () => {
   const cases: [string, number, number, number][] = [
     ["max-age=60, proxy-revalidate, stale-if-error=600, stale-while-revalidate=30", 60, 0, 0],
     ['no-cache="set-cookie", max-age=60, stale-if-error=600', 0, 0, 0],
@@ -409,7 +409,7 @@ test("B: beyond the shared table: proxy-revalidate allows no stale use; no-cache
 // quoted value too; a quoted string opens only as the first non-blank after the first "=" and,
 // unterminated, runs to the end of the line; a malformed element (no-cache and no-store
 // included) is skipped as if absent; only spaces and tabs are trimmed; each line alone.
-test("S: the Cache-Control grammar at its edges (malformed elements, quoted strings, whitespace, lines)", () => {
+test("the Cache-Control grammar at its edges (malformed elements, quoted strings, whitespace, lines)", () => {
   const cases: [string | string[], number, number, number][] = [
     ['max-age= "60"', 60, 0, 0],
     ['max-age =\t"60" \t, stale-if-error=5', 60, 0, 5],

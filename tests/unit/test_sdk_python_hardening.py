@@ -1,12 +1,11 @@
-"""The Python SDK against the adversarial findings of issue 20: non-canonical or non-ASCII token
-parts, redirects, stale-while-revalidate past a failed refresh, a 304 with another ETag, a hung
-server within stale-if-error, weak keys, URL queries in logs, and Cache-Control edge cases; and
-of its second pass (attack20b): a 304's tag dropped, unknown kids while refreshes fail, https
-discovery, prime moduli, strict UTF-8 JSON, key member spellings, one Cache-Control grammar,
-jwks_uri spellings and a monotonic clock for ages; and of its third (attack20c): a redirect's
-origin judged on the URL it reaches, Go's redirect limits, RSA keys of at most 4096 bits, an
-RSA modulus vetted when a token first names its key (not while a set is read) and the
-Cache-Control grammar to the letter."""
+"""The Python SDK where a hostile or broken server, proxy or token would find a gap: token parts
+(canonical unpadded base64url, one strict UTF-8 JSON object each), weak keys (small-order
+Ed25519, weak RSA exponents, prime moduli, RSA over 4096 bits, oddly spelled members), a 304
+that renews nothing (another ETag, or to an unconditional GET), stale use past a failed refresh,
+a hung server, unknown kids while refreshes fail, discovery over https, jwks_uri spellings, URL
+queries kept out of logs, ages on a monotonic clock, redirects (the origin judged on the URL
+reached, Go's limits, Locations refused), an RSA modulus vetted when a token first names its key
+(once per modulus), and the Cache-Control grammar to the letter."""
 
 from __future__ import annotations
 
@@ -269,6 +268,21 @@ def test_a_304_with_the_same_tag_weakened_or_not_renews_the_set(clock: FakeClock
             assert len(peer.requests) == 2
 
 
+def test_a_304_to_a_request_without_if_none_match_is_a_failed_refresh(clock: FakeClock) -> None:
+    """A set answered without an ETag is revalidated by an unconditional GET: a 304 to it
+    compares nothing, so it renews nothing (the set, stale, without stale-if-error, is not
+    used)."""
+    with jwks_peer(Answer(body=key_set(ES.jwk()), cache_control="max-age=10")) as peer:
+        cache = KeySetCache(Client(peer.url, timeout=5), clock=clock)
+        cache.key("es-1")
+        peer.answer = Answer(status=304, cache_control="max-age=10")
+        clock.advance(11)
+        with pytest.raises(KeysUnavailableError, match="304 Not Modified to a request without"):
+            cache.key("es-1")
+        assert "if-none-match" not in peer.requests[-1]
+        assert peer.count() == 2
+
+
 # Within a usable stale set, a hung server does not stall callers.
 
 
@@ -419,13 +433,13 @@ def test_an_empty_jwks_uri_is_an_error_not_the_clients_get_jwks() -> None:
         KeySetCache(Client("http://127.0.0.1:9"), jwks_uri="")
 
 
-# The second adversarial pass (attack20b): D, E, F, I, A, C, L/O, B, G/H, M.
+# A 304's tag dropped; unknown kids while refreshes fail.
 
 
 def test_a_304_with_another_etag_drops_the_tag_so_the_retry_is_unconditional(
     clock: FakeClock,
 ) -> None:
-    """D: a peer that answers any If-None-Match with 304 and another tag, and an unconditional
+    """A peer that answers any If-None-Match with 304 and another tag, and an unconditional
     GET with 200 and the set: the cache recovers on its first retry."""
     first = Answer(body=key_set(ES.jwk()), cache_control="max-age=10, stale-if-error=600",
                    etag='"v1"')  # fmt: skip
@@ -457,7 +471,7 @@ def held_retry(peer: JwksPeer, clock: FakeClock, timeout: float) -> KeySetCache:
 
 
 def test_an_unknown_kid_does_not_wait_for_a_retry_in_flight(clock: FakeClock) -> None:
-    """E (1): a server that accepts and never answers; an unknown kid is keys unavailable at
+    """A server that accepts and never answers; an unknown kid is keys unavailable at
     once, without waiting for the retry."""
     policy = "max-age=10, stale-if-error=600"
     with jwks_peer(Answer(body=key_set(ES.jwk()), cache_control=policy)) as peer:
@@ -486,7 +500,7 @@ def test_an_unknown_kid_does_not_wait_for_a_retry_in_flight(clock: FakeClock) ->
 
 
 def test_an_unknown_kid_within_the_backoff_is_keys_unavailable(clock: FakeClock) -> None:
-    """E (2): after a failed refresh, within its backoff, an unknown kid may be a new key the
+    """After a failed refresh, within its backoff, an unknown kid may be a new key the
     cache cannot fetch: keys unavailable (503, retry), not invalid; no request."""
     policy = "max-age=10, stale-if-error=600"
     with jwks_peer(Answer(body=key_set(ES.jwk()), cache_control=policy)) as peer:
@@ -500,7 +514,7 @@ def test_an_unknown_kid_within_the_backoff_is_keys_unavailable(clock: FakeClock)
 def test_an_unknown_kid_past_the_backoff_of_a_fresh_set_starts_a_background_retry(
     clock: FakeClock,
 ) -> None:
-    """E: else, with the set fresh, nothing would retry and a new key stayed unknown (keys
+    """Else, with the set fresh, nothing would retry and a new key stayed unknown (keys
     unavailable) until max-age."""
     with jwks_peer(Answer(body=key_set(ES.jwk()), cache_control="max-age=3600")) as peer:
         cache = KeySetCache(Client(peer.url, timeout=5), clock=clock, unknown_kid_cooldown=0)
@@ -555,7 +569,7 @@ def from_issuer_in_a_process(ca_file: Path, base_url: str, issuer: str) -> str:
 
 
 def test_discovery_redirected_from_https_to_http_is_refused(tmp_path: Path) -> None:
-    """F: a plaintext hop must not choose the trust anchor."""
+    """A plaintext hop must not choose the trust anchor."""
     context, ca_file = tls_peer_context(tmp_path)
     with jwks_peer(Answer()) as plain:
         plain.answer = discovery("iss", plain.url + "/jwks")
@@ -577,7 +591,7 @@ def test_an_https_discovery_reaches_its_document(tmp_path: Path) -> None:
 
 
 def test_an_https_issuer_naming_an_http_jwks_uri_is_refused() -> None:
-    """F: an https issuer's keys are fetched over https only."""
+    """An https issuer's keys are fetched over https only."""
     with jwks_peer(Answer()) as peer:
         peer.answer = discovery(ISSUER, peer.url + "/jwks")
         with pytest.raises(ValueError, match="https"):
@@ -589,7 +603,7 @@ def test_an_https_issuer_naming_an_http_jwks_uri_is_refused() -> None:
         assert verifier.cache.url == peer.url + "/jwks"
 
 
-# I: an RSA modulus that is a prime (openssl prime -generate -bits 2048): phi(n) = n - 1, so
+# An RSA modulus that is a prime (openssl prime -generate -bits 2048): phi(n) = n - 1, so
 # anyone computes d from the published key.
 PRIME_N = int(
     "D740C4F90ABD699792CC84AF96E36D2351D9229C133EE6BC6EC8F68372F240C944CFD9156DC9057074D13DE8"
@@ -639,7 +653,7 @@ def test_an_rsa_key_of_two_primes_is_kept() -> None:
 
 
 def test_a_malformed_rsa_key_leaves_the_rest_of_the_set_usable(clock: FakeClock) -> None:
-    """A: one RSA key with n "A" is skipped; the good key verifies."""
+    """One RSA key with n "A" is skipped; the good key verifies."""
     junk = {"kty": "RSA", "n": "A", "e": "AQAB", "kid": "junk", "alg": "RS256"}
     with jwks_peer(Answer(body=key_set(ES.jwk(), junk), cache_control="max-age=60")) as peer:
         assert verifier_over(peer, clock).verify(ES.sign(CLAIMS))["sub"] == "user-1"
@@ -673,7 +687,7 @@ UNREADABLE_TOKENS = {
 def test_a_part_not_one_strict_utf8_json_object_is_an_invalid_token(
     peer: JwksPeer, clock: FakeClock, parts: tuple[bytes, bytes]
 ) -> None:
-    """C: each part is exactly one JSON object in strict UTF-8 (no BOM); no b64 header."""
+    """Each part is exactly one JSON object in strict UTF-8 (no BOM); no b64 header."""
     verifier = verifier_over(peer, clock)
     assert verifier.verify(signed_parts(HEADER, PAYLOAD))["sub"] == "user-1"
     with pytest.raises(InvalidTokenError):
@@ -702,7 +716,7 @@ UNREADABLE_SETS = {
 
 @pytest.mark.parametrize("body", UNREADABLE_SETS.values(), ids=UNREADABLE_SETS.keys())
 def test_a_set_not_strict_utf8_json_is_an_error_of_the_fetch(clock: FakeClock, body: bytes) -> None:
-    """L: the body is strict UTF-8 JSON without a BOM; deep nesting is an error, no crash."""
+    """The body is strict UTF-8 JSON without a BOM; deep nesting is an error, no crash."""
     with pytest.raises(ValueError, match="not a JSON JWK Set"):
         parse_key_set(body)
     with jwks_peer(Answer(body=body)) as peer:
@@ -754,7 +768,7 @@ ODD_SPELLINGS = {
 
 @pytest.mark.parametrize("make", ODD_SPELLINGS.values(), ids=ODD_SPELLINGS.keys())
 def test_a_key_spelled_oddly_is_skipped(make: Any) -> None:
-    """O: base64url members unpadded, in their alphabet, of the curve's size; use sig or none."""
+    """Base64url members unpadded, in their alphabet, of the curve's size; use sig or none."""
     assert list(parse_key_set(key_set(make(), ES.jwk()))) == ["es-1"]
 
 
@@ -766,7 +780,7 @@ def test_certificate_members_neither_make_nor_unmake_a_key() -> None:
     assert list(parse_key_set(key_set(no_use))) == ["es-2"]
 
 
-# B: Cache-Control, one grammar; the same table in the three SDKs (None: no header).
+# Cache-Control, one grammar; the same table in the three SDKs (None: no header).
 D = 300
 CACHE_CONTROL_TABLE = [
     ("max-age=60", 60, 0, 0),
@@ -826,7 +840,7 @@ def test_must_revalidate_makes_a_failed_refresh_fail_closed_at_max_age(clock: Fa
             cache.key("es-1")
 
 
-# G/H: a jwks_uri that is not plainly one URL is refused at construction.
+# A jwks_uri that is not plainly one URL is refused at construction.
 
 
 @pytest.mark.parametrize(
@@ -847,7 +861,7 @@ def test_a_discovered_jwks_uri_with_a_newline_is_refused() -> None:
             TokenVerifier.from_issuer(ISSUER, client=Client(peer.url), audience=AUDIENCE)
 
 
-# M: ages on a monotonic clock, claims on the wall clock.
+# Ages on a monotonic clock, claims on the wall clock.
 
 
 def test_ages_follow_the_monotonic_clock_and_claims_the_wall_clock(
@@ -870,8 +884,8 @@ def test_ages_follow_the_monotonic_clock_and_claims_the_wall_clock(
     assert peer.count() == 2
 
 
-# Third pass (attack20c). P: a redirect's target is judged on the URL it is sent to: the API key
-# never reaches another origin, whichever parser would read the Location otherwise.
+# A redirect's target is judged on the URL it is sent to: the API key never reaches another
+# origin, whichever parser would read the Location otherwise.
 
 KEY = "SECRETKEY"
 # {A}: the origin's port, {B}: another origin's. urllib reads the first spellings' host as A
@@ -926,10 +940,10 @@ def test_a_redirect_never_carries_the_api_key_to_another_origin(location: str) -
 @pytest.mark.parametrize(
     "location",
     ["http://127.0.0.1:{B}\\@127.0.0.1:{A}/x", "/\\127.0.0.1:{B}/x", "/x\\y",
-     "http://127.0.0.1:{B}\t/x", "/\t/127.0.0.1:{B}/x", "/x\ty"],
+     "http://127.0.0.1:{B}\t/x", "/\t/127.0.0.1:{B}/x", "/x\ty", "/x y"],
 )  # fmt: skip
-def test_a_location_with_a_backslash_or_a_tab_is_refused(location: str) -> None:
-    """Q: as Go refuses it ("invalid control character in URL", "invalid userinfo")."""
+def test_a_location_with_a_backslash_a_tab_or_a_space_is_refused(location: str) -> None:
+    """As Go refuses it ("invalid control character in URL", "invalid userinfo")."""
     with jwks_peer(Answer()) as other, jwks_peer(Answer()) as origin:
         target = location.format(A=port(origin), B=port(other))
         origin.answer = Answer(status=302, location=target, cache_control=None)
@@ -942,6 +956,45 @@ def test_a_location_with_a_control_character_is_refused(location: str) -> None:
     """CR and LF cannot reach a Location through pyqwest's headers: the check itself."""
     with pytest.raises(ConnectError, match="redirect"):
         redirect_target("http://127.0.0.1:1/p", location)
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["http://a/x y", "/x y", " /x", "/x\x0by", "/x\x85y", "/x\xa0y", "/x\u1680y", "/x\u2009y",
+     "/x\u2028y", "/x\u2029y", "/x\u202fy", "/x\u3000y"],
+)  # fmt: skip
+def test_a_location_with_whitespace_is_refused(location: str) -> None:
+    """Whitespace as Go's unicode.IsSpace reads it, Unicode's included: URL parsers disagree
+    on whether it is dropped, kept or ends the host."""
+    with pytest.raises(ConnectError, match="redirect"):
+        redirect_target("http://127.0.0.1:1/p", location)
+
+
+class Closable:
+    """A 3xx's body that records being closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __iter__(self) -> Closable:
+        return self
+
+    def __next__(self) -> bytes:
+        raise StopIteration
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("url", "location"), [("https://h/p", "http://h/q"), ("http://h/p", "/x\\y")]
+)
+def test_a_refused_redirect_closes_its_response(url: str, location: str) -> None:
+    body = Closable()
+    refused = SyncResponse(status=302, headers=Headers([("location", location)]), content=body)
+    with pytest.raises(ConnectError, match="redirect"):
+        RedirectTransport(Recording(refused)).execute_sync(SyncRequest("GET", url, Headers(), b""))
+    assert body.closed
 
 
 class Recording:
@@ -977,7 +1030,7 @@ def test_a_redirect_is_sent_to_the_url_its_origin_was_judged_on() -> None:
     assert (inner.sent[1].url, inner.sent[1].headers.get("authorization")) == ("http://h/q", "k")
 
 
-# Q: redirects followed as Go follows them.
+# Redirects followed as Go follows them.
 
 
 def redirect_chain(origin: JwksPeer, hops: int) -> None:
@@ -1010,7 +1063,7 @@ def test_an_empty_location_is_answered_as_it_is() -> None:
         assert origin.count() == 1
 
 
-# R: RSA keys over 4096 bits are skipped (go-jose's MaxRSAModulusBits), so no key's primality
+# RSA keys over 4096 bits are skipped (go-jose's MaxRSAModulusBits), so no key's primality
 # test costs more than a 4096-bit one's.
 
 
@@ -1024,15 +1077,14 @@ def test_rsa_keys_over_4096_bits_are_skipped(bits: int, kept: bool) -> None:
     assert list(parse_key_set(key_set(rsa_member(n, 65537), ES.jwk()))) == expected
 
 
-# R (the vetting): a set is read with no primality test; an RSA modulus is vetted when a token
+# The vetting: a set is read with no primality test; an RSA modulus is vetted when a token
 # first names its key, once per modulus in the process (a hostile set of 256 fresh 4096-bit
 # moduli cost 35-55 s of CPU, GIL held, on each fetch).
 
 
 def random_moduli_set(count: int) -> tuple[bytes, list[int]]:
-    """A set of `count` RSA keys k0, k1, ... of fresh random odd 4096-bit moduli (as
-    attack20c's generator), and the moduli: composite but for a negligible chance, unknown to
-    the memo."""
+    """A set of `count` RSA keys k0, k1, ... of fresh random odd 4096-bit moduli, and the
+    moduli: composite but for a negligible chance, unknown to the memo."""
     moduli = [secrets.randbits(4096) | (1 << 4095) | 1 for _ in range(count)]
     members = ({**rsa_member(n, 65537), "kid": f"k{i}"} for i, n in enumerate(moduli))
     return key_set(*members), moduli
@@ -1083,7 +1135,64 @@ def test_a_token_naming_an_unvetted_key_runs_one_primality_test_and_the_next_non
         assert primality_tests == [moduli[7]]
 
 
-# S: Cache-Control by the one grammar (README, Client SDKs).
+def parked(thread: threading.Thread) -> bool:
+    """Whether `thread` waits on a threading Event or Condition (read from its stack)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "wait" and code.co_filename == threading.__file__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_concurrent_first_lookups_of_a_key_run_one_primality_test(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight threads name an unvetted key at once: one runs the test (held until all eight
+    wait), the others wait for its verdict. No later lookup runs it again, not once the memo
+    has forgotten the modulus, nor when a refresh brings the key again."""
+    body, moduli = random_moduli_set(4)
+    tested: list[int] = []
+    release = threading.Event()
+    real = _keyset._probably_prime
+
+    def held(n: int) -> bool:
+        tested.append(n)
+        release.wait(30)
+        return real(n)
+
+    monkeypatch.setattr(_keyset, "_probably_prime", held)
+    with jwks_peer(Answer(body=body, cache_control="max-age=60")) as peer:
+        cache = KeySetCache(Client(peer.url, timeout=5), clock=clock)
+        assert len(cache.kids()) == 4
+        found: list[str] = []
+        threads = [
+            threading.Thread(target=lambda: found.append(cache.key("k1").kid), daemon=True)
+            for _ in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while not all(parked(thread) for thread in threads):  # a bounded poll
+            assert time.monotonic() < deadline, "the eight lookups did not all wait"
+            time.sleep(0.01)
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        assert found == ["k1"] * 8
+        assert tested == [moduli[1]]
+        with _keyset._prime_memo_lock:
+            _keyset._prime_memo.clear()  # as if 512 other moduli had pushed it out
+        assert cache.key("k1").kid == "k1"
+        clock.advance(61)
+        assert cache.kids() == ["k0", "k1", "k2", "k3"]  # a 200: the set read again
+        assert peer.count() == 2
+        assert cache.key("k1").kid == "k1"
+        assert tested == [moduli[1]]
+
+
+# Cache-Control by the one grammar (README, Client SDKs).
 
 
 @pytest.mark.parametrize(

@@ -84,17 +84,34 @@ class KeysUnavailableError(AgentRouterError):
         super().__init__("unavailable", f"keys unavailable: {message}")
 
 
+class _Modulus:
+    """An RSA key's modulus, and whether it is a prime once vetted (None: not yet). Set once,
+    by the first lookup of the key that vets it; read without a lock (a reference, assigned
+    whole)."""
+
+    __slots__ = ("n", "prime")
+
+    def __init__(self, n: int, prime: bool | None) -> None:
+        self.n = n
+        self.prime = prime
+
+
 @dataclass(frozen=True)
 class PublicKey:
     """A usable key of the set: its kid, the algorithm it declares (ES256, RS256 or EdDSA) and
-    the key (PyJWT's PyJWK). `unvetted_modulus` is an RSA key's modulus when it is still to be
+    the key (PyJWT's PyJWK). `unvetted_modulus` is an RSA key's modulus while it is still to be
     tested not to be a prime, which KeySetCache.key does when a token first names the key
-    (None: nothing to test)."""
+    (None: nothing to test, or the verdict is known; it is kept on the key)."""
 
     kid: str
     alg: str
     jwk: jwt.PyJWK
-    unvetted_modulus: int | None = field(default=None, repr=False, compare=False)
+    _modulus: _Modulus | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def unvetted_modulus(self) -> int | None:
+        modulus = self._modulus
+        return modulus.n if modulus is not None and modulus.prime is None else None
 
 
 @dataclass(frozen=True)
@@ -224,7 +241,8 @@ def parse_key_set(body: bytes) -> dict[str, PublicKey]:
     has no usable key. Unusable keys are skipped; the first of two keys with one kid is kept; of
     a member named twice in one object, the last is read (as json does). No RSA modulus is
     tested for primality here: a key whose modulus the process has not vetted yet is kept,
-    marked (PublicKey.unvetted_modulus), and KeySetCache.key vets it when a token names it.
+    marked (PublicKey.unvetted_modulus), and KeySetCache.key vets it when a token names it
+    (a modulus the memo knows is marked with its verdict).
     Errors never quote the body."""
     try:  # strict UTF-8 (RFC 8259 §8.1): no BOM, no UTF-16; deep nesting is an error too
         document = json.loads(body.decode("utf-8"))
@@ -253,7 +271,7 @@ def _usable_key(member: object) -> PublicKey | None:
     with its key type and curve (RSA of 2048 to 4096 bits, e odd and at least 3), no `use` or
     use "sig", its numbers in unpadded base64url (EC coordinates and the Ed25519 x of the
     curve's size), a valid public key. Certificate members (x5c, x5t, ...) are not read. An
-    RSA modulus is marked unvetted unless the memo knows it is not a prime."""
+    RSA modulus is marked with the memo's verdict, or unvetted when the memo has none."""
     if not isinstance(member, dict) or any(name in member for name in _PRIVATE_MEMBERS):
         return None
     texts = {name: member.get(name) for name in ("kid", "kty", "crv", "alg")}
@@ -272,16 +290,15 @@ def _usable_key(member: object) -> PublicKey | None:
         jwk = jwt.PyJWK(member, algorithm=alg)
     except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
         return None
-    unvetted: int | None = None
+    modulus: _Modulus | None = None
     if alg == "RS256":
         n = _rsa_modulus(jwk.key)
         if n is None:
             return None
-        if _known_prime(n) is not False:
-            unvetted = n
+        modulus = _Modulus(n, _known_prime(n))
     if alg == "EdDSA" and not _strong_ed25519(member.get("x")):
         return None
-    return PublicKey(kid, alg, jwk, unvetted)
+    return PublicKey(kid, alg, jwk, modulus)
 
 
 # A JWK's number: base64url without padding (RFC 7518 §6), of a length some bytes can have.
@@ -317,36 +334,70 @@ def _rsa_modulus(key: object) -> int | None:
     return numbers.n if numbers.e >= 3 and numbers.e % 2 == 1 else None
 
 
-# Whether each modulus vetted so far is a prime, by n: the least recently used are dropped past
-# twice a set's size. Shared by every cache of the process.
+class _Vetting:
+    """A primality test in flight: the callers that find it in the memo wait for its verdict."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.prime: bool | None = None  # None: in flight, or, once done, the test raised
+
+
+# Whether each modulus vetted so far is a prime, by n, or the test of it in flight: the least
+# recently used are dropped past twice a set's size. Shared by every cache of the process; a
+# key keeps its own verdict (_Modulus), so a key in use never needs its entry again.
 _PRIME_MEMO_SIZE = 2 * MAX_JWKS_KEYS
-_prime_memo: OrderedDict[int, bool] = OrderedDict()
+_prime_memo: OrderedDict[int, bool | _Vetting] = OrderedDict()
 _prime_memo_lock = threading.Lock()
 
 
 def _known_prime(n: int) -> bool | None:
-    """Whether the memo knows `n` to be a prime (True) or not (False); None: not vetted yet."""
+    """Whether the memo knows `n` to be a prime (True) or not (False); None: not vetted yet
+    (or its test is still in flight)."""
     with _prime_memo_lock:
         known = _prime_memo.get(n)
-        if known is not None:
-            _prime_memo.move_to_end(n)
-        return known
+        if known is None:
+            return None
+        _prime_memo.move_to_end(n)
+        return known if isinstance(known, bool) else None
 
 
 def _modulus_is_prime(n: int) -> bool:
     """Whether the RSA modulus `n` is a prime (with n prime, phi(n) = n - 1 and anyone computes
-    d = e^-1 mod (n - 1)): from the memo, else tested and remembered. The test runs outside the
-    memo's lock, so two first callers may both run it; a caller runs it at most once."""
-    known = _known_prime(n)
-    if known is not None:
-        return known
-    prime = _probably_prime(n)
+    d = e^-1 mod (n - 1)): from the memo, else tested and remembered. One test per modulus at a
+    time: the first caller runs it outside the memo's lock, and the callers that come while it
+    runs wait for its verdict (should it raise, each then runs the test itself)."""
+    first = False
     with _prime_memo_lock:
-        _prime_memo[n] = prime
-        _prime_memo.move_to_end(n)
-        while len(_prime_memo) > _PRIME_MEMO_SIZE:
-            _prime_memo.popitem(last=False)
+        entry = _prime_memo.get(n)
+        if entry is None:
+            entry, first = _Vetting(), True
+            _remember(n, entry)
+        else:
+            _prime_memo.move_to_end(n)
+    if isinstance(entry, bool):
+        return entry
+    if not first:
+        entry.done.wait()
+        return entry.prime if entry.prime is not None else _probably_prime(n)
+    try:
+        prime = entry.prime = _probably_prime(n)
+    finally:
+        with _prime_memo_lock:
+            if entry.prime is not None:
+                _remember(n, entry.prime)
+            elif _prime_memo.get(n) is entry:
+                del _prime_memo[n]
+        entry.done.set()
     return prime
+
+
+def _remember(n: int, entry: bool | _Vetting) -> None:
+    """Put `entry` in the memo as n's, the most recently used; drop the least recently used
+    past the memo's size. Called with the memo's lock held."""
+    _prime_memo[n] = entry
+    _prime_memo.move_to_end(n)
+    while len(_prime_memo) > _PRIME_MEMO_SIZE:
+        _prime_memo.popitem(last=False)
 
 
 def _probably_prime(n: int) -> bool:
@@ -447,17 +498,17 @@ class _FetchError(Exception):
 class KeySetCache:
     """The key set that verifies tokens, kept as the server's HTTP caching says: fresh for the
     answer's max-age (at most 24 h; 300 s when missing; 0 with no-cache or no-store), then
-    revalidated with If-None-Match (a 304 keeps the set and restarts its age; a 304 with
-    another ETag, by the weak comparison, is a failed refresh that drops the cached ETag, so the
-    retry is an unconditional GET). Within stale-while-revalidate after max-age it answers
-    from the cached set and refreshes once in the background; beyond that, callers wait for one
-    shared refresh. Once a refresh has failed, stale-if-error after max-age alone bounds the
-    use of the cached set (logged once per streak of failures; retried after 1 s, doubling up
-    to 60 s, in the background while the set may be used); beyond it, KeysUnavailableError.
-    No redirect is followed: a 3xx is a failed refresh. A kid the set lacks causes one shared
-    refresh, at most one per `unknown_kid_cooldown` seconds; while refreshes are failing it is
-    a KeysUnavailableError at once. Logs and errors name the URL
-    without its query or fragment.
+    revalidated with If-None-Match (a 304 keeps the set and restarts its age; a 304 to a request
+    without If-None-Match is a failed refresh, and so is a 304 with another ETag, by the weak
+    comparison, which drops the cached ETag, so the retry is an unconditional GET). Within
+    stale-while-revalidate after max-age it answers from the cached set and refreshes once in the
+    background; beyond that, callers wait for one shared refresh. Once a refresh has failed,
+    stale-if-error after max-age alone bounds the use of the cached set (logged once per streak of
+    failures; retried after 1 s, doubling up to 60 s, in the background while the set may be used);
+    beyond it, KeysUnavailableError. No redirect is followed: a 3xx is a failed refresh. A kid the
+    set lacks causes one shared refresh, at most one per `unknown_kid_cooldown` seconds; while
+    refreshes are failing it is a KeysUnavailableError at once. Logs and errors name the URL without
+    its query or fragment.
 
     The set comes from `client`'s GetJWKS (a Connect GET answered in JSON, with the client's
     API key and timeout), or from `jwks_uri` (the API key is sent only when that URL has the
@@ -532,14 +583,19 @@ class KeySetCache:
         or causes one (at most one per cooldown); a kid still unknown is an InvalidTokenError.
         KeysUnavailableError when no usable set can be had, and at once for a kid the set lacks
         while refreshes are failing. An RSA key's modulus is vetted the first time the process
-        looks the key up (in the calling thread, holding no lock of the cache; memoized by n):
-        a prime modulus is an InvalidTokenError, and the key is never returned."""
+        looks the key up (in the calling thread, holding no lock of the cache; one test per
+        modulus in the process, concurrent first lookups waiting for it; the verdict is kept on
+        the key): a prime modulus is an InvalidTokenError, and the key is never returned."""
         found = self._find(kid)
-        n = found.unvetted_modulus
-        if n is not None and _modulus_is_prime(n):
-            raise InvalidTokenError(
-                "the key of the token's kid is not usable: its RSA modulus is prime"
-            )
+        modulus = found._modulus
+        if modulus is not None:
+            prime = modulus.prime
+            if prime is None:
+                prime = modulus.prime = _modulus_is_prime(modulus.n)
+            if prime:
+                raise InvalidTokenError(
+                    "the key of the token's kid is not usable: its RSA modulus is prime"
+                )
         return found
 
     def _find(self, kid: str) -> PublicKey:
@@ -661,19 +717,25 @@ class KeySetCache:
             error = f"the refresh failed ({type(err).__name__})"
         with self._lock:
             if answer is not None:
-                error = self._record(answer)
+                error = self._record(answer, etag)
             self._record_outcome(error)
             self._flight, flight.error = None, error
         flight.done.set()
 
-    def _record(self, answer: _Answer) -> str | None:
-        """Keep what a refresh brought; the error when a 304 came with no set cached."""
+    def _record(self, answer: _Answer, etag: str) -> str | None:
+        """Keep what a refresh sent with If-None-Match `etag` ("": none) brought; the error of a
+        304 that renews nothing: with no set cached, to a request without If-None-Match (it
+        compared nothing), or with another ETag."""
         if not answer.not_modified:
+            if self._keys is not None:
+                _carry_verdicts(self._keys, answer.keys)
             self._keys, self._etag = answer.keys, answer.etag
             self._fetched, self._fresh = self._monotonic(), answer.fresh
             return None
         if self._keys is None:
             return "the server answered 304 Not Modified, but no set is cached"
+        if not etag:
+            return "the server answered 304 Not Modified to a request without If-None-Match"
         if answer.etag and answer.etag.removeprefix("W/") != self._etag.removeprefix("W/"):
             # weak comparison (RFC 9110 §8.8.3.2): a compressing proxy may weaken a tag. The
             # cached tag is dropped, so the retry is an unconditional GET whose 200 brings the
@@ -740,6 +802,23 @@ class KeySetCache:
         except ValueError as err:
             raise _FetchError(str(err)) from None
         return _Answer(False, keys, etag_got, fresh, has_cache_control)
+
+
+def _carry_verdicts(old: dict[str, PublicKey], new: dict[str, PublicKey]) -> None:
+    """Give each unvetted RSA key of the `new` set the verdict a key of the `old` set with the
+    same modulus has: a key in use is not vetted again when a refresh brings it back, even
+    once the memo has dropped its modulus."""
+    known = {
+        modulus.n: modulus.prime
+        for key in old.values()
+        if (modulus := key._modulus) is not None and modulus.prime is not None
+    }
+    if not known:
+        return
+    for key in new.values():
+        modulus = key._modulus
+        if modulus is not None and modulus.prime is None:
+            modulus.prime = known.get(modulus.n)
 
 
 def _unknown_kid() -> InvalidTokenError:

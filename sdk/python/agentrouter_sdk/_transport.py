@@ -17,10 +17,12 @@ from pyqwest import Headers, SyncHTTPTransport, SyncRequest, SyncResponse, SyncT
 # net/http: "stopped after 10 redirects" once `len(via) >= 10`).
 MAX_REDIRECTS = 10
 # What a Location may not hold: a control character (Go's url.Parse refuses it; urllib and
-# reqwest drop a tab or a newline where they please), or a backslash (for reqwest, which reads
-# a URL by the WHATWG rules, it ends an http URL's authority; for urllib it does not, so the
-# two would read different hosts in `http://B\\@A/`).
-_REFUSED_IN_LOCATION = re.compile(r"[\x00-\x1f\x7f\\]")
+# reqwest drop a tab or a newline where they please), whitespace, Unicode's included (str's
+# isspace, as Go's unicode.IsSpace: U+00A0, U+2028, U+3000, ...; parsers disagree on whether
+# it is dropped, kept or ends the host), or a backslash (for reqwest, which reads a URL by the
+# WHATWG rules, it ends an http URL's authority; for urllib it does not, so the two would read
+# different hosts in `http://B\\@A/`).
+_REFUSED_IN_LOCATION = re.compile(r"[\s\x00-\x1f\x7f\\]")
 # A host a redirect may name: a name or an IPv4 address in ASCII letters, digits, ".", "-" and
 # "_", or an IPv6 address in brackets; what urllib and reqwest cannot read apart.
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -68,9 +70,9 @@ class RedirectTransport:
     301/302 of a POST, become a GET without a body; 307/308 resend the body when it is bytes,
     else are answered as they are; the credentials never go to another origin), but never from
     https to http: a plaintext hop must not choose what the call reads (such as a discovery
-    document's jwks_uri). A Location holding a control character or a backslash is refused
-    (`unavailable`); the others are sent to the URL their origin was judged on (see
-    redirect_target)."""
+    document's jwks_uri). A Location holding a control character, whitespace or a backslash is
+    refused (`unavailable`, the 3xx closed); the others are sent to the URL their origin was
+    judged on (see redirect_target)."""
 
     def __init__(self, inner: SyncTransport) -> None:
         self._inner = inner
@@ -81,7 +83,11 @@ class RedirectTransport:
             location = response.headers.get("location")
             if response.status not in (301, 302, 303, 307, 308) or not location:
                 return response
-            following = _redirected(request, response.status, location)
+            try:
+                following = _redirected(request, response.status, location)
+            except BaseException:
+                response.close()  # a refused redirect's connection is not left open
+                raise
             if following is None:
                 return response
             response.close()
@@ -94,10 +100,12 @@ def redirect_target(url: str, location: str) -> str:
     `url`, then rebuilt from that one parse as scheme://host[:port]/path[?query] (no userinfo,
     no fragment) of a host spelled so that reqwest, which sends it, reads the host and port
     urllib read: the origin judged is the origin reached. ConnectError `unavailable` for a
-    Location with a control character or a backslash, or whose URL is not http(s) with such a
-    host."""
+    Location with a control character, whitespace or a backslash, or whose URL is not http(s)
+    with such a host."""
     if _REFUSED_IN_LOCATION.search(location):
-        raise _refused("a redirect to a Location with a control character or a backslash")
+        raise _refused(
+            "a redirect to a Location with a control character, whitespace or a backslash"
+        )
     try:
         parts = urlsplit(urljoin(url, location))
     except ValueError:

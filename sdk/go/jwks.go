@@ -370,7 +370,8 @@ var errPrimeModulus = fmt.Errorf("%w: the key of the token's kid is not usable: 
 // phi(n) = n-1, and anyone computes d from the published key) makes the key unusable, an
 // [ErrInvalidToken]. The first lookup of a key not yet vetted tests n (one primality test,
 // memoized by n for every cache of the process); it holds no lock but the memory's, which
-// is never held during a test. Concurrent first lookups may each test it.
+// is never held during a test. Concurrent first lookups of one n run one test: the others
+// wait for its verdict.
 func (k *setKey) usable() (PublicKey, error) {
 	state := k.modulus.Load()
 	if state == modulusNotVetted {
@@ -389,22 +390,39 @@ func (k *setKey) usable() (PublicKey, error) {
 // primes remembers which moduli were tested, so a key named again, in this set or in another
 // set of any cache, costs no new test: ProbablyPrime's first Miller-Rabin round, which a real
 // modulus fails, is one modular exponentiation (measured 5 ms for 2048 bits, 44 ms for 4096,
-// on a loaded machine).
+// on a loaded machine). A modulus under test has its entry already: who asks for it then
+// waits for that test's verdict instead of running another.
 var primes = struct {
 	sync.Mutex
-	tested map[string]bool
-}{tested: map[string]bool{}}
+	tested map[string]*modulusVerdict
+}{tested: map[string]*modulusVerdict{}}
 
-// maxTestedModuli bounds primes: past it, the memory starts again empty.
+// modulusVerdict is what a primality test of a modulus found: prime is set before done is
+// closed.
+type modulusVerdict struct {
+	done  chan struct{}
+	prime bool
+}
+
+// maxTestedModuli bounds primes: past it, the memory starts again empty (a test under way
+// still answers those waiting for it).
 const maxTestedModuli = 4 * MaxJWKSKeys
 
-// testedModulus says what the memory of tested moduli knows of n, running no test.
+// testedModulus says what the memory of tested moduli knows of n, running no test and
+// waiting for none.
 func testedModulus(n *big.Int) (prime, known bool) {
-	key := string(n.Bytes())
 	primes.Lock()
-	defer primes.Unlock()
-	prime, known = primes.tested[key]
-	return prime, known
+	verdict, ok := primes.tested[string(n.Bytes())]
+	primes.Unlock()
+	if !ok {
+		return false, false
+	}
+	select {
+	case <-verdict.done:
+		return verdict.prime, true
+	default:
+		return false, false
+	}
 }
 
 // onPrimalityTest, when set (by the tests, before any runs), is told of each primality test
@@ -412,20 +430,25 @@ func testedModulus(n *big.Int) (prime, known bool) {
 var onPrimalityTest func(n *big.Int)
 
 // primeModulus says whether n is (probably: a composite passes with a probability below
-// 4^-20) prime.
+// 4^-20) prime: from the memory, from the test of n under way, or from a test of its own.
 func primeModulus(n *big.Int) bool {
-	if prime, known := testedModulus(n); known {
-		return prime
-	}
-	if onPrimalityTest != nil {
-		onPrimalityTest(n)
-	}
-	prime := n.ProbablyPrime(20)
+	key := string(n.Bytes())
 	primes.Lock()
-	defer primes.Unlock()
+	if verdict, ok := primes.tested[key]; ok {
+		primes.Unlock()
+		<-verdict.done
+		return verdict.prime
+	}
 	if len(primes.tested) >= maxTestedModuli {
 		clear(primes.tested)
 	}
-	primes.tested[string(n.Bytes())] = prime
-	return prime
+	verdict := &modulusVerdict{done: make(chan struct{})}
+	primes.tested[key] = verdict
+	primes.Unlock()
+	defer close(verdict.done)
+	if onPrimalityTest != nil {
+		onPrimalityTest(n)
+	}
+	verdict.prime = n.ProbablyPrime(20)
+	return verdict.prime
 }

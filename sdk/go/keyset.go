@@ -106,8 +106,9 @@ func WithLogger(logger *slog.Logger) CacheOption {
 // answered from it at once while one retry runs in the background (logged once per streak;
 // retried after 1 s, doubling up to 60 s; a token whose kid the set lacks is then
 // [ErrKeysUnavailable] at once); beyond it, [ErrKeysUnavailable]. A 304 naming another ETag
-// (by the weak comparison) is a failed refresh, and the retry is an unconditional GET. The set
-// is read only from its URL: a redirect is a failed fetch. It is safe for concurrent use.
+// (by the weak comparison) is a failed refresh, and the retry is an unconditional GET; a 304 to
+// a request without If-None-Match is a failed refresh too. The set is read only from its URL:
+// a redirect is a failed fetch. It is safe for concurrent use.
 type KeySetCache struct {
 	http     *http.Client
 	url      string
@@ -359,6 +360,10 @@ func (c *KeySetCache) run(f *flight, etag string) {
 	case err != nil:
 	case answer.notModified && c.keys == nil:
 		err = errors.New("the server answered 304 Not Modified, but no set is cached")
+	case answer.notModified && etag == "":
+		// No validator was sent (the set came without an ETag, or a 304 of another tag dropped
+		// it): the 304 says nothing of the cached set.
+		err = errors.New("the server answered 304 Not Modified to a request without If-None-Match")
 	case answer.notModified && answer.etag != "" && !weakMatch(answer.etag, c.etag):
 		// Not the validator sent: the cached set is not known to be current. Its tag is
 		// dropped, so the retry is an unconditional GET, whose 200 brings the set.

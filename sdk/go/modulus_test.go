@@ -1,8 +1,10 @@
 package agentrouter_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -17,7 +19,7 @@ import (
 
 // hostileModuli publishes, beside good, count RSA keys (kids "r0", "r1", …) whose moduli are
 // fresh random odd numbers of bits bits, e = 65537: what a hostile key-set server serves to
-// make each fetch cost a primality test per key (attack20c, finding R).
+// make each fetch cost a primality test per key.
 func hostileModuli(t *testing.T, good signingKey, count, bits int) (*origin, []*big.Int) {
 	t.Helper()
 	b64 := base64.RawURLEncoding.EncodeToString
@@ -121,7 +123,7 @@ func TestCachePrimalityTestIsMemoizedAcrossLookupsAndCaches(t *testing.T) {
 	}
 	wantTests(t, "after three tokens naming r2", moduli, map[int]int{2: 1})
 
-	// Concurrent first lookups of one key may each test it, never more than once per caller.
+	// Concurrent first lookups of one key run one test: the others wait for its verdict.
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -131,7 +133,70 @@ func TestCachePrimalityTestIsMemoizedAcrossLookupsAndCaches(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if got := agentrouter.PrimalityTestsOf(moduli[3]); got < 1 || got > 8 {
-		t.Errorf("8 concurrent first lookups of r3 ran %d primality tests of its modulus, want 1 to 8", got)
+	if got := agentrouter.PrimalityTestsOf(moduli[3]); got != 1 {
+		t.Errorf("8 concurrent first lookups of r3 ran %d primality tests of its modulus, want 1", got)
+	}
+}
+
+// An RSA key whose modulus is prime is refused when a token names it: with phi(n) = n-1,
+// anyone computes d from the published key. Reading the set runs no primality test, so the key
+// stays in the set: a token "signed" with d = e^-1 mod (n-1) is invalid with a message that
+// says why, and the good key beside it verifies. A set whose only key is that one is a set
+// (no refresh for an unknown kid): its tokens are invalid, not "keys unavailable".
+func TestCacheRSAKeyWithPrimeModulusIsRefusedWhenATokenNamesIt(t *testing.T) {
+	t.Parallel()
+	n, err := rand.Prime(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := big.NewInt(65537)
+	d := new(big.Int).ModInverse(e, new(big.Int).Sub(n, big.NewInt(1)))
+	if d == nil {
+		t.Skip("e is not invertible mod n-1 for this prime") // 1 in 65537
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	primeJWK := map[string]any{"kty": "RSA", "n": b64(n.Bytes()), "e": b64(e.Bytes()), "kid": "prime", "alg": "RS256", "use": "sig"}
+	good := newSigningKey(t, "ES256")
+	clock := newFakeClock()
+	// RSASSA-PKCS1-v1_5 with SHA-256 (RFC 8017 §9.2), by hand: m^d mod n.
+	signingInput := b64(jsonMarshal(t, map[string]any{"alg": "RS256", "kid": "prime", "typ": "JWT"})) + "." +
+		b64(jsonMarshal(t, claimsFor(clock.Now())))
+	digest := sha256.Sum256([]byte(signingInput))
+	prefix := []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}
+	size := (n.BitLen() + 7) / 8
+	em := append([]byte{0x00, 0x01}, bytes.Repeat([]byte{0xff}, size-3-len(prefix)-len(digest))...)
+	em = append(append(append(em, 0x00), prefix...), digest[:]...)
+	signature := new(big.Int).Exp(new(big.Int).SetBytes(em), d, n).FillBytes(make([]byte, size))
+	forged := signingInput + "." + b64(signature)
+	const why = "the key of the token's kid is not usable: its RSA modulus is prime"
+
+	o := newOrigin(t, good)
+	o.set(func() { o.body = jsonMarshal(t, map[string]any{"keys": []any{primeJWK, good.jwk(t)}}) })
+	verifier := verifierOver(t, o.cache(t, clock, agentrouter.WithUnknownKidCooldown(time.Hour)))
+	if _, err := verifier.Verify(context.Background(), good.sign(t, claimsFor(clock.Now()), nil)); err != nil {
+		t.Fatalf("the good key: %v", err)
+	}
+	if got := agentrouter.PrimalityTestsOf(n); got != 0 {
+		t.Errorf("reading the set ran %d primality tests of the prime modulus, want 0", got)
+	}
+	for range 2 { // the second from what the first learnt of the key
+		_, err = verifier.Verify(context.Background(), forged)
+		if !errors.Is(err, agentrouter.ErrInvalidToken) || !strings.Contains(err.Error(), why) {
+			t.Errorf("a token signed with d = e^-1 mod (n-1) of a prime n: %v, want ErrInvalidToken: %s", err, why)
+		}
+	}
+
+	alone := newOrigin(t)
+	alone.set(func() { alone.body = jsonMarshal(t, map[string]any{"keys": []any{primeJWK}}) })
+	verifier = verifierOver(t, alone.cache(t, clock, agentrouter.WithUnknownKidCooldown(0)))
+	_, err = verifier.Verify(context.Background(), forged)
+	if !errors.Is(err, agentrouter.ErrInvalidToken) || !strings.Contains(err.Error(), why) {
+		t.Errorf("the forged token of a set whose only key has a prime modulus: %v, want ErrInvalidToken: %s", err, why)
+	}
+	if got := alone.requests.Load(); got != 1 {
+		t.Errorf("%d requests for the set whose only key has a prime modulus, want 1 (the key is in the set)", got)
+	}
+	if got := agentrouter.PrimalityTestsOf(n); got != 1 {
+		t.Errorf("%d primality tests of the prime modulus for three tokens over two caches, want 1 (memoized)", got)
 	}
 }

@@ -5,66 +5,48 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 )
 
-// B. Cache-Control by one grammar, the same table in the three SDKs: header value → max-age,
-// stale-while-revalidate, stale-if-error in seconds (ccDefault: the 300 s default). TestCacheControlTable
-// and TestCacheControlOfCorpus read it.
-// ccDefault in a row's max-age: the 300 s default.
-const ccDefault = -1
-
-var cacheControlTable = []struct {
-	header           string
-	maxAge, swr, sie int64
-}{
-	{`max-age=60`, 60, 0, 0},
-	{`max-age="60"`, 60, 0, 0},
-	{`max-age="60"x`, ccDefault, 0, 0},
-	{`a"b, max-age=86400, c"d, max-age=5`, 86400, 0, 0},
-	{`max-age=60, max-age=5`, 60, 0, 0},
-	{`max-age=60, stale-while-revalidate=600, stale-while-revalidate=5`, 60, 600, 0},
-	{`max-age=60, stale-if-error=600, stale-if-error=x`, 60, 0, 600},
-	{`max-age=60, must-revalidate, stale-if-error=600, stale-while-revalidate=30`, 60, 0, 0},
-	{`no-store, stale-while-revalidate=86400`, 0, 0, 0},
-	{`no-cache, stale-if-error=86400`, 0, 0, 0},
-	{`MAX-AGE=60, Stale-If-Error=10`, 60, 0, 10},
-	{`max-age=x, max-age=60`, 300, 0, 0},
-	{`max-age = 60`, 60, 0, 0},
-	{`max-age=-1`, ccDefault, 0, 0},
-	{`max-age=99999999999999999999999`, 86400, 0, 0},
-	{`ext="a, max-age=86400", max-age=5`, 5, 0, 0},
-	{`max-age=60, stale-if-error=99999999999`, 60, 0, 31536000},
-	{"(no header)", ccDefault, 0, 0},
-}
-
-// cacheControlTableLines is a row's header as field lines: none for "(no header)".
-func cacheControlTableLines(header string) []string {
-	if header == "(no header)" {
-		return nil
+// A JWK Set's member names are matched exactly: "KEYS" is not "keys" (RFC 7517 §5; JSON
+// member names are case-sensitive), so such a document is not a set.
+func TestKeySetMemberNamesAreExact(t *testing.T) {
+	body := []byte(`{"KEYS":[{"kty":"OKP","crv":"Ed25519","kid":"k","use":"sig","alg":"EdDSA","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`)
+	if keys, err := parseKeySet(body); err == nil {
+		t.Fatalf(`{"KEYS":[...]} read as a set of %d keys, want an error`, len(keys))
 	}
-	return []string{header}
 }
 
-func TestCacheControlTable(t *testing.T) {
-	for _, tc := range cacheControlTable {
-		got, _ := parseCacheControl(cacheControlTableLines(tc.header))
-		want := freshness{maxAge: time.Duration(tc.maxAge) * time.Second, staleWhileRevalidate: time.Duration(tc.swr) * time.Second, staleIfError: time.Duration(tc.sie) * time.Second}
-		if tc.maxAge == ccDefault {
-			want.maxAge = defaultMaxAge
-		}
-		if got != want {
-			t.Errorf("%s: got %v, %v, %v; want %v, %v, %v", tc.header, got.maxAge, got.staleWhileRevalidate, got.staleIfError, want.maxAge, want.staleWhileRevalidate, want.staleIfError)
+// Every token part is canonical unpadded base64url: a newline, padding or nonzero unused bits
+// in the last character make the token invalid (Go's decoder alone skips \r and \n).
+func TestTokenPartsAreCanonicalBase64url(t *testing.T) {
+	enc := base64.RawURLEncoding
+	head := enc.EncodeToString([]byte(`{"alg":"ES256","kid":"k","typ":"JWT"}`))
+	body := enc.EncodeToString([]byte(`{"sub":"s"}`))
+	sig := enc.EncodeToString(make([]byte, 64)) // 86 characters, the last holding 4 unused bits
+	if _, err := readHeader(head + "." + body + "." + sig); err != nil {
+		t.Fatalf("the canonical token: %v", err)
+	}
+	for name, token := range map[string]string{
+		"newline in header":   head[:4] + "\n" + head[4:] + "." + body + "." + sig,
+		"crlf in payload":     head + "." + body[:3] + "\r\n" + body[3:] + "." + sig,
+		"trailing newline":    head + "." + body + "." + sig + "\n",
+		"padded signature":    head + "." + body + "." + sig + "==",
+		"nonzero unused bits": head + "." + body + "." + sig[:len(sig)-1] + "B",
+		"non-ASCII payload":   head + "." + body + "é." + sig,
+	} {
+		if _, err := readHeader(token); err == nil {
+			t.Errorf("%s: accepted", name)
 		}
 	}
 }
 
-// L. A key set's body is strict UTF-8 JSON with no BOM: a BOM, UTF-16 or invalid UTF-8 anywhere
+// A key set's body is strict UTF-8 JSON with no BOM: a BOM, UTF-16 or invalid UTF-8 anywhere
 // refuses it whole; deep nesting is an error, never a crash.
 func TestKeySetBodyIsStrictUTF8(t *testing.T) {
 	good := `{"kty":"OKP","crv":"Ed25519","kid":"k","use":"sig","alg":"EdDSA","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`
@@ -91,7 +73,7 @@ func TestKeySetBodyIsStrictUTF8(t *testing.T) {
 	_, _ = parseKeySet([]byte(deep)) // an error or a set, never a crash
 }
 
-// O and L. A key whose base64url members are padded, in the standard alphabet or of the wrong
+// A key whose base64url members are padded, in the standard alphabet or of the wrong
 // length is skipped; use other than absent or "sig" (null included) is skipped; x5c and the
 // other certificate members neither make a key usable nor unusable.
 func TestKeyMembersEncodings(t *testing.T) {
@@ -112,6 +94,14 @@ func TestKeyMembersEncodings(t *testing.T) {
 		}
 	}
 	x, y := ec.X.FillBytes(make([]byte, 32)), ec.Y.FillBytes(make([]byte, 32))
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := b64(rsaKey.N.Bytes()) // 256 bytes: 342 characters, two short of a multiple of 4
+	rsaJWK := func(n, e string) string {
+		return fmt.Sprintf(`{"kty":"RSA","kid":"k","alg":"RS256","n":%q,"e":%q}`, n, e)
+	}
 	ecJWK := func(x, y string, extra string) string {
 		return fmt.Sprintf(`{"kty":"EC","crv":"P-256","kid":"k","alg":"ES256","x":%q,"y":%q%s}`, x, y, extra)
 	}
@@ -121,6 +111,7 @@ func TestKeyMembersEncodings(t *testing.T) {
 	std := func(s string) string { return strings.NewReplacer("-", "+", "_", "/").Replace(s) }
 	pad := func(s string) string { return s + strings.Repeat("=", (4-len(s)%4)%4) }
 	usable := map[string]string{
+		"RSA":                                   rsaJWK(n, "AQAB"),
 		"EC":                                    ecJWK(b64(x), b64(y), ""),
 		"Ed25519":                               edJWK(b64(ed), ""),
 		"EC use sig":                            ecJWK(b64(x), b64(y), `,"use":"sig"`),
@@ -134,21 +125,21 @@ func TestKeyMembersEncodings(t *testing.T) {
 		}
 	}
 	skipped := map[string]string{
-		"EC x padded":              ecJWK(pad(b64(x)), b64(y), ""),
-		"EC y padded":              ecJWK(b64(x), pad(b64(y)), ""),
-		"EC standard alphabet":     ecJWK(std(b64(x)), std(b64(y)), ""),
-		"EC x of 33 bytes":         ecJWK(b64(append([]byte{0}, x...)), b64(y), ""),
-		"EC x of 31 bytes":         ecJWK(b64(x[1:]), b64(y), ""),
-		"Ed25519 x padded":         edJWK(pad(b64(ed)), ""),
-		"Ed25519 standard":         edJWK(std(b64(ed)), ""),
-		"Ed25519 x of 33 bytes":    edJWK(b64(append([]byte{0}, ed...)), ""),
-		"use null":                 ecJWK(b64(x), b64(y), `,"use":null`),
-		"use enc":                  ecJWK(b64(x), b64(y), `,"use":"enc"`),
-		"use empty":                ecJWK(b64(x), b64(y), `,"use":""`),
-		"use a number":             ecJWK(b64(x), b64(y), `,"use":1`),
-		"EC x a number":            ecJWK(b64(x), b64(y), `,"x":7`),
-		"RSA n padded":             `{"kty":"RSA","kid":"k","alg":"RS256","n":"` + pad(strings.Repeat("A", 341)+"Q") + `","e":"AQAB"}`,
-		"RSA e in standard/padded": `{"kty":"RSA","kid":"k","alg":"RS256","n":"` + strings.Repeat("w", 342) + `","e":"AQAB=="}`,
+		"EC x padded":           ecJWK(pad(b64(x)), b64(y), ""),
+		"EC y padded":           ecJWK(b64(x), pad(b64(y)), ""),
+		"EC standard alphabet":  ecJWK(std(b64(x)), std(b64(y)), ""),
+		"EC x of 33 bytes":      ecJWK(b64(append([]byte{0}, x...)), b64(y), ""),
+		"EC x of 31 bytes":      ecJWK(b64(x[1:]), b64(y), ""),
+		"Ed25519 x padded":      edJWK(pad(b64(ed)), ""),
+		"Ed25519 standard":      edJWK(std(b64(ed)), ""),
+		"Ed25519 x of 33 bytes": edJWK(b64(append([]byte{0}, ed...)), ""),
+		"use null":              ecJWK(b64(x), b64(y), `,"use":null`),
+		"use enc":               ecJWK(b64(x), b64(y), `,"use":"enc"`),
+		"use empty":             ecJWK(b64(x), b64(y), `,"use":""`),
+		"use a number":          ecJWK(b64(x), b64(y), `,"use":1`),
+		"EC x a number":         ecJWK(b64(x), b64(y), `,"x":7`),
+		"RSA n padded":          rsaJWK(pad(n), "AQAB"),
+		"RSA e padded":          rsaJWK(n, "AQAB=="),
 	}
 	for name, jwk := range skipped {
 		if _, ok := parseKey(json.RawMessage(jwk)); ok {

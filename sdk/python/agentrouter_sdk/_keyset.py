@@ -727,8 +727,6 @@ class KeySetCache:
         304 that renews nothing: with no set cached, to a request without If-None-Match (it
         compared nothing), or with another ETag."""
         if not answer.not_modified:
-            if self._keys is not None:
-                _carry_verdicts(self._keys, answer.keys)
             self._keys, self._etag = answer.keys, answer.etag
             self._fetched, self._fresh = self._monotonic(), answer.fresh
             return None
@@ -802,23 +800,6 @@ class KeySetCache:
         except ValueError as err:
             raise _FetchError(str(err)) from None
         return _Answer(False, keys, etag_got, fresh, has_cache_control)
-
-
-def _carry_verdicts(old: dict[str, PublicKey], new: dict[str, PublicKey]) -> None:
-    """Give each unvetted RSA key of the `new` set the verdict a key of the `old` set with the
-    same modulus has: a key in use is not vetted again when a refresh brings it back, even
-    once the memo has dropped its modulus."""
-    known = {
-        modulus.n: modulus.prime
-        for key in old.values()
-        if (modulus := key._modulus) is not None and modulus.prime is not None
-    }
-    if not known:
-        return
-    for key in new.values():
-        modulus = key._modulus
-        if modulus is not None and modulus.prime is None:
-            modulus.prime = known.get(modulus.n)
 
 
 def _unknown_kid() -> InvalidTokenError:

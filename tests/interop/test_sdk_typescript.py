@@ -102,9 +102,13 @@ def peer_env(peer: Peer) -> dict[str, str]:
     }
 
 
+@pytest.mark.timeout(330)
 def test_the_node_tests_pass_against_the_server_and_the_peer(
     server: ServerProcess, peer: Peer
 ) -> None:
+    """Every node test file against the real server and the peer: ~40 s. Each test has 60 s
+    (--test-timeout), so a test that hangs fails with its name in the output instead of the
+    whole run being cut off without one (it was, once in a CI run, at 120 s)."""
     kids = served_kids(server)
     env = {
         **os.environ,
@@ -115,7 +119,7 @@ def test_the_node_tests_pass_against_the_server_and_the_peer(
         # their policy, stopped mid-test) and sign tokens with `agentrouter-auth token sign`.
         "AGENTROUTER_TEST_AUTH_CLI": json.dumps(AGENTROUTER_AUTH),
     }
-    output = node([*NODE_TEST, *NODE_TESTS], TS_DIR, env)
+    output = node([*NODE_TEST, "--test-timeout=60000", *NODE_TESTS], TS_DIR, env)
     counts = summary(output)
     assert counts["tests"] == counts["pass"] >= 97, output
     assert counts["skipped"] == counts["todo"] == 0, output

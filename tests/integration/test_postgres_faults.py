@@ -407,7 +407,8 @@ def test_a_replica_whose_sessions_are_terminated_reconnects_and_catches_up(
         cli("keys", "rotate", *store(pg_dsn, kek_file))
         second = eventually(lambda: served_kids(server), lambda kids: len(kids) == 2, within=5)
         assert first < second
-        relistening = sessions(postgres, dbname, LISTEN)
+        # The reconnect reloads the set, then opens its LISTEN session: wait for it.
+        relistening = eventually(lambda: sessions(postgres, dbname, LISTEN), bool, within=5)
         assert len(relistening) == 1  # a new LISTEN session
         assert not relistening & old
         cli("keys", "rotate", *store(pg_dsn, kek_file), "--alg", "EdDSA")  # a later change
